@@ -1,0 +1,73 @@
+"""aoe: a content-addressed store for ML training runs.
+
+>>> import aoe
+>>> store = aoe.Store("networks")
+>>> font_id = store.create_font("fruity")            # "1-fruity"
+>>> run_id = store.save_model(font_id, model, vector, "sample.png", "eval-glyphs/", {"loss": 0.1})
+>>> weights, vector, info = store.load_model(font_id)
+
+The same calls exist at module level (``aoe.save_model(...)``) on the default store:
+``$AOE_STORE``, else ``./networks``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import (
+    CorruptObjectError,
+    FontExistsError,
+    FontNotFoundError,
+    FormatError,
+    InvalidInputError,
+    InvalidNameError,
+    NotFoundError,
+    ObjectNotFoundError,
+    RunNotFoundError,
+    StorageError,
+    StorageFullError,
+    StoreError,
+    UnsupportedValueError,
+)
+from .manifests import FEEDBACK_SCHEMA, FORMAT, FORMAT_VERSION, WEIGHTS_VERSION
+from .store import COMPLETED, FAILED, INTERRUPTED, RUNNING, LoadedModel, RunInfo, RunRecorder, Store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "COMPLETED", "FAILED", "INTERRUPTED", "RUNNING",
+    "FEEDBACK_SCHEMA", "FORMAT", "FORMAT_VERSION", "WEIGHTS_VERSION",
+    "CorruptObjectError", "FontExistsError", "FontNotFoundError", "FormatError",
+    "InvalidInputError", "InvalidNameError", "NotFoundError", "ObjectNotFoundError",
+    "RunNotFoundError", "StorageError", "StorageFullError", "StoreError", "UnsupportedValueError",
+    "LoadedModel", "RunInfo", "RunRecorder", "Store",
+    "create_font", "list_fonts", "save_model", "load_model", "list_runs", "get_run_info",
+    "start_run", "load_personality", "export_personality", "load_sample", "load_glyphs",
+    "load_feedback", "load_extra",
+]
+
+
+def _on_default_store(name: str) -> Any:
+    method = getattr(Store, name)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(Store(), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"``Store().{name}(...)`` on the default store ($AOE_STORE or ./networks).\n\n{method.__doc__ or ''}"
+    return call
+
+
+create_font = _on_default_store("create_font")
+list_fonts = _on_default_store("list_fonts")
+save_model = _on_default_store("save_model")
+load_model = _on_default_store("load_model")
+list_runs = _on_default_store("list_runs")
+get_run_info = _on_default_store("get_run_info")
+start_run = _on_default_store("start_run")
+load_personality = _on_default_store("load_personality")
+export_personality = _on_default_store("export_personality")
+load_sample = _on_default_store("load_sample")
+load_glyphs = _on_default_store("load_glyphs")
+load_feedback = _on_default_store("load_feedback")
+load_extra = _on_default_store("load_extra")

@@ -1,0 +1,5 @@
+"""``python -m aoe`` is the ``aoe`` command."""
+
+from .cli import main
+
+main()

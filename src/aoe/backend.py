@@ -1,0 +1,262 @@
+"""Backend: bytes under ``/``-separated keys, and nothing else.
+
+The backend knows no hashes, codecs or runs; everything content-addressed lives
+above it, so an object store can later sit under the same store logic. The one
+implementation today, :class:`LocalBackend`, keeps each key as a file under a root
+folder and makes every write crash-safe the same way: a temporary file in the
+destination folder, written and fsynced, then linked (create-only) or renamed
+(replace) into place, then the folder fsynced. A reader therefore sees a key
+whole or not at all, after kill -9 or a full disk as much as after success.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from .errors import InvalidNameError, NotFoundError, StorageError, StorageFullError
+
+Buffer = bytes | bytearray | memoryview
+
+TEMP_PREFIX = ".tmp-"
+"""Names starting with this are in-flight writes; they are never keys."""
+
+TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EBUSY, errno.ETXTBSY, errno.EINTR})
+"""Errors of a file briefly locked or unavailable: retried with backoff."""
+
+RETRY_DELAYS = (0.05, 0.2, 0.8)
+"""Exponential backoff between the at most three retries of a transient error."""
+
+T = TypeVar("T")
+
+
+class Backend(Protocol):
+    """What the layers above need from storage: a flat map of keys to bytes."""
+
+    def read(self, key: str) -> bytes:
+        """The bytes under ``key``; :class:`NotFoundError` when there are none."""
+        ...
+
+    def write(self, key: str, parts: Sequence[Buffer], *, exclusive: bool) -> bool:
+        """Store the concatenation of ``parts`` under ``key``, all or nothing.
+
+        ``exclusive`` makes it create-only: when the key exists nothing is written,
+        its mtime is refreshed and False is returned. Otherwise the key is replaced
+        atomically and True is returned.
+        """
+        ...
+
+    def touch(self, key: str) -> bool:
+        """Refresh the key's mtime (a gc grace period relies on it); False if absent."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """Whether the key holds bytes."""
+        ...
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Every key below the folder ``prefix`` (recursively), in sorted order."""
+        ...
+
+    def delete(self, key: str) -> bool:
+        """Remove the key; False if it was already gone."""
+        ...
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could escape the root or clash with temporary files."""
+    parts = key.split("/")
+    for part in parts:
+        if (
+            not part
+            or part in (".", "..")
+            or part.startswith(TEMP_PREFIX)
+            or "\\" in part
+            or any(ord(c) < 32 or ord(c) == 127 for c in part)
+        ):
+            raise InvalidNameError(
+                f"invalid storage key {key!r}: each '/'-separated part must be non-empty, "
+                "not '.' or '..', without backslashes or control characters"
+            )
+    return key
+
+
+def with_retries(action: Callable[[], T], what: str) -> T:
+    """Run ``action``, retrying transient OS errors with backoff, mapping the rest."""
+    for delay in (*RETRY_DELAYS, None):
+        try:
+            return action()
+        except OSError as exc:
+            if exc.errno in TRANSIENT_ERRNOS and delay is not None:
+                time.sleep(delay)
+                continue
+            raise storage_error(exc, what) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def storage_error(exc: OSError, what: str) -> StorageError:
+    """Turn an OSError into the StorageError a user can act on."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFullError(
+            f"disk full while {what}: nothing was published; free space and try again"
+        )
+    if exc.errno in TRANSIENT_ERRNOS:
+        return StorageError(
+            f"{what} failed: the file stayed locked or busy after "
+            f"{len(RETRY_DELAYS)} retries ({exc.strerror}); close whatever holds it and try again"
+        )
+    return StorageError(f"{what} failed: {exc.strerror or exc} ({exc.filename or ''})".rstrip(" ()"))
+
+
+class LocalBackend:
+    """Keys as files under a root folder, written crash-safely."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self._known_dirs: set[Path] = set()
+
+    def __repr__(self) -> str:
+        return f"LocalBackend({str(self.root)!r})"
+
+    def path(self, key: str) -> Path:
+        """The file that holds ``key``."""
+        return self.root.joinpath(*check_key(key).split("/"))
+
+    def read(self, key: str) -> bytes:
+        path = self.path(key)
+
+        def read_file() -> bytes:
+            with open(path, "rb") as f:
+                return f.read()
+
+        try:
+            return with_retries(read_file, f"reading {path}")
+        except StorageError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                raise NotFoundError(f"{key} not found under {self.root}") from None
+            raise
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def touch(self, key: str) -> bool:
+        path = self.path(key)
+        try:
+            with_retries(lambda: os.utime(path), f"refreshing {path}")
+        except StorageError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                return False
+            raise
+        return True
+
+    def delete(self, key: str) -> bool:
+        path = self.path(key)
+        try:
+            with_retries(lambda: os.unlink(path), f"deleting {path}")
+        except StorageError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                return False
+            raise
+        _fsync_dir(path.parent)
+        return True
+
+    def list(self, prefix: str) -> Iterator[str]:
+        top = self.path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        base = prefix.strip("/")
+        yield from self._walk(top, base)
+
+    def _walk(self, folder: Path, key_prefix: str) -> Iterator[str]:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise storage_error(exc, f"listing {folder}") from exc
+        for entry in entries:
+            if entry.name.startswith(TEMP_PREFIX):
+                continue
+            key = f"{key_prefix}/{entry.name}" if key_prefix else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                yield from self._walk(Path(entry.path), key)
+            elif entry.is_file(follow_symlinks=False):
+                yield key
+
+    def write(self, key: str, parts: Sequence[Buffer], *, exclusive: bool) -> bool:
+        path = self.path(key)
+        if exclusive and self.touch(key):
+            return False
+        return with_retries(lambda: self._write_once(path, parts, exclusive), f"writing {path}")
+
+    def _write_once(self, path: Path, parts: Sequence[Buffer], exclusive: bool) -> bool:
+        temp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}-{path.name}")
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
+        except FileNotFoundError:  # the folder is new, or was removed under us
+            self._known_dirs.discard(path.parent)
+            self._ensure_dir(path.parent)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
+        try:
+            try:
+                for part in parts:
+                    _write_all(fd, part)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if exclusive:
+                try:
+                    os.link(temp, path)
+                except FileExistsError:
+                    os.utime(path)
+                    return False
+            else:
+                os.replace(temp, path)
+            _fsync_dir(path.parent)
+            return True
+        finally:
+            try:
+                os.unlink(temp)
+            except FileNotFoundError:
+                pass
+
+    def _ensure_dir(self, folder: Path) -> None:
+        """Create ``folder`` and its missing parents, fsyncing each new entry."""
+        if folder in self._known_dirs:
+            return
+        if not folder.is_dir():
+            if folder.parent != folder:
+                self._ensure_dir(folder.parent)
+            try:
+                os.mkdir(folder)
+            except FileExistsError:
+                pass
+            _fsync_dir(folder.parent)
+        self._known_dirs.add(folder)
+
+
+_O_BINARY = getattr(os, "O_BINARY", 0)
+
+
+def _write_all(fd: int, data: Buffer) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a folder's new or removed entries durable (a no-op where unsupported)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # Windows cannot open folders; its renames are journaled
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,63 @@
+"""Every error aoe raises, under one root: :class:`StoreError`.
+
+Each leaf also inherits the built-in it behaves like (``KeyError`` for things that
+are not there, ``ValueError`` for bad input) so callers can catch either. Messages
+say what is wrong and what to do next; the CLI prints them as one line.
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Root of every error raised by aoe."""
+
+    def __str__(self) -> str:  # KeyError would repr-quote the message otherwise
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class NotFoundError(StoreError, KeyError):
+    """Something asked for by name does not exist."""
+
+
+class FontNotFoundError(NotFoundError):
+    """The font id is not in the store."""
+
+
+class RunNotFoundError(NotFoundError):
+    """The run id is not in the font."""
+
+
+class ObjectNotFoundError(NotFoundError):
+    """An object named by a ref or a manifest is missing from ``.objects/``."""
+
+
+class InvalidNameError(StoreError, ValueError):
+    """A font id, run id, glyph name or other path-forming name is malformed."""
+
+
+class InvalidInputError(StoreError, ValueError):
+    """An argument cannot be stored as given (not a PNG, not JSON, wrong type...)."""
+
+
+class UnsupportedValueError(InvalidInputError, TypeError):
+    """A value inside a weights tree has no lossless, pickle-free representation."""
+
+
+class FontExistsError(StoreError, FileExistsError):
+    """The font id (or its number, or its name) is already taken."""
+
+
+class CorruptObjectError(StoreError):
+    """An object's content no longer matches its address, or cannot be decoded."""
+
+
+class FormatError(StoreError):
+    """A manifest or ref is malformed or of a format version this aoe cannot read."""
+
+
+class StorageError(StoreError, OSError):
+    """The storage underneath failed (I/O error, permission, removed folder)."""
+
+
+class StorageFullError(StorageError):
+    """The disk is full: nothing was published, and nothing partial was left."""

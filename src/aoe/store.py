@@ -1,0 +1,563 @@
+"""The public API: a store of fonts and their training runs.
+
+A save validates every input first, writes blobs, then the manifest, then creates
+the run's ref: a run is all there or not there, whatever happens in between. Every
+read verifies the hashes of what it returns.
+
+Torch is imported only by the calls that build or return tensors, so browsing a store
+(``list_runs``, ``get_run_info``, ``read_object``...) starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from . import inputs
+from .backend import LocalBackend
+from .errors import FontExistsError, InvalidInputError, NotFoundError, StoreError
+from .manifests import FEEDBACK_SCHEMA, Manifest, TensorRecord, pack, unpack
+from .objects import Digest, ObjectStore, parse_digest
+from .refs import Refs, check_font_id, check_font_name, check_name, font_number
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_ROOT = "networks"
+COMPLETED = "completed"
+FAILED = "failed"
+INTERRUPTED = "interrupted"
+RUNNING = "running"
+
+EXPECTED_ASSETS = ("weights", "personality_vector", "sample", "eval_glyphs", "feedback")
+"""What a completed run is expected to have; a run without one of them is incomplete."""
+
+
+def default_root() -> Path:
+    """``$AOE_STORE`` if set, else ``./networks``."""
+    return Path(os.environ.get("AOE_STORE") or DEFAULT_ROOT)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run is, without reading its weights or images."""
+
+    font_id: str
+    run_id: str
+    status: str
+    saved_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    params: dict[str, Any]
+    name: str | None
+    description: str | None
+    tags: tuple[str, ...]
+    weights_version: str | None
+    feedback_schema: str | None
+    manifest: str
+    assets: tuple[str, ...]
+    glyphs: tuple[str, ...]
+    extras: tuple[str, ...]
+    parent: str | None = None
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Expected assets a completed run lacks (empty for other statuses)."""
+        if self.status != COMPLETED:
+            return ()
+        return tuple(a for a in EXPECTED_ASSETS if a not in self.assets)
+
+    @property
+    def incomplete(self) -> bool:
+        return bool(self.missing)
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest, digest: str) -> RunInfo:
+        present = {
+            "weights": manifest.weights is not None,
+            "personality_vector": manifest.personality is not None,
+            "sample": manifest.sample is not None,
+            "eval_glyphs": bool(manifest.glyphs),
+            "feedback": manifest.feedback is not None,
+        }
+        return cls(
+            font_id=manifest.font_id,
+            run_id=manifest.run_id,
+            status=manifest.status,
+            saved_at=inputs.parse_time(manifest.saved_at),  # type: ignore[arg-type]
+            started_at=inputs.parse_time(manifest.started_at),
+            ended_at=inputs.parse_time(manifest.ended_at),
+            params=manifest.params,
+            name=manifest.name,
+            description=manifest.description,
+            tags=manifest.tags,
+            weights_version=manifest.weights_version,
+            feedback_schema=manifest.feedback_schema,
+            manifest=digest,
+            assets=tuple(a for a in EXPECTED_ASSETS if present[a]),
+            glyphs=tuple(manifest.glyphs),
+            extras=tuple(manifest.extras),
+            parent=manifest.parent,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view (times as ISO 8601 text)."""
+        out: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            if isinstance(value, datetime):
+                value = inputs.format_time(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[key] = value
+        out["missing"] = list(self.missing)
+        return out
+
+
+class LoadedModel(NamedTuple):
+    """What :meth:`Store.load_model` returns; unpacks as ``weights, vector, metadata``."""
+
+    weights: Any
+    personality_vector: torch.Tensor | None
+    metadata: RunInfo
+
+
+class Store:
+    """Fonts and runs under one root folder (created on first write)."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, workers: int | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+        self.backend = LocalBackend(self.root)
+        self.objects = ObjectStore(self.backend, workers=workers)
+        self.refs = Refs(self.backend)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # -- fonts ------------------------------------------------------------------
+
+    def create_font(self, name: str) -> str:
+        """Create a font and return its id.
+
+        ``"fruity"`` takes the next free number (``"1-fruity"``), atomically even with
+        other processes creating fonts; ``"7-fruity"`` takes exactly that id. A number
+        already taken, or a name another font already has, is refused.
+        """
+        if isinstance(name, str) and name[:1].isdigit() and "-" in name:
+            font_id = check_font_id(name)
+            self._refuse_taken_name(font_id.split("-", 1)[1])
+            if not self.refs.claim_font(font_id):
+                holder = self.refs.font_with_number(font_number(font_id))
+                raise FontExistsError(
+                    f"font number {font_number(font_id)} is taken by {holder!r}; "
+                    f"pick another number, or pass just the name to get the next free one"
+                )
+            return font_id
+        check_font_name(name)
+        self._refuse_taken_name(name)
+        fonts = self.refs.fonts()
+        number = max((font_number(f) for f in fonts), default=0) + 1
+        while not self.refs.claim_font(f"{number}-{name}"):
+            number += 1
+        return f"{number}-{name}"
+
+    def _refuse_taken_name(self, name: str) -> None:
+        for font_id in self.refs.fonts():
+            if font_id.split("-", 1)[1] == name:
+                raise FontExistsError(
+                    f"a font named {name!r} already exists: {font_id!r}; use that id, "
+                    "or choose another name"
+                )
+
+    def list_fonts(self) -> list[str]:
+        """Every font id, by number."""
+        self._require_root()
+        return self.refs.fonts()
+
+    def _require_root(self) -> None:
+        if not self.root.is_dir():
+            raise NotFoundError(
+                f"no store at {self.root}: check --root or $AOE_STORE; a store is created "
+                "by its first write (create_font / `aoe store create-font`)"
+            )
+
+    # -- saving -----------------------------------------------------------------
+
+    def save_model(
+        self,
+        font_id: str,
+        weights: Any,
+        personality_vector: Any = None,
+        sample_image: inputs.ImageInput | None = None,
+        eval_glyphs: Mapping[str, inputs.ImageInput] | str | os.PathLike[str] | None = None,
+        feedback: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        started_at: datetime | str | None = None,
+        ended_at: datetime | str | None = None,
+        status: str = COMPLETED,
+        name: str | None = None,
+        description: str | None = None,
+        tags: tuple[str, ...] | list[str] = (),
+        extras: Mapping[str, Any] | None = None,
+        feedback_schema: str | None = None,
+    ) -> str:
+        """Store one run and return its run id.
+
+        Everything is validated before anything is written; the run becomes visible
+        only when complete. ``weights`` is a state_dict or an ``nn.Module``; ``extras``
+        bundles auxiliary components (``{"vocoder": state_dict}``) stored the same way.
+        """
+        self.refs.require_font(font_id)
+        parts = self._write_assets(
+            weights, personality_vector, sample_image, eval_glyphs, feedback, extras, feedback_schema
+        )
+        return self._publish(
+            font_id, parts, params=params, started_at=started_at, ended_at=ended_at,
+            status=status, name=name, description=description, tags=tags,
+        )
+
+    def _write_assets(
+        self,
+        weights: Any = None,
+        personality_vector: Any = None,
+        sample_image: Any = None,
+        eval_glyphs: Any = None,
+        feedback: Any = None,
+        extras: Mapping[str, Any] | None = None,
+        feedback_schema: str | None = None,
+    ) -> dict[str, Any]:
+        """Validate, then write the blobs of a run; returns its manifest fields."""
+        sample = inputs.image_bytes(sample_image, "sample image") if sample_image is not None else None
+        glyphs = inputs.glyph_images(eval_glyphs) if eval_glyphs is not None else {}
+        feedback_data = inputs.feedback_bytes(feedback) if feedback is not None else None
+        extras = dict(extras or {})
+        if not isinstance(extras, dict):  # pragma: no cover - dict() above enforces it
+            raise InvalidInputError("extras must be a mapping of name to state_dict")
+        parts: dict[str, Any] = {}
+        if weights is not None or personality_vector is not None or extras:
+            from . import weights as tensors
+
+            prepared = tensors.PreparedTrees()
+            if weights is not None:
+                prepared.add("weights", weights)
+            if personality_vector is not None:
+                prepared.add("personality", tensors.as_tensor(personality_vector))
+            for extra_name, value in extras.items():
+                prepared.add(f"extra/{check_name(extra_name, 'extra name')}", value)
+            trees = prepared.store(self.objects)
+            parts["weights"] = trees.pop("weights", None)
+            parts["personality"] = trees.pop("personality", None)
+            parts["extras"] = {k.removeprefix("extra/"): v for k, v in trees.items()}
+        files = [f for f in (sample, *glyphs.values(), feedback_data) if f is not None]
+        blobs = iter(self.objects.put_blobs(files))
+        parts["sample"] = next(blobs) if sample is not None else None
+        parts["glyphs"] = {glyph: next(blobs) for glyph in glyphs}
+        if feedback_data is not None:
+            parts["feedback"] = next(blobs)
+            parts["feedback_schema"] = feedback_schema or _feedback_schema(feedback_data)
+        return parts
+
+    def _publish(
+        self,
+        font_id: str,
+        parts: dict[str, Any],
+        *,
+        params: Mapping[str, Any] | None,
+        started_at: datetime | str | None,
+        ended_at: datetime | str | None,
+        status: str,
+        name: str | None,
+        description: str | None,
+        tags: tuple[str, ...] | list[str],
+    ) -> str:
+        """Write the manifest and create the ref: the one step that makes the run exist."""
+        now = datetime.now(timezone.utc)
+        fields = dict(
+            font_id=check_font_id(font_id),
+            status=inputs.status(status),
+            saved_at=inputs.format_time(now),
+            started_at=inputs.timestamp(started_at, "started_at"),
+            ended_at=inputs.timestamp(ended_at, "ended_at") or inputs.format_time(now),
+            params=inputs.plain_json(dict(params or {}), "params"),
+            name=inputs.optional_text(name, "name"),
+            description=inputs.optional_text(description, "description"),
+            tags=inputs.tags(tags),
+            **{k: v for k, v in parts.items() if v is not None},
+        )
+        self.refs.require_font(font_id)
+        probe = Manifest(run_id="", **fields)
+        # Refresh every object the run needs, so a gc cannot sweep blobs written a
+        # while ago (a long training run) before the ref that protects them exists.
+        for digest in probe.digests():
+            if not self.objects.touch(digest):
+                raise StoreError(
+                    f"object {digest} vanished before run publication (a gc with a short grace "
+                    "period?); nothing was published: save the run again"
+                )
+        moment = inputs.parse_time(fields["started_at"]) or now
+
+        def write_manifest(run_id: str) -> Digest:
+            return self.objects.put(pack(Manifest(run_id=run_id, **fields)))
+
+        return self.refs.publish_run(font_id, moment, write_manifest)
+
+    def start_run(
+        self,
+        font_id: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        tags: tuple[str, ...] | list[str] = (),
+    ) -> RunRecorder:
+        """A context manager for a training loop; see :class:`RunRecorder`."""
+        self.refs.require_font(font_id)
+        return RunRecorder(self, font_id, params, name=name, description=description, tags=tags)
+
+    # -- reading ----------------------------------------------------------------
+
+    def list_runs(self, font_id: str) -> list[RunInfo]:
+        """Every run of a font, oldest first."""
+        self._require_root()
+        self.refs.require_font(font_id)
+        run_ids = self.refs.runs(font_id)
+        digests = [self.refs.read_run(font_id, run_id) for run_id in run_ids]
+        manifests = self.objects.get_many(digests)
+        return [RunInfo.from_manifest(unpack(m), d) for m, d in zip(manifests, digests)]
+
+    def newest_run(self, font_id: str) -> str:
+        """The id of a font's most recent run."""
+        self._require_root()
+        self.refs.require_font(font_id)
+        runs = self.refs.runs(font_id)
+        if not runs:
+            raise NotFoundError(f"font {font_id!r} has no runs yet; save one first")
+        return runs[-1]
+
+    def manifest(self, font_id: str, run_id: str | None = None) -> tuple[Manifest, Digest]:
+        """A run's verified manifest and its digest (the newest run by default)."""
+        self._require_root()
+        run_id = run_id or self.newest_run(font_id)
+        digest = self.refs.read_run(font_id, run_id)
+        return unpack(self.objects.get(digest)), digest
+
+    def get_run_info(self, font_id: str, run_id: str | None = None) -> RunInfo:
+        manifest, digest = self.manifest(font_id, run_id)
+        return RunInfo.from_manifest(manifest, digest)
+
+    def load_model(
+        self, font_id: str, run_id: str | None = None, map_location: Any = "cpu"
+    ) -> LoadedModel:
+        """Weights, personality vector and metadata of a run (the newest by default).
+
+        Every tensor is rebuilt from verified bytes; nothing stored is executed.
+        """
+        from . import weights as tensors
+
+        manifest, digest = self.manifest(font_id, run_id)
+        info = RunInfo.from_manifest(manifest, digest)
+        if manifest.weights is None:
+            raise NotFoundError(
+                f"run {info.run_id} of {font_id} ({info.status}) has no weights; "
+                f"pick another run from `aoe store ls {font_id}`"
+            )
+        trees = [manifest.weights, manifest.personality]
+        weights, vector = tensors.load_trees(self.objects, trees, map_location)
+        return LoadedModel(weights, vector, info)
+
+    def load_personality(
+        self, font_id: str, run_id: str | None = None, map_location: Any = "cpu"
+    ) -> torch.Tensor:
+        """A run's personality vector alone, exact dtype and shape."""
+        from . import weights as tensors
+
+        manifest, _ = self.manifest(font_id, run_id)
+        record = self._asset(manifest, manifest.personality, "personality vector")
+        return tensors.load_trees(self.objects, [record], map_location)[0]
+
+    def export_personality(self, font_id: str, run_id: str | None, path: str | os.PathLike[str]) -> Path:
+        """Write a run's personality vector on its own: ``.pt`` (a tensor), ``.json`` or ``.npy``."""
+        import torch
+
+        path = Path(path)
+        vector = self.load_personality(font_id, run_id)
+        if path.suffix == ".json":
+            data = {"dtype": str(vector.dtype).removeprefix("torch."), "shape": list(vector.shape),
+                    "values": vector.tolist()}
+            _write_file(path, json.dumps(data).encode())
+        elif path.suffix == ".npy":
+            import numpy
+
+            with _atomic_file(path) as f:
+                numpy.save(f, vector.numpy())
+        elif path.suffix == ".pt":
+            with _atomic_file(path) as f:
+                torch.save(vector, f)
+        else:
+            raise InvalidInputError(f"cannot export to {path.name}: use a .pt, .json or .npy file name")
+        return path
+
+    def load_extra(
+        self, font_id: str, run_id: str | None, name: str, map_location: Any = "cpu"
+    ) -> Any:
+        """An auxiliary component bundled with a run, by name."""
+        from . import weights as tensors
+
+        manifest, _ = self.manifest(font_id, run_id)
+        if name not in manifest.extras:
+            known = ", ".join(manifest.extras) or "none"
+            raise NotFoundError(f"run {manifest.run_id} of {font_id} has no extra {name!r} (extras: {known})")
+        return tensors.load_trees(self.objects, [manifest.extras[name]], map_location)[0]
+
+    def load_sample(self, font_id: str, run_id: str | None = None) -> bytes:
+        """A run's sample image as PNG bytes."""
+        manifest, _ = self.manifest(font_id, run_id)
+        return self.objects.get_blob(self._asset(manifest, manifest.sample, "sample image"))
+
+    def load_glyphs(self, font_id: str, run_id: str | None = None) -> dict[str, bytes]:
+        """A run's eval glyphs: glyph name to PNG bytes."""
+        manifest, _ = self.manifest(font_id, run_id)
+        return dict(zip(manifest.glyphs, map(self.objects.get_blob, manifest.glyphs.values())))
+
+    def load_feedback(self, font_id: str, run_id: str | None = None) -> Any:
+        """A run's feedback, parsed from its JSON."""
+        manifest, _ = self.manifest(font_id, run_id)
+        return json.loads(self.objects.get_blob(self._asset(manifest, manifest.feedback, "feedback")))
+
+    def read_object(self, digest: str) -> bytes:
+        """An object's verified raw content, by its hex digest."""
+        return self.objects.get(parse_digest(digest))
+
+    def iter_fonts_with_runs(self) -> Iterator[tuple[str, list[str]]]:
+        """Each font id with its run ids, cheaply (no manifest is read)."""
+        for font_id in self.list_fonts():
+            yield font_id, self.refs.runs(font_id)
+
+    @staticmethod
+    def _asset(manifest: Manifest, value: Any, what: str) -> Any:
+        if value is None:
+            raise NotFoundError(
+                f"run {manifest.run_id} of {manifest.font_id} has no {what} "
+                f"(status {manifest.status}); it can be added back with a later amend"
+            )
+        return value
+
+
+def _feedback_schema(data: bytes) -> str:
+    """The schema a feedback file declares (``"feedback_schema"``), else the current one."""
+    parsed = json.loads(data)
+    declared = parsed.get("feedback_schema") if isinstance(parsed, dict) else None
+    return declared if isinstance(declared, str) else FEEDBACK_SCHEMA
+
+
+class _atomic_file:
+    """Write a user-visible file crash-safely: temp file beside it, fsync, rename."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+    def __enter__(self) -> Any:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.temp, "wb")
+        return self.file
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        try:
+            if exc_type is None:
+                self.file.flush()
+                os.fsync(self.file.fileno())
+            self.file.close()
+            if exc_type is None:
+                os.replace(self.temp, self.path)
+        finally:
+            if self.temp.exists():
+                self.temp.unlink()
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with _atomic_file(path) as f:
+        f.write(data)
+
+
+class RunRecorder:
+    """Records a training run around a ``with`` block.
+
+    ``run.save(...)`` writes the given assets at once (later calls add to or replace
+    earlier ones); the run is published when the block ends: ``completed`` when it
+    ends normally, ``failed`` (or ``interrupted`` on Ctrl-C) with whatever was saved
+    when it raises, and the exception goes on. ``run.run_id`` is set once published.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        font_id: str,
+        params: Mapping[str, Any] | None,
+        *,
+        name: str | None,
+        description: str | None,
+        tags: tuple[str, ...] | list[str],
+    ) -> None:
+        self.store = store
+        self.font_id = font_id
+        self.params = dict(params or {})
+        self.meta = {"name": name, "description": description, "tags": tags}
+        self.parts: dict[str, Any] = {}
+        self.started_at: datetime | None = None
+        self.run_id: str | None = None
+
+    def __enter__(self) -> RunRecorder:
+        self.started_at = datetime.now(timezone.utc)
+        return self
+
+    def save(
+        self,
+        weights: Any = None,
+        personality_vector: Any = None,
+        sample_image: Any = None,
+        eval_glyphs: Any = None,
+        feedback: Any = None,
+        *,
+        extras: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        feedback_schema: str | None = None,
+    ) -> None:
+        """Write these assets now; they are published with the run when the block ends."""
+        new = self.store._write_assets(
+            weights, personality_vector, sample_image, eval_glyphs, feedback, extras, feedback_schema
+        )
+        for key, value in new.items():
+            if key in ("glyphs", "extras"):
+                self.parts[key] = {**self.parts.get(key, {}), **value}
+            elif value is not None:
+                self.parts[key] = value
+        if params:
+            self.params.update(params)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            status = COMPLETED
+        elif issubclass(exc_type, KeyboardInterrupt):
+            status = INTERRUPTED
+        else:
+            status = FAILED
+        try:
+            self.run_id = self.store._publish(
+                self.font_id, self.parts, params=self.params, started_at=self.started_at,
+                ended_at=None, status=status, **self.meta,
+            )
+        except StoreError as publish_error:
+            if exc is None:
+                raise
+            exc.add_note(f"aoe could not record this run as {status}: {publish_error}")

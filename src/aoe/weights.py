@@ -1,0 +1,228 @@
+"""Weights: torch state_dicts to manifest trees of tensor blobs, and back, without pickle.
+
+A tensor is stored as exactly its raw element bytes (little-endian, contiguous), one
+blob per tensor, with dtype and shape in the manifest, so equal values deduplicate
+whatever their key. Everything else in a state_dict (ints, floats, bools, strings,
+None, bytes, lists, tuples, nested mappings) is stored as plain msgpack. Loading
+builds tensors from bytes and plain values only: nothing stored is ever executed.
+
+This is the only layer that imports torch; the store imports it lazily, so commands
+that need no tensors start fast.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .errors import InvalidInputError, UnsupportedValueError
+from .manifests import StateDict, TensorRecord, tensors
+from .objects import ObjectStore
+
+if sys.byteorder != "little":  # pragma: no cover - every platform torch ships for today
+    raise ImportError("aoe stores raw little-endian tensor bytes and needs a little-endian host")
+
+_INT_RANGE = (-(2**63), 2**64 - 1)  # what msgpack can hold
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The canonical name stored in manifests: ``torch.float32`` -> ``"float32"``."""
+    return str(dtype).removeprefix("torch.")
+
+
+def dtype_from_name(name: str) -> torch.dtype:
+    """The torch dtype a manifest names; a clear error for one this torch lacks."""
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype) or dtype_name(dtype) != name:
+        raise UnsupportedValueError(
+            f"stored tensor has dtype {name!r}, which this torch {torch.__version__} "
+            "does not offer; load it with the torch that wrote it"
+        )
+    return dtype
+
+
+def raw_view(tensor: torch.Tensor) -> memoryview:
+    """A zero-copy byte view of a contiguous CPU tensor (keep the tensor alive)."""
+    nbytes = tensor.numel() * tensor.element_size()
+    if nbytes == 0:
+        return memoryview(b"")
+    return memoryview((ctypes.c_ubyte * nbytes).from_address(tensor.data_ptr())).cast("B")
+
+
+@dataclass
+class _Pending:
+    index: int
+
+
+@dataclass
+class PreparedTrees:
+    """Trees validated and flattened, tensors waiting to be written as blobs."""
+
+    trees: dict[str, Any] = field(default_factory=dict)
+    tensors: list[torch.Tensor] = field(default_factory=list)
+    shapes: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
+
+    def add(self, name: str, value: Any) -> None:
+        """Validate ``value`` (a state_dict, nn.Module or tensor) and queue its tensors."""
+        if isinstance(value, torch.nn.Module):
+            value = value.state_dict()
+        self.trees[name] = self._walk(value, name)
+
+    def _walk(self, value: Any, path: str) -> Any:
+        if isinstance(value, torch.Tensor):
+            return self._tensor(value, path)
+        if isinstance(value, Mapping):
+            items = {self._key(k, path): self._walk(v, f"{path}[{k!r}]") for k, v in value.items()}
+            metadata = getattr(value, "_metadata", None)
+            if isinstance(value, OrderedDict) or metadata is not None:
+                meta = self._walk(metadata, f"{path}._metadata") if metadata is not None else None
+                return StateDict(items, meta)
+            return items
+        if isinstance(value, list):
+            return [self._walk(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, tuple):
+            return tuple(self._walk(v, f"{path}[{i}]") for i, v in enumerate(value))
+        if value is None or isinstance(value, (bool, str, bytes)):
+            return value
+        if isinstance(value, int):
+            if not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+                raise UnsupportedValueError(f"{path}: integer {value} does not fit in 64 bits")
+            return int(value)
+        if isinstance(value, float):
+            return float(value)
+        raise UnsupportedValueError(
+            f"{path}: cannot store a value of type {type(value).__module__}.{type(value).__qualname__}; "
+            "weights may hold tensors, ints, floats, bools, strings, bytes, None, "
+            "and lists, tuples and mappings of those"
+        )
+
+    def _key(self, key: Any, path: str) -> Any:
+        if key is None or isinstance(key, (str, bool)):
+            return key
+        if isinstance(key, (int, float)):
+            return self._walk(key, path)
+        raise UnsupportedValueError(
+            f"{path}: mapping key {key!r} of type {type(key).__name__} cannot be stored; "
+            "keys may be strings, numbers, bools or None"
+        )
+
+    def _tensor(self, tensor: torch.Tensor, path: str) -> _Pending:
+        if tensor.layout != torch.strided or tensor.is_quantized or tensor.device.type == "meta":
+            kind = "quantized" if tensor.is_quantized else f"{tensor.layout}/{tensor.device.type}"
+            raise UnsupportedValueError(
+                f"{path}: a {kind} tensor cannot be stored; convert it to a dense tensor "
+                "with real data (e.g. .to_dense() or .dequantize()) first"
+            )
+        dense = tensor.detach().cpu().resolve_conj().resolve_neg().contiguous()
+        self.tensors.append(dense)
+        self.shapes.append((dtype_name(dense.dtype), tuple(dense.shape)))
+        return _Pending(len(self.tensors) - 1)
+
+    def store(self, objects: ObjectStore) -> dict[str, Any]:
+        """Write every queued tensor as a blob (in parallel); return the finished trees."""
+        blobs = objects.put_blobs(raw_view(t) for t in self.tensors)
+        records = [TensorRecord(dtype, shape, blob) for (dtype, shape), blob in zip(self.shapes, blobs)]
+        return {name: _resolve(tree, records) for name, tree in self.trees.items()}
+
+
+def _resolve(tree: Any, records: list[TensorRecord]) -> Any:
+    if isinstance(tree, _Pending):
+        return records[tree.index]
+    if isinstance(tree, StateDict):
+        return StateDict(_resolve(tree.items, records), tree.metadata)
+    if isinstance(tree, dict):
+        return {k: _resolve(v, records) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_resolve(v, records) for v in tree]
+    if isinstance(tree, tuple):
+        return tuple(_resolve(v, records) for v in tree)
+    return tree
+
+
+# -- loading ----------------------------------------------------------------------
+
+
+def load_trees(
+    objects: ObjectStore, trees: Iterable[Any], map_location: str | torch.device | None = "cpu"
+) -> list[Any]:
+    """Rebuild stored trees, reading every tensor (hash-verified) in parallel."""
+    device = _device(map_location)
+    trees = list(trees)
+    buffers: dict[int, torch.Tensor] = {}
+    targets = []
+    for tree in trees:
+        for record in tensors(tree):
+            if id(record) not in buffers:
+                buffer = torch.empty(record.blob.size, dtype=torch.uint8)
+                buffers[id(record)] = buffer
+                targets.append((record.blob, raw_view(buffer)))
+    objects.read_blobs_into(targets)
+    return [_build(tree, buffers, device) for tree in trees]
+
+
+def _build(tree: Any, buffers: dict[int, torch.Tensor], device: torch.device | None) -> Any:
+    if isinstance(tree, TensorRecord):
+        dtype = dtype_from_name(tree.dtype)
+        expected = _numel(tree.shape) * dtype.itemsize
+        if expected != tree.blob.size:
+            raise InvalidInputError(
+                f"stored tensor {tree.dtype}{list(tree.shape)} should be {expected} bytes, "
+                f"its blob is {tree.blob.size}; the manifest is damaged: run `aoe store fsck`"
+            )
+        tensor = buffers[id(tree)].view(dtype).reshape(tree.shape)
+        return tensor.to(device) if device is not None else tensor
+    if isinstance(tree, StateDict):
+        state: OrderedDict[Any, Any] = OrderedDict(
+            (k, _build(v, buffers, device)) for k, v in tree.items.items()
+        )
+        if tree.metadata is not None:
+            state._metadata = _build(tree.metadata, buffers, device)  # type: ignore[attr-defined]
+        return state
+    if isinstance(tree, dict):
+        return {k: _build(v, buffers, device) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_build(v, buffers, device) for v in tree]
+    if isinstance(tree, tuple):
+        return tuple(_build(v, buffers, device) for v in tree)
+    return tree
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    count = 1
+    for n in shape:
+        count *= n
+    return count
+
+
+def _device(map_location: Any) -> torch.device | None:
+    if map_location is None:
+        return None
+    try:
+        return torch.device(map_location)
+    except (TypeError, RuntimeError):
+        raise InvalidInputError(
+            f"map_location {map_location!r} is not a device; pass e.g. 'cpu' or 'cuda:0'"
+        ) from None
+
+
+def as_tensor(value: Any, what: str = "personality vector") -> torch.Tensor:
+    """A tensor from a tensor, a numpy array, or a list of floats (kept as float64,
+    so no precision is lost)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if type(value).__module__ == "numpy":
+        return torch.as_tensor(value)
+    if isinstance(value, (list, tuple)):
+        try:
+            return torch.tensor(value, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise InvalidInputError(f"{what}: {value!r:.80} is not a list of numbers ({exc})") from None
+    raise InvalidInputError(
+        f"{what}: cannot use a {type(value).__name__}; pass a tensor, a numpy array or a list of floats"
+    )
