@@ -141,6 +141,8 @@ class ObjectStore:
     def __init__(self, backend: Backend, workers: int | None = None) -> None:
         self.backend = backend
         self.workers = workers or os.cpu_count() or 1
+        self.on_progress: Callable[[int], None] | None = None
+        """Called with the byte count of each object put or got (for progress bars)."""
 
     def put(self, data: Buffer) -> Digest:
         """Store ``data`` once; storing it again writes nothing but refreshes its mtime."""
@@ -148,6 +150,8 @@ class ObjectStore:
         key = object_key(digest)
         if not self.backend.touch(key):
             self.backend.write(key, encode(data), exclusive=True)
+        if self.on_progress:
+            self.on_progress(memoryview(data).nbytes)
         return digest
 
     def get(self, digest: Digest) -> bytes:
@@ -159,7 +163,10 @@ class ObjectStore:
                 f"object {digest} is missing from {OBJECTS_PREFIX}/; "
                 "run `aoe store fsck` to see what it affects"
             ) from None
-        return decode(stored, digest)
+        data = decode(stored, digest)
+        if self.on_progress:
+            self.on_progress(len(data))
+        return data
 
     def touch(self, digest: Digest) -> bool:
         """Refresh an object's mtime (protecting it from gc); False if it is missing."""
