@@ -1,0 +1,67 @@
+"""Shared fixtures: a fresh store, real PNG images, and a small trained model."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import aoe
+
+
+def make_png(color: int = 0, size: int = 8) -> bytes:
+    """A real PNG image of one grey level."""
+    buffer = io.BytesIO()
+    Image.new("L", (size, size), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class TinyFont(torch.nn.Module):
+    """A stand-in for a personality font model: vector in, glyph image out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 64))
+        self.norm = torch.nn.BatchNorm1d(64)
+
+    def forward(self, vector: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.body(vector))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> aoe.Store:
+    return aoe.Store(tmp_path / "networks")
+
+
+@pytest.fixture
+def font(store: aoe.Store) -> str:
+    return store.create_font("fruity")
+
+
+@pytest.fixture
+def model() -> TinyFont:
+    torch.manual_seed(0)
+    return TinyFont()
+
+
+@pytest.fixture
+def run_files(tmp_path: Path) -> dict:
+    """The non-weight assets of a run, as save_model takes them."""
+    return {
+        "personality_vector": torch.tensor([0.25, -1.5, 3.0, 0.125]),
+        "sample_image": make_png(128, 16),
+        "eval_glyphs": {"A": make_png(10), "B": make_png(20), "a": make_png(30)},
+        "feedback": {"loss": 0.25, "val_loss": 0.5, "notes": "crisp serifs"},
+    }
+
+
+def object_files(root: Path) -> list[Path]:
+    """Every stored object file (bypassing the store)."""
+    return sorted(p for p in (root / ".objects").rglob("*") if p.is_file())
+
+
+def stored_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in object_files(root))

@@ -1,0 +1,117 @@
+"""Manifests: exact msgpack round trips, absent fields omitted, versions enforced."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from aoe.errors import FormatError, UnsupportedValueError
+from aoe.manifests import (
+    FORMAT,
+    FORMAT_VERSION,
+    Manifest,
+    StateDict,
+    TensorRecord,
+    pack,
+    pack_tree,
+    tensors,
+    unpack,
+    unpack_tree,
+)
+from aoe.objects import Blob, hash_bytes
+
+D1, D2, D3 = (hash_bytes(bytes([i])) for i in range(3))
+
+
+def full_manifest() -> Manifest:
+    record = TensorRecord("float32", (2, 3), Blob(24, (D1,)))
+    return Manifest(
+        font_id="1-fruity",
+        run_id="20260111T083000.000000Z-0000",
+        status="completed",
+        saved_at="2026-01-11T09:00:00.000000Z",
+        started_at="2026-01-11T08:30:00.000000Z",
+        ended_at="2026-01-11T08:59:00.000000Z",
+        params={"lr": 0.001, "layers": [1, 2]},
+        personality=TensorRecord("float64", (4,), Blob(32, (D2,))),
+        weights=StateDict({"w": record, 3: (1, 2.5, None, True, "s", b"b")}, {"": {"version": 1}}),
+        sample=Blob(10, (D3,)),
+        glyphs={"A": Blob(10, (D3,))},
+        feedback=Blob(10, (D1,)),
+        extras={"vocoder": {"g": record}},
+        name="first",
+        description="a test",
+        tags=("serif", "bold"),
+        weights_version="v1",
+        feedback_schema="1.0",
+        parent=D2,
+    )
+
+
+def test_a_full_manifest_round_trips_exactly() -> None:
+    manifest = full_manifest()
+    assert unpack(pack(manifest)) == manifest
+
+
+def test_packing_is_deterministic_with_sorted_keys() -> None:
+    data = pack(full_manifest())
+    assert data == pack(full_manifest())
+    keys = list(msgpack.unpackb(data, strict_map_key=False, ext_hook=lambda c, d: None))
+    assert keys == sorted(keys)
+
+
+def test_absent_optional_fields_are_omitted_not_null() -> None:
+    minimal = Manifest(font_id="1-a", run_id="r", status="failed", saved_at="t", weights_version=None)
+    fields = msgpack.unpackb(pack(minimal))
+    assert fields == {"format": FORMAT, "version": FORMAT_VERSION, "font_id": "1-a", "run_id": "r",
+                      "status": "failed", "saved_at": "t"}
+    assert unpack(pack(minimal)) == minimal
+
+
+def test_digests_lists_every_object_a_run_needs() -> None:
+    assert sorted(set(full_manifest().digests())) == sorted({D1, D2, D3})
+
+
+def test_tensors_walks_nested_trees() -> None:
+    assert len(list(tensors(full_manifest().weights))) == 1
+
+
+def test_a_newer_format_version_is_refused_with_the_version_it_needs() -> None:
+    fields = msgpack.unpackb(pack(full_manifest()), ext_hook=msgpack.ExtType)
+    fields["version"] = FORMAT_VERSION + 1
+    with pytest.raises(FormatError, match=f"version {FORMAT_VERSION + 1} needs a newer aoe"):
+        unpack(msgpack.packb(fields))
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"\xc1", "not valid msgpack"),
+        (msgpack.packb([1, 2]), "not an aoe run manifest"),
+        (msgpack.packb({"format": "other"}), "not an aoe run manifest"),
+        (msgpack.packb({"format": FORMAT, "version": 0}), "invalid format version"),
+        (msgpack.packb({"format": FORMAT, "version": 1}), "malformed run manifest"),
+        (msgpack.packb({"format": FORMAT, "version": 1, "font_id": 3, "run_id": "r", "status": "s",
+                        "saved_at": "t"}), "malformed run manifest"),
+        (msgpack.packb({"format": FORMAT, "version": 1, "font_id": "f", "run_id": "r", "status": "s",
+                        "saved_at": "t", "sample": {"size": -1, "chunks": []}}), "malformed"),
+        (msgpack.packb({"format": FORMAT, "version": 1, "font_id": "f", "run_id": "r", "status": "s",
+                        "saved_at": "t", "personality": {"dtype": "float32", "shape": [-2],
+                                                          "size": 0, "chunks": []}}), "malformed"),
+        (msgpack.packb({"format": FORMAT, "version": 1, "weights": msgpack.ExtType(99, b"\x90")}),
+         "unknown msgpack extension type 99"),
+    ],
+)
+def test_malformed_manifests_are_refused(data: bytes, message: str) -> None:
+    with pytest.raises(FormatError, match=message):
+        unpack(data)
+
+
+def test_trees_keep_tuples_int_keys_and_bytes_apart_from_lists() -> None:
+    tree = {"t": (1, [2, (3,)]), 7: b"\x00\xff", "n": None, "f": float("inf")}
+    assert unpack_tree(pack_tree(tree)) == tree
+
+
+def test_values_outside_the_schema_cannot_be_packed() -> None:
+    with pytest.raises(UnsupportedValueError):
+        pack_tree({"x": object()})

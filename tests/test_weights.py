@@ -1,0 +1,180 @@
+"""Weights: every dtype bit for bit, nested state, no pickle, clear errors."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import torch
+
+from aoe.backend import LocalBackend
+from aoe.errors import InvalidInputError, UnsupportedValueError
+from aoe.manifests import pack_tree, tensors, unpack_tree
+from aoe.objects import CHUNK_SIZE, ObjectStore
+from aoe.weights import PreparedTrees, as_tensor, dtype_from_name, dtype_name, load_trees
+
+ALL_DTYPES = sorted(
+    {v for v in vars(torch).values() if isinstance(v, torch.dtype)}, key=str
+)
+
+
+@pytest.fixture
+def objects(tmp_path: Path) -> ObjectStore:
+    return ObjectStore(LocalBackend(tmp_path))
+
+
+def round_trip(objects: ObjectStore, value, map_location="cpu"):
+    """Store a tree, pass its manifest form through msgpack, and load it back."""
+    prepared = PreparedTrees()
+    prepared.add("w", value)
+    tree = unpack_tree(pack_tree(prepared.store(objects)["w"]))
+    return load_trees(objects, [tree], map_location)[0]
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return (
+        a.dtype == b.dtype
+        and a.shape == b.shape
+        and torch.equal(a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8))
+    )
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+def test_every_dtype_round_trips_bit_for_bit(objects: ObjectStore, dtype: torch.dtype) -> None:
+    raw = torch.randint(0, 256, (5 * 6 * dtype.itemsize,), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    tensor = raw.view(dtype).reshape(5, 6)
+    back = round_trip(objects, {"t": tensor})["t"]
+    assert same_bits(back, tensor)
+
+
+def test_nan_payloads_and_negative_zero_survive(objects: ObjectStore) -> None:
+    tensor = torch.tensor([float("nan"), -0.0, float("inf")]).view(torch.int32)
+    tensor[0] = 0x7FC00123  # a NaN with a payload
+    floats = tensor.view(torch.float32)
+    assert same_bits(round_trip(objects, {"f": floats})["f"], floats)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.arange(24.0).reshape(4, 6).t(),  # non-contiguous
+        lambda: torch.arange(24.0).reshape(4, 6)[:, ::2],  # strided slice
+        lambda: torch.tensor(3.5),  # 0-d
+        lambda: torch.empty(0, 3),  # no elements
+        lambda: torch.randn(3, 2, dtype=torch.complex64).conj(),  # lazy conjugate
+        lambda: torch.randn(4).neg().expand(2, 4),  # expanded view
+        lambda: torch.nn.Parameter(torch.randn(3)),
+    ],
+)
+def test_views_are_stored_as_their_values_made_contiguous(objects: ObjectStore, make) -> None:
+    tensor = make()
+    back = round_trip(objects, {"t": tensor})["t"]
+    assert back.is_contiguous() and back.shape == tensor.shape and back.dtype == tensor.dtype
+    assert torch.equal(back, tensor.detach().resolve_conj())
+
+
+def test_an_optimizer_state_dict_resumes_exactly(objects: ObjectStore) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(torch.randn(5, 3)).sum().backward()
+        optimizer.step()
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 3}
+    back = round_trip(objects, state)
+    resumed = torch.optim.Adam(torch.nn.Linear(3, 2).parameters())
+    resumed.load_state_dict(back["optimizer"])
+    assert back["epoch"] == 3
+    assert resumed.state_dict()["param_groups"] == optimizer.state_dict()["param_groups"]
+    for key, value in optimizer.state_dict()["state"][0].items():
+        assert torch.equal(resumed.state_dict()["state"][0][key], value)
+
+
+def test_modules_state_dict_order_and_metadata_survive(objects: ObjectStore) -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    back = round_trip(objects, model)
+    assert isinstance(back, OrderedDict) and list(back) == list(model.state_dict())
+    assert back._metadata == model.state_dict()._metadata
+    fresh = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    fresh.load_state_dict(back)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+
+
+def test_plain_values_keep_their_types(objects: ObjectStore) -> None:
+    state = {"i": 2**63 - 1, "neg": -(2**63), "f": 0.1, "b": False, "s": "x", "n": None, "bytes": b"\x00",
+             "list": [1, (2, 3)], "size": torch.Size([2, 3]), 5: "int key", 1.5: "float key", None: "none key"}
+    back = round_trip(objects, state)
+    assert back == {**state, "size": (2, 3)}
+    assert type(back["list"][1]) is tuple and type(back["b"]) is bool
+
+
+def test_equal_tensors_under_different_keys_are_stored_once(objects: ObjectStore) -> None:
+    tensor = torch.randn(100)
+    prepared = PreparedTrees()
+    prepared.add("w", {"a": tensor, "b": tensor.clone()})
+    tree = prepared.store(objects)["w"]
+    a, b = tensors(tree)
+    assert a.blob == b.blob
+
+
+def test_large_tensors_are_chunked_and_read_back(objects: ObjectStore) -> None:
+    tensor = torch.randn(CHUNK_SIZE // 4 + 100)
+    prepared = PreparedTrees()
+    prepared.add("w", {"big": tensor})
+    tree = prepared.store(objects)["w"]
+    assert len(next(iter(tensors(tree))).blob.chunks) == 2
+    assert torch.equal(load_trees(objects, [tree])[0]["big"], tensor)
+
+
+@pytest.mark.parametrize(
+    "value, where",
+    [
+        ({"layer": {"bad": object()}}, "w['layer']['bad']"),
+        ({"x": [1, {2, 3}]}, "w['x'][1]"),
+        ({"big": 2**64}, "w['big']"),
+        ({(1, 2): 3}, "tuple"),
+        ({"q": torch.quantize_per_tensor(torch.randn(3), 0.1, 0, torch.qint8)}, "quantized"),
+        ({"s": torch.randn(3, 3).to_sparse()}, "w['s']"),
+        ({"m": torch.empty(3, device="meta")}, "w['m']"),
+    ],
+)
+def test_values_that_cannot_be_represented_name_their_key(value, where: str) -> None:
+    with pytest.raises(UnsupportedValueError, match=__import__("re").escape(where)):
+        PreparedTrees().add("w", value)
+
+
+def test_map_location_moves_tensors_and_rejects_nonsense(objects: ObjectStore) -> None:
+    assert round_trip(objects, {"t": torch.ones(2)}, map_location=torch.device("cpu"))["t"].device.type == "cpu"
+    assert round_trip(objects, {"t": torch.ones(2)}, map_location=None)["t"].device.type == "cpu"
+    with pytest.raises(InvalidInputError, match="not a device"):
+        round_trip(objects, {"t": torch.ones(2)}, map_location="no-such-device")
+
+
+def test_a_tensor_whose_size_disagrees_with_its_blob_is_refused(objects: ObjectStore) -> None:
+    prepared = PreparedTrees()
+    prepared.add("w", torch.ones(4))
+    record = prepared.store(objects)["w"]
+    forged = type(record)("float32", (5,), record.blob)
+    with pytest.raises(InvalidInputError, match="manifest is damaged"):
+        load_trees(objects, [forged])
+
+
+def test_dtype_names_are_canonical_and_unknown_ones_refused() -> None:
+    assert dtype_name(torch.float) == "float32" and dtype_from_name("bfloat16") is torch.bfloat16
+    for name in ["float", "nonsense", "Tensor"]:
+        with pytest.raises(UnsupportedValueError, match="does not offer"):
+            dtype_from_name(name)
+
+
+def test_personality_vectors_from_lists_arrays_and_tensors() -> None:
+    numpy = pytest.importorskip("numpy")
+    assert as_tensor([0.1, 0.2]).dtype == torch.float64 and as_tensor([0.1, 0.2]).tolist() == [0.1, 0.2]
+    assert as_tensor(numpy.arange(3, dtype=numpy.float32)).dtype == torch.float32
+    tensor = torch.ones(2)
+    assert as_tensor(tensor) is tensor
+    with pytest.raises(InvalidInputError, match="not a list of numbers"):
+        as_tensor(["a", "b"])
+    with pytest.raises(InvalidInputError, match="cannot use a str"):
+        as_tensor("0.1 0.2")
