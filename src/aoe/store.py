@@ -213,13 +213,11 @@ class Store:
         bundles auxiliary components (``{"vocoder": state_dict}``) stored the same way.
         """
         self.refs.require_font(font_id)
+        metadata = run_metadata(params, started_at, ended_at, status, name, description, tags)
         parts = self._write_assets(
             weights, personality_vector, sample_image, eval_glyphs, feedback, extras, feedback_schema
         )
-        return self._publish(
-            font_id, parts, params=params, started_at=started_at, ended_at=ended_at,
-            status=status, name=name, description=description, tags=tags,
-        )
+        return self._publish(font_id, metadata, parts)
 
     def _write_assets(
         self,
@@ -262,33 +260,16 @@ class Store:
             parts["feedback_schema"] = feedback_schema or _feedback_schema(feedback_data)
         return parts
 
-    def _publish(
-        self,
-        font_id: str,
-        parts: dict[str, Any],
-        *,
-        params: Mapping[str, Any] | None,
-        started_at: datetime | str | None,
-        ended_at: datetime | str | None,
-        status: str,
-        name: str | None,
-        description: str | None,
-        tags: tuple[str, ...] | list[str],
-    ) -> str:
+    def _publish(self, font_id: str, metadata: dict[str, Any], parts: dict[str, Any]) -> str:
         """Write the manifest and create the ref: the one step that makes the run exist."""
         now = datetime.now(timezone.utc)
-        fields = dict(
-            font_id=check_font_id(font_id),
-            status=inputs.status(status),
-            saved_at=inputs.format_time(now),
-            started_at=inputs.timestamp(started_at, "started_at"),
-            ended_at=inputs.timestamp(ended_at, "ended_at") or inputs.format_time(now),
-            params=inputs.plain_json(dict(params or {}), "params"),
-            name=inputs.optional_text(name, "name"),
-            description=inputs.optional_text(description, "description"),
-            tags=inputs.tags(tags),
+        fields = {
+            "font_id": check_font_id(font_id),
+            "saved_at": inputs.format_time(now),
+            **metadata,
+            "ended_at": metadata["ended_at"] or inputs.format_time(now),
             **{k: v for k, v in parts.items() if v is not None},
-        )
+        }
         self.refs.require_font(font_id)
         probe = Manifest(run_id="", **fields)
         # Refresh every object the run needs, so a gc cannot sweep blobs written a
@@ -448,6 +429,27 @@ class Store:
         return value
 
 
+def run_metadata(
+    params: Mapping[str, Any] | None,
+    started_at: datetime | str | None,
+    ended_at: datetime | str | None,
+    status: str,
+    name: str | None,
+    description: str | None,
+    tags: tuple[str, ...] | list[str],
+) -> dict[str, Any]:
+    """Validated manifest fields describing a run (checked before any blob is written)."""
+    return {
+        "status": inputs.status(status),
+        "started_at": inputs.timestamp(started_at, "started_at"),
+        "ended_at": inputs.timestamp(ended_at, "ended_at"),
+        "params": inputs.plain_json(dict(params or {}), "params"),
+        "name": inputs.optional_text(name, "name"),
+        "description": inputs.optional_text(description, "description"),
+        "tags": inputs.tags(tags),
+    }
+
+
 def _feedback_schema(data: bytes) -> str:
     """The schema a feedback file declares (``"feedback_schema"``), else the current one."""
     parsed = json.loads(data)
@@ -508,6 +510,7 @@ class RunRecorder:
         self.font_id = font_id
         self.params = dict(params or {})
         self.meta = {"name": name, "description": description, "tags": tags}
+        run_metadata(self.params, None, None, COMPLETED, **self.meta)  # refuse bad input now
         self.parts: dict[str, Any] = {}
         self.started_at: datetime | None = None
         self.run_id: str | None = None
@@ -553,10 +556,8 @@ class RunRecorder:
         else:
             status = FAILED
         try:
-            self.run_id = self.store._publish(
-                self.font_id, self.parts, params=self.params, started_at=self.started_at,
-                ended_at=None, status=status, **self.meta,
-            )
+            metadata = run_metadata(self.params, self.started_at, None, status, **self.meta)
+            self.run_id = self.store._publish(self.font_id, metadata, self.parts)
         except StoreError as publish_error:
             if exc is None:
                 raise
