@@ -121,10 +121,10 @@ def put(
     store: Store = ctx.obj
     if not run_dir.is_dir():
         raise InvalidInputError(f"run folder {run_dir} does not exist or is not a folder")
-    if font_id not in store.refs.fonts():
+    if check_font_id(font_id) not in store.refs.fonts():
         if not create:
             raise FontNotFoundError(
-                f"no font {check_font_id(font_id)!r} in {store.root}; add --create to create it, "
+                f"no font {font_id!r} in {store.root}; add --create to create it, "
                 f"or run `aoe store create-font {font_id}`"
             )
         store.create_font(font_id)

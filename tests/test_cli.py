@@ -1,0 +1,251 @@
+"""The aoe command: output, exit codes, one-line errors, no torch where none is needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import blake3
+import pytest
+import torch
+from conftest import make_png
+
+import aoe
+from aoe import cli
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run ``aoe ARGS`` in this process; returns (exit code, stdout, stderr)."""
+    old_argv = sys.argv
+    sys.argv = ["aoe", *args]
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 1
+    finally:
+        sys.argv = old_argv
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("AOE_STORE", str(tmp_path / "networks"))
+    return tmp_path / "networks"
+
+
+def make_run_dir(folder: Path, scale: float = 1.0) -> Path:
+    """A run folder in the spec's layout."""
+    (folder / "eval-glyphs").mkdir(parents=True)
+    torch.save({"layer.weight": torch.full((4, 4), scale), "step": 3}, folder / "weights.pt")
+    torch.save(torch.tensor([0.1, 0.2, 0.3]), folder / "personality_vector.pt")
+    (folder / "sample.png").write_bytes(make_png(1))
+    for glyph in "AB":
+        (folder / "eval-glyphs" / f"{glyph}.png").write_bytes(make_png(ord(glyph)))
+    (folder / "feedback.json").write_text('{"loss": 0.5}')
+    (folder / "run.json").write_text(json.dumps({
+        "params": {"lr": 0.01}, "status": "completed", "tags": ["serif"], "name": "cli run",
+        "started_at": "2026-01-11T08:30:00Z",
+    }))
+    (folder / "extras").mkdir()
+    torch.save({"g": torch.ones(2)}, folder / "extras" / "vocoder.pt")
+    return folder
+
+
+def test_put_get_round_trip(capsys, root: Path, tmp_path: Path) -> None:
+    run_dir = make_run_dir(tmp_path / "run")
+    code, out, err = run_cli(capsys, "store", "put", "1-fruity", str(run_dir), "--create")
+    assert code == 0, err
+    run_id = out.strip()
+    assert run_id == "20260111T083000.000000Z-0000"
+
+    code, out, err = run_cli(capsys, "store", "get", "1-fruity", str(tmp_path / "out"))
+    assert code == 0, err
+    out_dir = tmp_path / "out"
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "eval-glyphs", "extras", "feedback.json", "personality_vector.pt", "run.json", "sample.png", "weights.pt"]
+    weights = torch.load(out_dir / "weights.pt", weights_only=True)
+    assert torch.equal(weights["layer.weight"], torch.ones(4, 4)) and weights["step"] == 3
+    assert torch.equal(torch.load(out_dir / "extras" / "vocoder.pt", weights_only=True)["g"], torch.ones(2))
+    for name in ["sample.png", "feedback.json", "eval-glyphs/A.png", "eval-glyphs/B.png"]:
+        assert (out_dir / name).read_bytes() == (run_dir / name).read_bytes()
+    meta = json.loads((out_dir / "run.json").read_text())
+    assert meta["run_id"] == run_id and meta["params"] == {"lr": 0.01} and meta["tags"] == ["serif"]
+
+    # What get writes, put takes back, and nothing new is stored but a manifest.
+    objects = sum(1 for p in (root / ".objects").rglob("*") if p.is_file())
+    code, out, _ = run_cli(capsys, "store", "put", "1-fruity", str(out_dir))
+    assert code == 0
+    assert sum(1 for p in (root / ".objects").rglob("*") if p.is_file()) == objects + 1
+
+
+def test_get_a_named_run_and_refuse_a_used_destination(capsys, root: Path, tmp_path: Path) -> None:
+    store = aoe.Store(root)
+    font = store.create_font("fruity")
+    first = store.save_model(font, {"w": torch.ones(1)})
+    store.save_model(font, {"w": torch.zeros(1)})
+    code, _, err = run_cli(capsys, "store", "get", font, first, str(tmp_path / "a"))
+    assert code == 0, err
+    assert torch.equal(torch.load(tmp_path / "a" / "weights.pt", weights_only=True)["w"], torch.ones(1))
+    code, _, err = run_cli(capsys, "store", "get", font, first, str(tmp_path / "a"))
+    assert code == 2 and "already exists and is not empty" in err
+    code, _, err = run_cli(capsys, "store", "get", font, first, "x", "y")
+    assert code == 2 and "too many arguments" in err
+
+
+def test_put_needs_create_for_a_new_font(capsys, root: Path, tmp_path: Path) -> None:
+    run_dir = make_run_dir(tmp_path / "run")
+    code, out, err = run_cli(capsys, "store", "put", "1-fruity", str(run_dir))
+    assert code == 3 and out == ""
+    assert err.count("\n") == 1 and "add --create" in err
+    code, _, err = run_cli(capsys, "store", "put", "Bad_Id", str(run_dir), "--create")
+    assert code == 2 and "invalid font id" in err
+
+
+def test_put_warns_about_what_it_does_not_store(capsys, root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "partial"
+    run_dir.mkdir()
+    torch.save({"w": torch.ones(1)}, run_dir / "weights")
+    (run_dir / "notes.txt").write_text("x")
+    (run_dir / "run.json").write_text('{"bogus": 1}')
+    code, out, err = run_cli(capsys, "store", "put", "1-x", str(run_dir), "--create")
+    assert code == 0
+    assert "not stored (not part of the run layout): notes.txt" in err
+    assert "keys not stored: bogus" in err
+    assert "incomplete: no personality_vector, sample, eval_glyphs, feedback" in err
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda d: (d / "weights.pt").write_bytes(b"not torch"), "cannot be read as weights-only"),
+        (lambda d: (d / "run.json").write_text("{"), "not valid JSON"),
+        (lambda d: (d / "run.json").write_text("[]"), "must hold a JSON object"),
+        (lambda d: [(d / n).write_bytes(b"") for n in ("weights", "weights.pth")], "several weights files"),
+    ],
+)
+def test_put_refuses_bad_run_folders(capsys, root: Path, tmp_path: Path, setup, message: str) -> None:
+    run_dir = tmp_path / "bad"
+    run_dir.mkdir()
+    setup(run_dir)
+    code, _, err = run_cli(capsys, "store", "put", "1-x", str(run_dir), "--create")
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_put_refuses_pickled_code(capsys, root: Path, tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    run_dir = tmp_path / "evil"
+    run_dir.mkdir()
+    torch.save({"w": Evil()}, run_dir / "weights.pt")
+    code, _, err = run_cli(capsys, "store", "put", "1-x", str(run_dir), "--create")
+    assert code == 2 and "weights-only" in err
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_ls_and_show(capsys, root: Path, tmp_path: Path) -> None:
+    store = aoe.Store(root)
+    font = store.create_font("fruity")
+    store.create_font("dumb")
+    run_id = store.save_model(font, {"w": torch.ones(1)}, name="base", tags=["serif", "bold"])
+
+    code, out, _ = run_cli(capsys, "store", "ls")
+    assert code == 0
+    assert out.splitlines()[0].split() == ["font", "runs", "newest", "run"]
+    assert out.splitlines()[1].split() == ["1-fruity", "1", run_id]
+    assert out.splitlines()[2].split() == ["2-dumb", "0", "-"]
+    code, out, _ = run_cli(capsys, "store", "ls", "--json")
+    assert json.loads(out) == [{"font_id": "1-fruity", "runs": 1, "newest_run": run_id},
+                               {"font_id": "2-dumb", "runs": 0, "newest_run": None}]
+
+    code, out, _ = run_cli(capsys, "store", "ls", font)
+    assert code == 0 and run_id in out and "serif,bold" in out
+    code, out, _ = run_cli(capsys, "store", "ls", font, "--json")
+    [row] = json.loads(out)
+    assert row["run_id"] == run_id and row["missing"] == ["personality_vector", "sample", "eval_glyphs", "feedback"]
+
+    code, out, _ = run_cli(capsys, "store", "show", font)
+    assert code == 0 and f"run_id: {run_id}" in out and "name: base" in out
+    code, out, _ = run_cli(capsys, "store", "show", font, run_id, "--json")
+    assert json.loads(out)["tags"] == ["serif", "bold"]
+
+
+def test_cat_prints_content_whose_blake3_is_its_name(capsysbinary, root: Path) -> None:
+    store = aoe.Store(root)
+    font = store.create_font("fruity")
+    store.save_model(font, None, sample_image=make_png(3))
+    digest = store.manifest(font)[0].sample.chunks[0]
+    old_argv, sys.argv = sys.argv, ["aoe", "store", "cat", digest]
+    try:
+        cli.main()
+    finally:
+        sys.argv = old_argv
+    out = capsysbinary.readouterr().out
+    assert out == make_png(3) and blake3.blake3(out).hexdigest() == digest
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["store", "ls"], 3, "no store at"),
+        (["store", "cat", "abc"], 2, "invalid object id"),
+        (["store", "cat", "0" * 64], 3, "missing from .objects/"),
+        (["store", "show", "1-fruity"], 3, "no store at"),
+        (["store", "create-font", "Bad Name"], 2, "invalid font name"),
+        (["store", "cat"], 2, "Missing argument 'OBJECT'"),
+        (["store", "frobnicate"], 2, "No such command"),
+        (["store", "put", "1-x", "/definitely/not/here"], 2, "does not exist"),
+    ],
+)
+def test_errors_are_one_line_with_an_exit_code(capsys, root: Path, args, code: int, message: str) -> None:
+    got, out, err = run_cli(capsys, *args)
+    assert got == code and message in err
+    assert err.startswith("aoe: error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_corrupt_object_exits_4(capsys, root: Path) -> None:
+    store = aoe.Store(root)
+    font = store.create_font("fruity")
+    store.save_model(font, {"w": torch.randn(100)})
+    digest = store.get_run_info(font).manifest
+    path = root / ".objects" / digest[:2] / digest
+    path.write_bytes(path.read_bytes()[:-3])
+    code, _, err = run_cli(capsys, "store", "show", font)
+    assert code == 4 and digest in err and "aoe store fsck" in err
+
+
+def test_create_font_and_help(capsys, root: Path) -> None:
+    assert run_cli(capsys, "store", "create-font", "fruity")[1] == "1-fruity\n"
+    assert run_cli(capsys, "store", "create-font", "7-sans")[1] == "7-sans\n"
+    code, out, _ = run_cli(capsys, "store")
+    assert code == 0 and "put" in out and "get" in out
+
+
+def test_browsing_verbs_do_not_import_torch(root: Path) -> None:
+    store = aoe.Store(root)
+    font = store.create_font("fruity")
+    store.save_model(font, {"w": torch.ones(1)})
+    probe = (
+        "import sys; from aoe.cli import main\n"
+        f"for argv in (['aoe','store','ls'], ['aoe','store','ls','{font}'], ['aoe','store','show','{font}']):\n"
+        "    sys.argv = argv\n"
+        "    try: main()\n"
+        "    except SystemExit as e: assert not e.code, e.code\n"
+        "print('torch' in sys.modules, file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env={**os.environ, "AOE_STORE": str(root)})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "False"
+
+
+def test_python_dash_m_aoe_works(root: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "aoe", "store", "create-font", "fruity"],
+                            capture_output=True, text=True, env={**os.environ, "AOE_STORE": str(root)})
+    assert result.returncode == 0 and result.stdout == "1-fruity\n"
