@@ -37,7 +37,7 @@ HEADER = struct.Struct("<4sBQ")  # magic, codec id, uncompressed size
 CODEC_RAW = 0
 CODEC_ZSTD = 1
 CODEC_NAMES = {CODEC_RAW: "raw", CODEC_ZSTD: "zstd"}
-ZSTD_LEVEL = 3
+ZSTD_LEVEL = 1
 MIN_GAIN = 0.98
 """Compressed output larger than this fraction of the input is stored raw instead."""
 
