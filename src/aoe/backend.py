@@ -146,22 +146,12 @@ class LocalBackend:
 
     def touch(self, key: str) -> bool:
         path = self.path(key)
-        try:
-            with_retries(lambda: os.utime(path), f"refreshing {path}")
-        except StorageError as exc:
-            if isinstance(exc.__cause__, FileNotFoundError):
-                return False
-            raise
-        return True
+        return _unless_missing(lambda: os.utime(path), f"refreshing {path}")
 
     def delete(self, key: str) -> bool:
         path = self.path(key)
-        try:
-            with_retries(lambda: os.unlink(path), f"deleting {path}")
-        except StorageError as exc:
-            if isinstance(exc.__cause__, FileNotFoundError):
-                return False
-            raise
+        if not _unless_missing(lambda: os.unlink(path), f"deleting {path}"):
+            return False
         _fsync_dir(path.parent)
         return True
 
@@ -239,6 +229,17 @@ class LocalBackend:
 
 
 _O_BINARY = getattr(os, "O_BINARY", 0)
+
+
+def _unless_missing(action: Callable[[], object], what: str) -> bool:
+    """Run a file operation with retries; False when the file is not there."""
+    try:
+        with_retries(action, what)
+    except StorageError as exc:
+        if isinstance(exc.__cause__, FileNotFoundError):
+            return False
+        raise
+    return True
 
 
 def _write_all(fd: int, data: Buffer) -> None:
