@@ -83,6 +83,18 @@ def test_put_get_round_trip(capsys, root: Path, tmp_path: Path) -> None:
     assert sum(1 for p in (root / ".objects").rglob("*") if p.is_file()) == objects + 1
 
 
+def test_a_progress_bar_on_a_terminal(capsys, root: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(cli, "PROGRESS_MIN_BYTES", 0)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    run_dir = make_run_dir(tmp_path / "run")
+    code, out, err = run_cli(capsys, "store", "put", "1-fruity", str(run_dir), "--create")
+    assert code == 0 and out.strip().endswith("Z-0000")
+    assert "saving" in err
+    code, out, err = run_cli(capsys, "store", "get", "1-fruity", str(tmp_path / "out"))
+    assert code == 0 and "fetching" in err
+    assert aoe.Store(root).objects.on_progress is None
+
+
 def test_get_a_named_run_and_refuse_a_used_destination(capsys, root: Path, tmp_path: Path) -> None:
     store = aoe.Store(root)
     font = store.create_font("fruity")

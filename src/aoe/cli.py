@@ -45,6 +45,8 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
 
 WEIGHT_FILES = ("weights.pt", "weights", "weights.pth")
 RUN_FILES = {*WEIGHT_FILES, "personality_vector.pt", "sample.png", "eval-glyphs", "feedback.json", "run.json", "extras"}
+PROGRESS_MIN_BYTES = 32 * 1024 * 1024
+"""Smaller puts and gets finish too fast to need a progress bar."""
 RUN_JSON_KEYS = ("params", "started_at", "ended_at", "status", "name", "description", "tags", "feedback_schema")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -270,7 +272,7 @@ def _manifest_bytes(manifest: Any) -> int:
 @contextmanager
 def progress(store: Store, label: str, total: int) -> Iterator[None]:
     """A byte progress bar on stderr when it is a terminal (and the job is not tiny)."""
-    if not sys.stderr.isatty() or total < 32 * 1024 * 1024:
+    if not sys.stderr.isatty() or total < PROGRESS_MIN_BYTES:
         yield
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
