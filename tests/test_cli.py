@@ -192,7 +192,7 @@ def test_cat_prints_content_whose_blake3_is_its_name(capsysbinary, root: Path) -
     store = aoe.Store(root)
     font = store.create_font("fruity")
     store.save_model(font, None, sample_image=make_png(3))
-    digest = store.manifest(font)[0].sample.chunks[0]
+    digest = store.open_run(font).manifest.sample.chunks[0]
     old_argv, sys.argv = sys.argv, ["aoe", "store", "cat", digest]
     try:
         cli.main()

@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import msgpack
 import pytest
 import torch
 from conftest import TinyFont, make_png, object_files, stored_bytes
@@ -136,7 +137,7 @@ def test_images_from_paths_pil_and_glyph_folders(store: aoe.Store, font: str, tm
     store.save_model(font, {"w": torch.ones(2)}, None, tmp_path / "sample.png", glyphs, tmp_path / "feedback.json")
     assert store.load_sample(font) == make_png(9)
     assert store.load_glyphs(font) == {"A": make_png(1), "B": make_png(2)}
-    assert store.objects.get_blob(store.manifest(font)[0].feedback) == (tmp_path / "feedback.json").read_bytes()
+    assert store.objects.get_blob(store.open_run(font).manifest.feedback) == (tmp_path / "feedback.json").read_bytes()
 
     image = Image.new("RGB", (4, 4), (255, 0, 0))
     store.save_model(font, {"w": torch.ones(2)}, None, image, {"A": str(glyphs / "A.png")})
@@ -229,7 +230,8 @@ def test_extras_are_bundled_deduplicated_and_loaded_by_name(store: aoe.Store, fo
     with pytest.raises(NotFoundError, match="extras: vocoder, ema"):
         store.load_extra(font, run_id, "missing")
     without = store.save_model(font, model)
-    assert "extras" not in store.manifest(font, without)[0].__dict__ or not store.manifest(font, without)[0].extras
+    packed = msgpack.unpackb(store.read_object(store.get_run_info(font, without).manifest), ext_hook=msgpack.ExtType)
+    assert "extras" not in packed and "weights" in packed
 
 
 def test_the_personality_vector_exports_on_its_own(store: aoe.Store, font: str, model: TinyFont, tmp_path: Path) -> None:
@@ -244,6 +246,23 @@ def test_the_personality_vector_exports_on_its_own(store: aoe.Store, font: str, 
     assert numpy.load(store.export_personality(font, None, tmp_path / "v.npy")).tolist() == vector.tolist()
     with pytest.raises(InvalidInputError, match=".pt, .json or .npy"):
         store.export_personality(font, None, tmp_path / "v.txt")
+
+
+def test_export_writes_the_run_folder_whole_or_not_at_all(store: aoe.Store, font: str, model, run_files, tmp_path: Path) -> None:
+    store.save_model(font, model, **run_files)
+    dest = store.export_run(font, None, tmp_path / "exported")
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "eval-glyphs", "feedback.json", "personality_vector.pt", "run.json", "sample.png", "weights.pt"]
+    assert (dest / "eval-glyphs" / "a.png").read_bytes() == run_files["eval_glyphs"]["a"]
+    with pytest.raises(InvalidInputError, match="not empty"):
+        store.export_run(font, None, dest)
+
+    glyph = store.open_run(font).manifest.glyphs["B"].chunks[0]
+    path = store.root / ".objects" / glyph[:2] / glyph
+    path.write_bytes(path.read_bytes()[:-1] + b"!")
+    with pytest.raises(aoe.CorruptObjectError, match=glyph):
+        store.export_run(font, None, tmp_path / "second")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "networks") == ["exported"]
 
 
 def test_run_info_is_json_ready(store: aoe.Store, font: str, model: TinyFont, run_files) -> None:

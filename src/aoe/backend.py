@@ -152,7 +152,7 @@ class LocalBackend:
         path = self.path(key)
         if not _unless_missing(lambda: os.unlink(path), f"deleting {path}"):
             return False
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return True
 
     def list(self, prefix: str) -> Iterator[str]:
@@ -205,7 +205,7 @@ class LocalBackend:
                     return False
             else:
                 os.replace(temp, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
             return True
         finally:
             try:
@@ -224,7 +224,7 @@ class LocalBackend:
                 os.mkdir(folder)
             except FileExistsError:
                 pass
-            _fsync_dir(folder.parent)
+            fsync_dir(folder.parent)
         self._known_dirs.add(folder)
 
 
@@ -249,7 +249,7 @@ def _write_all(fd: int, data: Buffer) -> None:
         view = view[written:]
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Make a folder's new or removed entries durable (a no-op where unsupported)."""
     try:
         fd = os.open(folder, os.O_RDONLY)

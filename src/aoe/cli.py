@@ -207,56 +207,13 @@ def get(
     run_and_dest: Annotated[list[str], typer.Argument(metavar="[RUN_ID] DEST")],
 ) -> None:
     """Write a run (the newest by default) back as a folder, verifying every hash."""
-    import torch
-
     store: Store = ctx.obj
     if len(run_and_dest) > 2:
         raise InvalidInputError("too many arguments: expected FONT_ID [RUN_ID] DEST")
     run_id, dest = (None, run_and_dest[0]) if len(run_and_dest) == 1 else run_and_dest
-    dest_dir = Path(dest)
-    if dest_dir.exists() and (not dest_dir.is_dir() or any(dest_dir.iterdir())):
-        raise InvalidInputError(f"{dest_dir} already exists and is not empty; choose a new folder")
-    manifest, digest = store.manifest(font_id, run_id)
-    info = store.get_run_info(font_id, manifest.run_id)
-    temp = dest_dir.with_name(f".{dest_dir.name}.tmp-{os.getpid()}")
-    temp.mkdir(parents=True)
-    try:
-        with progress(store, "fetching", _manifest_bytes(manifest)):
-            if manifest.weights is not None:
-                weights, vector, _ = store.load_model(font_id, manifest.run_id)
-                torch.save(weights, temp / "weights.pt")
-            if manifest.personality is not None:
-                torch.save(store.load_personality(font_id, manifest.run_id), temp / "personality_vector.pt")
-            if manifest.sample is not None:
-                (temp / "sample.png").write_bytes(store.load_sample(font_id, manifest.run_id))
-            if manifest.glyphs:
-                (temp / "eval-glyphs").mkdir()
-                for glyph, data in store.load_glyphs(font_id, manifest.run_id).items():
-                    (temp / "eval-glyphs" / f"{glyph}.png").write_bytes(data)
-            if manifest.feedback is not None:
-                (temp / "feedback.json").write_bytes(store.objects.get_blob(manifest.feedback))
-            for extra in manifest.extras:
-                (temp / "extras").mkdir(exist_ok=True)
-                torch.save(store.load_extra(font_id, manifest.run_id, extra), temp / "extras" / f"{extra}.pt")
-        run_json = {k: v for k, v in info.to_dict().items() if v not in (None, [], {})}
-        (temp / "run.json").write_text(json.dumps(run_json, indent=2) + "\n")
-        _fsync_tree(temp)
-        if dest_dir.exists():
-            dest_dir.rmdir()
-        temp.rename(dest_dir)
-    finally:
-        if temp.exists():
-            import shutil
-
-            shutil.rmtree(temp)
-    print(dest_dir)
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in sorted(folder.rglob("*"), reverse=True):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
+    run = store.open_run(font_id, run_id)
+    with progress(store, "fetching", _manifest_bytes(run.manifest)):
+        print(run.export(dest))
 
 
 def _manifest_bytes(manifest: Any) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,7 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import inputs
-from .backend import LocalBackend
+from .backend import TEMP_PREFIX, LocalBackend, fsync_dir
 from .errors import FontExistsError, InvalidInputError, NotFoundError, StoreError
 from .manifests import FEEDBACK_SCHEMA, Manifest, TensorRecord, pack, unpack
 from .objects import Digest, ObjectStore, parse_digest
@@ -320,95 +321,51 @@ class Store:
             raise NotFoundError(f"font {font_id!r} has no runs yet; save one first")
         return runs[-1]
 
-    def manifest(self, font_id: str, run_id: str | None = None) -> tuple[Manifest, Digest]:
-        """A run's verified manifest and its digest (the newest run by default)."""
+    def open_run(self, font_id: str, run_id: str | None = None) -> Run:
+        """A handle on one run (the newest by default): its manifest is read and
+        verified once, its assets are read when asked for."""
         self._require_root()
         run_id = run_id or self.newest_run(font_id)
         digest = self.refs.read_run(font_id, run_id)
-        return unpack(self.objects.get(digest)), digest
+        return Run(self, unpack(self.objects.get(digest)), digest)
 
     def get_run_info(self, font_id: str, run_id: str | None = None) -> RunInfo:
-        manifest, digest = self.manifest(font_id, run_id)
-        return RunInfo.from_manifest(manifest, digest)
+        return self.open_run(font_id, run_id).info
 
-    def load_model(
-        self, font_id: str, run_id: str | None = None, map_location: Any = "cpu"
-    ) -> LoadedModel:
+    def load_model(self, font_id: str, run_id: str | None = None, map_location: Any = "cpu") -> LoadedModel:
         """Weights, personality vector and metadata of a run (the newest by default).
 
         Every tensor is rebuilt from verified bytes; nothing stored is executed.
         """
-        from . import weights as tensors
+        return self.open_run(font_id, run_id).load(map_location)
 
-        manifest, digest = self.manifest(font_id, run_id)
-        info = RunInfo.from_manifest(manifest, digest)
-        if manifest.weights is None:
-            raise NotFoundError(
-                f"run {info.run_id} of {font_id} ({info.status}) has no weights; "
-                f"pick another run from `aoe store ls {font_id}`"
-            )
-        trees = [manifest.weights, manifest.personality]
-        weights, vector = tensors.load_trees(self.objects, trees, map_location)
-        return LoadedModel(weights, vector, info)
-
-    def load_personality(
-        self, font_id: str, run_id: str | None = None, map_location: Any = "cpu"
-    ) -> torch.Tensor:
+    def load_personality(self, font_id: str, run_id: str | None = None, map_location: Any = "cpu") -> torch.Tensor:
         """A run's personality vector alone, exact dtype and shape."""
-        from . import weights as tensors
-
-        manifest, _ = self.manifest(font_id, run_id)
-        record = self._asset(manifest, manifest.personality, "personality vector")
-        return tensors.load_trees(self.objects, [record], map_location)[0]
+        return self.open_run(font_id, run_id).personality_vector(map_location)
 
     def export_personality(self, font_id: str, run_id: str | None, path: str | os.PathLike[str]) -> Path:
         """Write a run's personality vector on its own: ``.pt`` (a tensor), ``.json`` or ``.npy``."""
-        import torch
+        return self.open_run(font_id, run_id).export_personality(path)
 
-        path = Path(path)
-        vector = self.load_personality(font_id, run_id)
-        if path.suffix == ".json":
-            data = {"dtype": str(vector.dtype).removeprefix("torch."), "shape": list(vector.shape),
-                    "values": vector.tolist()}
-            _write_file(path, json.dumps(data).encode())
-        elif path.suffix == ".npy":
-            import numpy
+    def export_run(self, font_id: str, run_id: str | None, dest: str | os.PathLike[str]) -> Path:
+        """Write a run as a folder in the spec's layout; see :meth:`Run.export`."""
+        return self.open_run(font_id, run_id).export(dest)
 
-            with _atomic_file(path) as f:
-                numpy.save(f, vector.numpy())
-        elif path.suffix == ".pt":
-            with _atomic_file(path) as f:
-                torch.save(vector, f)
-        else:
-            raise InvalidInputError(f"cannot export to {path.name}: use a .pt, .json or .npy file name")
-        return path
-
-    def load_extra(
-        self, font_id: str, run_id: str | None, name: str, map_location: Any = "cpu"
-    ) -> Any:
+    def load_extra(self, font_id: str, run_id: str | None, name: str, map_location: Any = "cpu") -> Any:
         """An auxiliary component bundled with a run, by name."""
-        from . import weights as tensors
-
-        manifest, _ = self.manifest(font_id, run_id)
-        if name not in manifest.extras:
-            known = ", ".join(manifest.extras) or "none"
-            raise NotFoundError(f"run {manifest.run_id} of {font_id} has no extra {name!r} (extras: {known})")
-        return tensors.load_trees(self.objects, [manifest.extras[name]], map_location)[0]
+        return self.open_run(font_id, run_id).extra(name, map_location)
 
     def load_sample(self, font_id: str, run_id: str | None = None) -> bytes:
         """A run's sample image as PNG bytes."""
-        manifest, _ = self.manifest(font_id, run_id)
-        return self.objects.get_blob(self._asset(manifest, manifest.sample, "sample image"))
+        return self.open_run(font_id, run_id).sample()
 
     def load_glyphs(self, font_id: str, run_id: str | None = None) -> dict[str, bytes]:
         """A run's eval glyphs: glyph name to PNG bytes."""
-        manifest, _ = self.manifest(font_id, run_id)
-        return dict(zip(manifest.glyphs, map(self.objects.get_blob, manifest.glyphs.values())))
+        return self.open_run(font_id, run_id).glyphs()
 
     def load_feedback(self, font_id: str, run_id: str | None = None) -> Any:
         """A run's feedback, parsed from its JSON."""
-        manifest, _ = self.manifest(font_id, run_id)
-        return json.loads(self.objects.get_blob(self._asset(manifest, manifest.feedback, "feedback")))
+        return self.open_run(font_id, run_id).feedback()
 
     def read_object(self, digest: str) -> bytes:
         """An object's verified raw content, by its hex digest."""
@@ -418,15 +375,6 @@ class Store:
         """Each font id with its run ids, cheaply (no manifest is read)."""
         for font_id in self.list_fonts():
             yield font_id, self.refs.runs(font_id)
-
-    @staticmethod
-    def _asset(manifest: Manifest, value: Any, what: str) -> Any:
-        if value is None:
-            raise NotFoundError(
-                f"run {manifest.run_id} of {manifest.font_id} has no {what} "
-                f"(status {manifest.status}); it can be added back with a later amend"
-            )
-        return value
 
 
 def run_metadata(
@@ -457,34 +405,153 @@ def _feedback_schema(data: bytes) -> str:
     return declared if isinstance(declared, str) else FEEDBACK_SCHEMA
 
 
-class _atomic_file:
-    """Write a user-visible file crash-safely: temp file beside it, fsync, rename."""
+class Run:
+    """One published run: its verified manifest, and its assets read on demand."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    def __init__(self, store: Store, manifest: Manifest, digest: Digest) -> None:
+        self.store = store
+        self.manifest = manifest
+        self.digest = digest
+        self.info = RunInfo.from_manifest(manifest, digest)
 
-    def __enter__(self) -> Any:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.temp, "wb")
-        return self.file
+    def __repr__(self) -> str:
+        return f"Run({self.manifest.font_id!r}, {self.manifest.run_id!r})"
 
-    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+    def load(self, map_location: Any = "cpu") -> LoadedModel:
+        """Weights and personality vector, all tensors read in parallel."""
+        from . import weights as tensors
+
+        trees = [self._need(self.manifest.weights, "weights"), self.manifest.personality]
+        weights, vector = tensors.load_trees(self.store.objects, trees, map_location)
+        return LoadedModel(weights, vector, self.info)
+
+    def personality_vector(self, map_location: Any = "cpu") -> torch.Tensor:
+        from . import weights as tensors
+
+        record = self._need(self.manifest.personality, "personality vector")
+        return tensors.load_trees(self.store.objects, [record], map_location)[0]
+
+    def extra(self, name: str, map_location: Any = "cpu") -> Any:
+        from . import weights as tensors
+
+        if name not in self.manifest.extras:
+            known = ", ".join(self.manifest.extras) or "none"
+            raise NotFoundError(f"{self._what} has no extra {name!r} (extras: {known})")
+        return tensors.load_trees(self.store.objects, [self.manifest.extras[name]], map_location)[0]
+
+    def sample(self) -> bytes:
+        return self.store.objects.get_blob(self._need(self.manifest.sample, "sample image"))
+
+    def glyphs(self) -> dict[str, bytes]:
+        return {name: self.store.objects.get_blob(blob) for name, blob in self.manifest.glyphs.items()}
+
+    def feedback_bytes(self) -> bytes:
+        """The feedback JSON exactly as it was saved."""
+        return self.store.objects.get_blob(self._need(self.manifest.feedback, "feedback"))
+
+    def feedback(self) -> Any:
+        return json.loads(self.feedback_bytes())
+
+    def export_personality(self, path: str | os.PathLike[str]) -> Path:
+        """The personality vector in a file of its own: ``.pt``, ``.json`` or ``.npy``."""
+        path = Path(path)
+        if path.suffix not in (".pt", ".json", ".npy"):
+            raise InvalidInputError(f"cannot export to {path.name}: use a .pt, .json or .npy file name")
+        vector = self.personality_vector()
+        temp = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{path.name}")
         try:
-            if exc_type is None:
-                self.file.flush()
-                os.fsync(self.file.fileno())
-            self.file.close()
-            if exc_type is None:
-                os.replace(self.temp, self.path)
+            if path.suffix == ".json":
+                data = {"dtype": str(vector.dtype).removeprefix("torch."), "shape": list(vector.shape),
+                        "values": vector.tolist()}
+                temp.write_text(json.dumps(data))
+            elif path.suffix == ".npy":
+                import numpy
+
+                numpy.save(temp, vector.numpy(), allow_pickle=False)
+            else:
+                import torch
+
+                torch.save(vector, temp)
+            _durable_rename(temp, path)
         finally:
-            if self.temp.exists():
-                self.temp.unlink()
+            temp.unlink(missing_ok=True)
+        return path
+
+    def export(self, dest: str | os.PathLike[str]) -> Path:
+        """Write the run as a folder in the spec's layout, every blob verified on the way.
+
+        ``weights.pt``, ``personality_vector.pt``, ``extras/<name>.pt`` (torch files that
+        ``torch.load(weights_only=True)`` reads), ``sample.png``, ``eval-glyphs/<glyph>.png``,
+        ``feedback.json`` (byte for byte as saved) and ``run.json`` (the metadata). The
+        folder is built beside ``dest`` and renamed into place: it appears whole or not at all.
+        """
+        import torch
+
+        dest = Path(dest)
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            raise InvalidInputError(f"{dest} already exists and is not empty; choose a new folder")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        temp = dest.with_name(f"{TEMP_PREFIX}{os.getpid()}-{dest.name}")
+        temp.mkdir()
+        try:
+            manifest = self.manifest
+            if manifest.weights is not None:
+                weights, vector, _ = self.load()
+                torch.save(weights, temp / "weights.pt")
+            if manifest.personality is not None:
+                torch.save(self.personality_vector(), temp / "personality_vector.pt")
+            for name in manifest.extras:
+                (temp / "extras").mkdir(exist_ok=True)
+                torch.save(self.extra(name), temp / "extras" / f"{name}.pt")
+            if manifest.sample is not None:
+                (temp / "sample.png").write_bytes(self.sample())
+            if manifest.glyphs:
+                (temp / "eval-glyphs").mkdir()
+                for glyph, data in self.glyphs().items():
+                    (temp / "eval-glyphs" / f"{glyph}.png").write_bytes(data)
+            if manifest.feedback is not None:
+                (temp / "feedback.json").write_bytes(self.feedback_bytes())
+            meta = {k: v for k, v in self.info.to_dict().items() if v not in (None, [], {})}
+            (temp / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
+            for path in sorted(temp.rglob("*"), reverse=True):  # files, then their folders
+                _fsync(path)
+            _fsync(temp)
+            if dest.exists():
+                dest.rmdir()
+            _durable_rename(temp, dest)
+        finally:
+            if temp.exists():
+                shutil.rmtree(temp)
+        return dest
+
+    @property
+    def _what(self) -> str:
+        return f"run {self.manifest.run_id} of {self.manifest.font_id} ({self.manifest.status})"
+
+    def _need(self, value: Any, what: str) -> Any:
+        if value is None:
+            raise NotFoundError(
+                f"{self._what} has no {what}; pick another run from "
+                f"`aoe store ls {self.manifest.font_id}`"
+            )
+        return value
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    with _atomic_file(path) as f:
-        f.write(data)
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's entries, to disk."""
+    if path.is_dir():
+        fsync_dir(path)
+        return
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _durable_rename(source: Path, target: Path) -> None:
+    """fsync ``source``, rename it to ``target`` and fsync the folder, so the new
+    name survives a crash and never points at partial content."""
+    _fsync(source)
+    os.replace(source, target)
+    fsync_dir(target.parent)
 
 
 class RunRecorder:
