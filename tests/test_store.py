@@ -330,7 +330,7 @@ def test_a_run_that_cannot_be_recorded_keeps_the_original_error(store: aoe.Store
 
 
 def test_saved_blobs_that_vanish_before_publication_are_reported(store: aoe.Store, font: str, model) -> None:
-    with pytest.raises(StoreError, match="vanished before run publication"):
+    with pytest.raises(StoreError, match="vanished before the run was published"):
         with store.start_run(font) as run:
             run.save(model)
             for path in object_files(store.root):

@@ -12,10 +12,12 @@ whole or not at all, after kill -9 or a full disk as much as after success.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -25,6 +27,9 @@ Buffer = bytes | bytearray | memoryview
 
 TEMP_PREFIX = ".tmp-"
 """Names starting with this are in-flight writes; they are never keys."""
+
+LOCKS_FOLDER = ".locks"
+"""Lock files live here; they are never keys and never removed while a store is in use."""
 
 TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EBUSY, errno.ETXTBSY, errno.EINTR})
 """Errors of a file briefly locked or unavailable: retried with backoff."""
@@ -65,6 +70,42 @@ class Backend(Protocol):
 
     def delete(self, key: str) -> bool:
         """Remove the key; False if it was already gone."""
+        ...
+
+    def mtime(self, key: str) -> float | None:
+        """When the key was last written or touched (seconds since the epoch); None if absent."""
+        ...
+
+    def compare_and_swap(self, key: str, expected: bytes | None, parts: Sequence[Buffer] | None) -> bool:
+        """Replace the key only if it still holds ``expected`` (None: only if absent);
+        ``parts`` None deletes it. False when the key held something else."""
+        ...
+
+    def lock(self, name: str, *, wait: bool) -> AbstractContextManager[bool]:
+        """An exclusive lock that a crashed holder never leaves stuck; yields whether
+        it was acquired (always True when ``wait``)."""
+        ...
+
+    def delete_if_untouched(self, key: str, cutoff: float) -> bool:
+        """Delete the key unless its mtime is at or after ``cutoff``, atomically with
+        respect to :meth:`touch`: a touch either lands first and keeps the key, or
+        finds it gone and the writer stores it again."""
+        ...
+
+    def temp_files(self) -> Iterator[tuple[str, float]]:
+        """Leftover temporary files (interrupted writes): relative path and mtime."""
+        ...
+
+    def remove_temp(self, name: str) -> None:
+        """Remove one leftover temporary file named by :meth:`temp_files`."""
+        ...
+
+    def make_folder(self, prefix: str) -> None:
+        """Make sure a folder exists where the store wants one visible."""
+        ...
+
+    def has_folder(self, prefix: str) -> bool:
+        """Whether a folder made by :meth:`make_folder` is still there."""
         ...
 
 
@@ -154,6 +195,85 @@ class LocalBackend:
             return False
         fsync_dir(path.parent)
         return True
+
+    def mtime(self, key: str) -> float | None:
+        try:
+            return self.path(key).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def compare_and_swap(self, key: str, expected: bytes | None, parts: Sequence[Buffer] | None) -> bool:
+        with self.lock("ref-" + key.replace("/", "%"), wait=True):
+            try:
+                current: bytes | None = self.read(key)
+            except NotFoundError:
+                current = None
+            if current != expected:
+                return False
+            if parts is None:
+                return self.delete(key)
+            return self.write(key, parts, exclusive=expected is None)
+
+    @contextmanager
+    def lock(self, name: str, *, wait: bool) -> Iterator[bool]:
+        check_key(name)
+        folder = self.root / LOCKS_FOLDER
+        self._ensure_dir(folder)
+        fd = os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)  # closing releases the lock, as a crash would
+
+    def delete_if_untouched(self, key: str, cutoff: float) -> bool:
+        path = self.path(key)
+        aside = path.with_name(f"{TEMP_PREFIX}gc-{secrets.token_hex(4)}-{path.name}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return False
+        try:
+            if os.stat(aside).st_mtime < cutoff:
+                os.unlink(aside)
+                fsync_dir(path.parent)
+                return True
+            try:
+                os.link(aside, path)  # touched while we looked: put it back
+            except FileExistsError:
+                pass  # stored again meanwhile: that copy stands
+            return False
+        finally:
+            try:
+                os.unlink(aside)
+            except FileNotFoundError:
+                pass
+
+    def temp_files(self) -> Iterator[tuple[str, float]]:
+        for folder, _, files in os.walk(self.root):
+            for name in files:
+                if name.startswith(TEMP_PREFIX):
+                    path = Path(folder, name)
+                    try:
+                        yield path.relative_to(self.root).as_posix(), path.stat().st_mtime
+                    except FileNotFoundError:  # finished meanwhile
+                        continue
+
+    def remove_temp(self, name: str) -> None:
+        path = self.root.joinpath(*name.split("/"))
+        if not path.name.startswith(TEMP_PREFIX) or ".." in name.split("/"):
+            raise InvalidNameError(f"{name!r} is not a temporary file of this store")
+        path.unlink(missing_ok=True)
+
+    def make_folder(self, prefix: str) -> None:
+        self._ensure_dir(self.path(prefix))
+
+    def has_folder(self, prefix: str) -> bool:
+        return self.path(prefix).is_dir()
 
     def list(self, prefix: str) -> Iterator[str]:
         top = self.path(prefix.rstrip("/")) if prefix.strip("/") else self.root

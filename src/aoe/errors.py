@@ -19,8 +19,16 @@ class NotFoundError(StoreError, KeyError):
     """Something asked for by name does not exist."""
 
 
+class StoreMissingError(NotFoundError):
+    """The store's root folder does not exist (never created, moved or deleted)."""
+
+
 class FontNotFoundError(NotFoundError):
     """The font id is not in the store."""
+
+
+class FontFolderMissingError(NotFoundError):
+    """A font exists but its ``runs/`` folder was removed outside aoe."""
 
 
 class RunNotFoundError(NotFoundError):

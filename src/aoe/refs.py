@@ -13,8 +13,10 @@ Every name that becomes part of a path is validated here first.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .backend import Backend
@@ -22,6 +24,8 @@ from .errors import FontNotFoundError, FormatError, InvalidNameError, NotFoundEr
 from .objects import Digest, parse_digest
 
 FONTS_PREFIX = ".fonts"
+TRASH_PREFIX = ".trash"
+FONT_RECORD = "font"
 FONT_ID_RE = re.compile(r"([1-9][0-9]{0,8})-([a-z0-9]+(?:-[a-z0-9]+)*)")
 FONT_NAME_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 RUN_ID_RE = re.compile(r"[0-9]{8}T[0-9]{6}\.[0-9]{6}Z-[0-9]{4}")
@@ -93,8 +97,47 @@ def check_name(name: str, what: str) -> str:
     return name
 
 
+def run_key(font_id: str, run_id: str) -> str:
+    return f"{check_font_id(font_id)}/runs/{check_run_id(run_id)}"
+
+
+def runs_folder(font_id: str) -> str:
+    return f"{check_font_id(font_id)}/runs"
+
+
+@dataclass(frozen=True)
+class TrashRecord:
+    """What ``delete_run`` / ``delete_font`` removed, and when; kept after gc."""
+
+    font_id: str
+    run_id: str | None  # None: the font's own claim
+    manifest: Digest | None
+    deleted_at: str
+    purged_at: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{TRASH_PREFIX}/{self.font_id}/{self.run_id or FONT_RECORD}"
+
+    def to_bytes(self) -> bytes:
+        return (json.dumps({k: v for k, v in self.__dict__.items() if v is not None}, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def parse(cls, key: str, data: bytes) -> TrashRecord:
+        try:
+            fields = json.loads(data)
+            record = cls(**fields)
+            if record.manifest is not None:
+                parse_digest(record.manifest)
+        except (ValueError, TypeError, InvalidNameError):
+            raise FormatError(f"trash record {key} is malformed; run `aoe store fsck`") from None
+        if record.key != key:
+            raise FormatError(f"trash record {key} names {record.key}; run `aoe store fsck`")
+        return record
+
+
 class Refs:
-    """Font claims and run refs on a backend."""
+    """Font claims, run refs and the record of what was deleted, on a backend."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -143,13 +186,12 @@ class Refs:
 
     def runs(self, font_id: str) -> list[str]:
         """Every run id of a font, oldest first (unknown files are skipped)."""
-        prefix = f"{check_font_id(font_id)}/runs"
-        names = (key.rsplit("/", 1)[1] for key in self.backend.list(prefix))
+        names = (key.rsplit("/", 1)[1] for key in self.backend.list(runs_folder(font_id)))
         return [n for n in names if RUN_ID_RE.fullmatch(n)]
 
     def read_run(self, font_id: str, run_id: str) -> Digest:
         """The manifest digest a run ref names."""
-        key = f"{check_font_id(font_id)}/runs/{check_run_id(run_id)}"
+        key = run_key(font_id, run_id)
         try:
             text = self.backend.read(key)
         except NotFoundError:
@@ -175,12 +217,73 @@ class Refs:
         """
         for sequence in range(SEQUENCE_LIMIT):
             run_id = run_id_for(moment, sequence)
-            key = f"{check_font_id(font_id)}/runs/{run_id}"
-            if self.backend.exists(key):
+            if self.backend.exists(run_key(font_id, run_id)):
                 continue
-            digest = write_manifest(run_id)
-            if self.backend.write(key, [f"{digest}\n".encode()], exclusive=True):
+            if self.create_run(font_id, run_id, write_manifest(run_id)):
                 return run_id
         raise InvalidNameError(  # pragma: no cover - 10,000 runs in one microsecond
             f"more than {SEQUENCE_LIMIT} runs of {font_id} at {moment.isoformat()}"
         )
+
+    def create_run(self, font_id: str, run_id: str, digest: Digest) -> bool:
+        """Create a run ref with exactly this id; False if it exists."""
+        return self.backend.write(run_key(font_id, run_id), [_ref_bytes(digest)], exclusive=True)
+
+    def move_run(self, font_id: str, run_id: str, old: Digest, new: Digest) -> bool:
+        """Point a run at a new manifest if it still points at ``old`` (compare-and-swap)."""
+        return self.backend.compare_and_swap(run_key(font_id, run_id), _ref_bytes(old), [_ref_bytes(new)])
+
+    def make_runs_folder(self, font_id: str) -> None:
+        self.backend.make_folder(runs_folder(font_id))
+
+    def has_runs_folder(self, font_id: str) -> bool:
+        return self.backend.has_folder(runs_folder(font_id))
+
+    # -- deleting, with a record --
+
+    def trash_run(self, font_id: str, run_id: str, digest: Digest, when: str) -> bool:
+        """Remove a run's ref, keeping a record of it; False if the ref moved or vanished."""
+        record = TrashRecord(font_id, run_id, digest, when)
+        self.backend.write(record.key, [record.to_bytes()], exclusive=False)
+        if self.backend.compare_and_swap(run_key(font_id, run_id), _ref_bytes(digest), None):
+            return True
+        self.backend.delete(record.key)
+        return False
+
+    def trash_font(self, font_id: str, when: str) -> None:
+        """Remove a font's claim (its runs first), keeping a record that holds its number."""
+        record = TrashRecord(font_id, None, None, when)
+        self.backend.write(record.key, [record.to_bytes()], exclusive=False)
+        self.backend.delete(f"{FONTS_PREFIX}/{font_number(font_id)}")
+
+    def trashed(self, font_id: str | None = None) -> list[TrashRecord]:
+        """Records of deleted runs and fonts (of one font, or all), oldest run id first."""
+        prefix = f"{TRASH_PREFIX}/{check_font_id(font_id)}" if font_id else TRASH_PREFIX
+        records = []
+        for key in self.backend.list(prefix):
+            try:
+                records.append(TrashRecord.parse(key, self.backend.read(key)))
+            except NotFoundError:  # restored meanwhile
+                continue
+        return records
+
+    def forget_trashed(self, record: TrashRecord) -> None:
+        self.backend.delete(record.key)
+
+    def mark_purged(self, record: TrashRecord, when: str) -> None:
+        purged = TrashRecord(record.font_id, record.run_id, record.manifest, record.deleted_at, when)
+        self.backend.write(purged.key, [purged.to_bytes()], exclusive=False)
+
+    def trashed_font_numbers(self) -> dict[int, str]:
+        """Numbers held by deleted fonts (restorable, so never given to a new font)."""
+        return {font_number(r.font_id): r.font_id for r in self.trashed() if r.run_id is None}
+
+    def all_refs(self) -> Iterator[tuple[str, str, str]]:
+        """Every file under a font's ``runs/`` folder: (font id, file name, key)."""
+        for font_id in self.fonts():
+            for key in self.backend.list(runs_folder(font_id)):
+                yield font_id, key.rsplit("/", 1)[1], key
+
+
+def _ref_bytes(digest: Digest) -> bytes:
+    return f"{digest}\n".encode()

@@ -10,22 +10,37 @@ Torch is imported only by the calls that build or return tensors, so browsing a 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import secrets
 import shutil
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+import socket
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from . import inputs
 from .backend import TEMP_PREFIX, LocalBackend, fsync_dir
-from .errors import FontExistsError, InvalidInputError, NotFoundError, StoreError
+from .errors import (
+    CorruptObjectError,
+    FontExistsError,
+    FontFolderMissingError,
+    FontNotFoundError,
+    InvalidInputError,
+    NotFoundError,
+    ObjectNotFoundError,
+    RunNotFoundError,
+    StoreError,
+    StoreMissingError,
+)
 from .manifests import FEEDBACK_SCHEMA, Manifest, TensorRecord, pack, unpack
 from .objects import Digest, ObjectStore, parse_digest
-from .refs import Refs, check_font_id, check_font_name, check_name, font_number
+from .refs import Refs, TrashRecord, check_font_id, check_font_name, check_name, font_number
 
 if TYPE_CHECKING:
     import torch
@@ -36,8 +51,17 @@ FAILED = "failed"
 INTERRUPTED = "interrupted"
 RUNNING = "running"
 
+T = TypeVar("T")
+INFLIGHT_PREFIX = ".inflight"
+"""Saves in progress announce themselves here (see :meth:`Store.saving`)."""
+MAX_MOVE_ATTEMPTS = 10
+
 EXPECTED_ASSETS = ("weights", "personality_vector", "sample", "eval_glyphs", "feedback")
 """What a completed run is expected to have; a run without one of them is incomplete."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def default_root() -> Path:
@@ -147,25 +171,34 @@ class Store:
 
         ``"fruity"`` takes the next free number (``"1-fruity"``), atomically even with
         other processes creating fonts; ``"7-fruity"`` takes exactly that id. A number
-        already taken, or a name another font already has, is refused.
+        already taken (also by a deleted, restorable font), or a name another font
+        already has, is refused.
         """
+        trashed = self.refs.trashed_font_numbers()
         if isinstance(name, str) and name[:1].isdigit() and "-" in name:
             font_id = check_font_id(name)
             self._refuse_taken_name(font_id.split("-", 1)[1])
-            if not self.refs.claim_font(font_id):
-                holder = self.refs.font_with_number(font_number(font_id))
+            number = font_number(font_id)
+            if number in trashed:
                 raise FontExistsError(
-                    f"font number {font_number(font_id)} is taken by {holder!r}; "
+                    f"font number {number} belongs to the deleted font {trashed[number]!r}; restore it "
+                    f"with `aoe store restore {trashed[number]}`, or pick another number"
+                )
+            if not self.refs.claim_font(font_id):
+                raise FontExistsError(
+                    f"font number {number} is taken by {self.refs.font_with_number(number)!r}; "
                     f"pick another number, or pass just the name to get the next free one"
                 )
-            return font_id
-        check_font_name(name)
-        self._refuse_taken_name(name)
-        fonts = self.refs.fonts()
-        number = max((font_number(f) for f in fonts), default=0) + 1
-        while not self.refs.claim_font(f"{number}-{name}"):
-            number += 1
-        return f"{number}-{name}"
+        else:
+            check_font_name(name)
+            self._refuse_taken_name(name)
+            taken = [font_number(f) for f in self.refs.fonts()] + list(trashed)
+            number = max(taken, default=0) + 1
+            while not self.refs.claim_font(f"{number}-{name}"):
+                number += 1
+            font_id = f"{number}-{name}"
+        self.refs.make_runs_folder(font_id)
+        return font_id
 
     def _refuse_taken_name(self, name: str) -> None:
         for font_id in self.refs.fonts():
@@ -182,9 +215,22 @@ class Store:
 
     def _require_root(self) -> None:
         if not self.root.is_dir():
-            raise NotFoundError(
-                f"no store at {self.root}: check --root or $AOE_STORE; a store is created "
-                "by its first write (create_font / `aoe store create-font`)"
+            raise StoreMissingError(
+                f"no store at {self.root}: check --root or $AOE_STORE (if it was moved or deleted, "
+                "restore it from a backup); a new store is created by its first write "
+                "(create_font / `aoe store create-font`)"
+            )
+
+    def _require_font(self, font_id: str) -> None:
+        """The font exists, and so does its runs folder (it may be removed outside aoe)."""
+        self._require_root()
+        self.refs.require_font(font_id)
+        if not self.refs.has_runs_folder(font_id):
+            raise FontFolderMissingError(
+                f"the folder {font_id}/runs is missing from {self.root} (removed outside aoe?): "
+                f"the runs of {font_id} cannot be listed. Restore it from a backup if you have "
+                "one; the next save recreates it empty, and `aoe store fsck` lists the runs "
+                "whose data is still in the store"
             )
 
     # -- saving -----------------------------------------------------------------
@@ -213,12 +259,29 @@ class Store:
         only when complete. ``weights`` is a state_dict or an ``nn.Module``; ``extras``
         bundles auxiliary components (``{"vocoder": state_dict}``) stored the same way.
         """
+        self._require_root()
         self.refs.require_font(font_id)
         metadata = run_metadata(params, started_at, ended_at, status, name, description, tags)
-        parts = self._write_assets(
-            weights, personality_vector, sample_image, eval_glyphs, feedback, extras, feedback_schema
-        )
-        return self._publish(font_id, metadata, parts)
+        with self.saving():
+            parts = self._write_assets(
+                weights, personality_vector, sample_image, eval_glyphs, feedback, extras, feedback_schema
+            )
+            return self._publish(font_id, metadata, parts)
+
+    @contextmanager
+    def saving(self) -> Iterator[str]:
+        """Announce a save in progress for as long as the block runs.
+
+        gc never sweeps an object written or touched after the oldest save in progress
+        began, so objects a save has written but not yet published are safe.
+        """
+        key = f"{INFLIGHT_PREFIX}/{secrets.token_hex(8)}"
+        marker = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": inputs.format_time(_now())}
+        self.backend.write(key, [json.dumps(marker).encode()], exclusive=True)
+        try:
+            yield key
+        finally:
+            self.backend.delete(key)
 
     def _write_assets(
         self,
@@ -235,8 +298,6 @@ class Store:
         glyphs = inputs.glyph_images(eval_glyphs) if eval_glyphs is not None else {}
         feedback_data = inputs.feedback_bytes(feedback) if feedback is not None else None
         extras = dict(extras or {})
-        if not isinstance(extras, dict):  # pragma: no cover - dict() above enforces it
-            raise InvalidInputError("extras must be a mapping of name to state_dict")
         parts: dict[str, Any] = {}
         if weights is not None or personality_vector is not None or extras:
             from . import weights as tensors
@@ -261,9 +322,15 @@ class Store:
             parts["feedback_schema"] = feedback_schema or _feedback_schema(feedback_data)
         return parts
 
-    def _publish(self, font_id: str, metadata: dict[str, Any], parts: dict[str, Any]) -> str:
-        """Write the manifest and create the ref: the one step that makes the run exist."""
-        now = datetime.now(timezone.utc)
+    def _publish(
+        self, font_id: str, metadata: dict[str, Any], parts: dict[str, Any], *, run_id: str | None = None
+    ) -> str:
+        """Write the manifest and create the ref: the one step that makes the run exist.
+
+        With ``run_id`` the run takes exactly that id (an import); if it exists, the
+        existing run id is returned unchanged and nothing is published.
+        """
+        now = _now()
         fields = {
             "font_id": check_font_id(font_id),
             "saved_at": inputs.format_time(now),
@@ -272,21 +339,26 @@ class Store:
             **{k: v for k, v in parts.items() if v is not None},
         }
         self.refs.require_font(font_id)
-        probe = Manifest(run_id="", **fields)
-        # Refresh every object the run needs, so a gc cannot sweep blobs written a
-        # while ago (a long training run) before the ref that protects them exists.
-        for digest in probe.digests():
-            if not self.objects.touch(digest):
-                raise StoreError(
-                    f"object {digest} vanished before run publication (a gc with a short grace "
-                    "period?); nothing was published: save the run again"
-                )
+        self._touch_all(Manifest(run_id="", **fields).digests())
+        if run_id is not None:
+            self.refs.create_run(font_id, run_id, self.objects.put(pack(Manifest(run_id=run_id, **fields))))
+            return run_id
         moment = inputs.parse_time(fields["started_at"]) or now
 
-        def write_manifest(run_id: str) -> Digest:
-            return self.objects.put(pack(Manifest(run_id=run_id, **fields)))
+        def write_manifest(candidate: str) -> Digest:
+            return self.objects.put(pack(Manifest(run_id=candidate, **fields)))
 
         return self.refs.publish_run(font_id, moment, write_manifest)
+
+    def _touch_all(self, digests: Iterable[Digest]) -> None:
+        """Refresh every object a run needs just before its ref is created or moved,
+        so no gc can sweep them first; fail, publishing nothing, if one is gone."""
+        for digest in set(digests):
+            if not self.objects.touch(digest):
+                raise ObjectNotFoundError(
+                    f"object {digest} vanished before the run was published (removed outside "
+                    "aoe, or a gc that ignored this save?); nothing was published: save the run again"
+                )
 
     def start_run(
         self,
@@ -298,15 +370,134 @@ class Store:
         tags: tuple[str, ...] | list[str] = (),
     ) -> RunRecorder:
         """A context manager for a training loop; see :class:`RunRecorder`."""
+        self._require_root()
         self.refs.require_font(font_id)
         return RunRecorder(self, font_id, params, name=name, description=description, tags=tags)
+
+    # -- changing published runs ------------------------------------------------
+
+    def amend_run(
+        self,
+        font_id: str,
+        run_id: str,
+        *,
+        sample_image: inputs.ImageInput | None = None,
+        eval_glyphs: Mapping[str, inputs.ImageInput] | str | os.PathLike[str] | None = None,
+        feedback: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        personality_vector: Any = None,
+        name: str | None = None,
+        description: str | None = None,
+        tags: tuple[str, ...] | list[str] | None = None,
+    ) -> Run:
+        """Add or replace a published run's assets or descriptions.
+
+        The run stays immutable: a new manifest is written that names the old one as
+        its ``parent``, and the ref moves to it by compare-and-swap, so two editors at
+        once never lose each other's change. Given glyphs are added to (or replace)
+        the run's glyphs. Returns the amended run.
+        """
+        self._require_font(font_id)
+        texts = {"name": inputs.optional_text(name, "name"),
+                 "description": inputs.optional_text(description, "description")}
+        new_tags = inputs.tags(tags) if tags is not None else None
+        with self.saving():
+            parts = self._write_assets(None, personality_vector, sample_image, eval_glyphs, feedback)
+            for _ in range(MAX_MOVE_ATTEMPTS):
+                current = self.open_run(font_id, run_id)
+                old = current.manifest
+                changes: dict[str, Any] = {k: v for k, v in parts.items() if v and k != "extras"}
+                if "glyphs" in changes:
+                    changes["glyphs"] = {**old.glyphs, **changes["glyphs"]}
+                changes.update({k: v for k, v in texts.items() if v is not None})
+                if new_tags is not None:
+                    changes["tags"] = new_tags
+                new = replace(old, **changes, parent=current.digest, saved_at=inputs.format_time(_now()))
+                self._touch_all(new.digests())
+                digest = self.objects.put(pack(new))
+                if self.refs.move_run(font_id, run_id, current.digest, digest):
+                    return Run(self, new, digest)
+        raise StoreError(  # pragma: no cover - needs 10 editors racing on one run
+            f"run {run_id} of {font_id} kept changing under this amend; try again"
+        )
+
+    def run_history(self, font_id: str, run_id: str | None = None) -> list[RunInfo]:
+        """A run and the versions it amended, newest first."""
+        run = self.open_run(font_id, run_id)
+        history = [run.info]
+        digest = run.manifest.parent
+        while digest is not None:
+            manifest = unpack(self.objects.get(digest))
+            history.append(RunInfo.from_manifest(manifest, digest))
+            digest = manifest.parent
+        return history
+
+    def delete_run(self, font_id: str, run_id: str) -> TrashRecord:
+        """Remove a run; it stays recoverable with :meth:`restore_run` until a gc.
+
+        The record of what was removed, and when, is kept even after the gc.
+        """
+        self._require_font(font_id)
+        for _ in range(MAX_MOVE_ATTEMPTS):
+            digest = self.refs.read_run(font_id, run_id)
+            record = TrashRecord(font_id, run_id, digest, inputs.format_time(_now()))
+            if self.refs.trash_run(font_id, run_id, digest, record.deleted_at):
+                return record
+        raise StoreError(  # pragma: no cover - needs 10 editors racing on one run
+            f"run {run_id} of {font_id} kept changing while being deleted; try again"
+        )
+
+    def delete_font(self, font_id: str) -> list[TrashRecord]:
+        """Remove a font and all its runs, recoverable with :meth:`restore_font` until a gc."""
+        self._require_font(font_id)
+        records = [self.delete_run(font_id, run_id) for run_id in self.refs.runs(font_id)]
+        self.refs.trash_font(font_id, inputs.format_time(_now()))
+        return records
+
+    def trashed(self, font_id: str | None = None) -> list[TrashRecord]:
+        """What was deleted (of one font or all), with when, and whether gc purged it."""
+        self._require_root()
+        return self.refs.trashed(font_id)
+
+    def restore_run(self, font_id: str, run_id: str) -> RunInfo:
+        """Bring back a deleted run, if no gc has purged its data since."""
+        self._require_font(font_id)
+        records = [r for r in self.refs.trashed(font_id) if r.run_id == run_id]
+        if not records:
+            raise RunNotFoundError(f"no deleted run {run_id!r} of {font_id}; see `aoe store trash`")
+        record = records[0]
+        if record.purged_at or record.manifest is None:
+            raise RunNotFoundError(
+                f"run {run_id} of {font_id} was deleted on {record.deleted_at} and its data purged "
+                f"by a gc on {record.purged_at}; it cannot be restored"
+            )
+        manifest = unpack(self.objects.get(record.manifest))
+        self._touch_all([record.manifest, *manifest.digests()])
+        if not self.refs.create_run(font_id, run_id, record.manifest):
+            raise FontExistsError(f"a run {run_id} of {font_id} exists again; nothing was restored")
+        self.refs.forget_trashed(record)
+        return RunInfo.from_manifest(manifest, record.manifest)
+
+    def restore_font(self, font_id: str) -> list[str]:
+        """Bring back a deleted font and every run of it that can still be restored."""
+        self._require_root()
+        check_font_id(font_id)
+        records = self.refs.trashed(font_id)
+        claim = [r for r in records if r.run_id is None]
+        if not claim:
+            raise FontNotFoundError(f"no deleted font {font_id!r}; see `aoe store trash`")
+        if not self.refs.claim_font(font_id):
+            raise FontExistsError(
+                f"font number {font_number(font_id)} is in use again; nothing was restored"
+            )
+        self.refs.forget_trashed(claim[0])
+        self.refs.make_runs_folder(font_id)
+        return [self.restore_run(font_id, r.run_id).run_id for r in records if r.run_id and not r.purged_at]
 
     # -- reading ----------------------------------------------------------------
 
     def list_runs(self, font_id: str) -> list[RunInfo]:
         """Every run of a font, oldest first."""
-        self._require_root()
-        self.refs.require_font(font_id)
+        self._require_font(font_id)
         run_ids = self.refs.runs(font_id)
         digests = [self.refs.read_run(font_id, run_id) for run_id in run_ids]
         manifests = self.objects.get_many(digests)
@@ -314,8 +505,7 @@ class Store:
 
     def newest_run(self, font_id: str) -> str:
         """The id of a font's most recent run."""
-        self._require_root()
-        self.refs.require_font(font_id)
+        self._require_font(font_id)
         runs = self.refs.runs(font_id)
         if not runs:
             raise NotFoundError(f"font {font_id!r} has no runs yet; save one first")
@@ -324,10 +514,14 @@ class Store:
     def open_run(self, font_id: str, run_id: str | None = None) -> Run:
         """A handle on one run (the newest by default): its manifest is read and
         verified once, its assets are read when asked for."""
-        self._require_root()
+        self._require_font(font_id)
         run_id = run_id or self.newest_run(font_id)
         digest = self.refs.read_run(font_id, run_id)
-        return Run(self, unpack(self.objects.get(digest)), digest)
+        try:
+            manifest = unpack(self.objects.get(digest))
+        except StoreError as exc:
+            raise type(exc)(f"{exc} (the manifest of run {run_id} of {font_id})") from None
+        return Run(self, manifest, digest)
 
     def get_run_info(self, font_id: str, run_id: str | None = None) -> RunInfo:
         return self.open_run(font_id, run_id).info
@@ -405,6 +599,19 @@ def _feedback_schema(data: bytes) -> str:
     return declared if isinstance(declared, str) else FEEDBACK_SCHEMA
 
 
+def _naming_the_run(method: Callable[..., T]) -> Callable[..., T]:
+    """Add the run to errors about its objects, so a damaged blob names what it breaks."""
+
+    @functools.wraps(method)
+    def wrapper(self: Run, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except (CorruptObjectError, ObjectNotFoundError) as exc:
+            raise type(exc)(f"{exc} (needed by run {self.manifest.run_id} of {self.manifest.font_id})") from None
+
+    return wrapper
+
+
 class Run:
     """One published run: its verified manifest, and its assets read on demand."""
 
@@ -417,6 +624,7 @@ class Run:
     def __repr__(self) -> str:
         return f"Run({self.manifest.font_id!r}, {self.manifest.run_id!r})"
 
+    @_naming_the_run
     def load(self, map_location: Any = "cpu") -> LoadedModel:
         """Weights and personality vector, all tensors read in parallel."""
         from . import weights as tensors
@@ -425,12 +633,14 @@ class Run:
         weights, vector = tensors.load_trees(self.store.objects, trees, map_location)
         return LoadedModel(weights, vector, self.info)
 
+    @_naming_the_run
     def personality_vector(self, map_location: Any = "cpu") -> torch.Tensor:
         from . import weights as tensors
 
         record = self._need(self.manifest.personality, "personality vector")
         return tensors.load_trees(self.store.objects, [record], map_location)[0]
 
+    @_naming_the_run
     def extra(self, name: str, map_location: Any = "cpu") -> Any:
         from . import weights as tensors
 
@@ -439,12 +649,15 @@ class Run:
             raise NotFoundError(f"{self._what} has no extra {name!r} (extras: {known})")
         return tensors.load_trees(self.store.objects, [self.manifest.extras[name]], map_location)[0]
 
+    @_naming_the_run
     def sample(self) -> bytes:
         return self.store.objects.get_blob(self._need(self.manifest.sample, "sample image"))
 
+    @_naming_the_run
     def glyphs(self) -> dict[str, bytes]:
         return {name: self.store.objects.get_blob(blob) for name, blob in self.manifest.glyphs.items()}
 
+    @_naming_the_run
     def feedback_bytes(self) -> bytes:
         """The feedback JSON exactly as it was saved."""
         return self.store.objects.get_blob(self._need(self.manifest.feedback, "feedback"))
@@ -579,11 +792,13 @@ class RunRecorder:
         self.meta = {"name": name, "description": description, "tags": tags}
         run_metadata(self.params, None, None, COMPLETED, **self.meta)  # refuse bad input now
         self.parts: dict[str, Any] = {}
+        self._saving = ExitStack()  # the in-flight marker, from the first save to publication
+        self._marker: str | None = None
         self.started_at: datetime | None = None
         self.run_id: str | None = None
 
     def __enter__(self) -> RunRecorder:
-        self.started_at = datetime.now(timezone.utc)
+        self.started_at = _now()
         return self
 
     def save(
@@ -599,6 +814,10 @@ class RunRecorder:
         feedback_schema: str | None = None,
     ) -> None:
         """Write these assets now; they are published with the run when the block ends."""
+        if self._marker is None:
+            self._marker = self._saving.enter_context(self.store.saving())
+        else:
+            self.store.backend.touch(self._marker)
         new = self.store._write_assets(
             weights, personality_vector, sample_image, eval_glyphs, feedback, extras, feedback_schema
         )
@@ -624,7 +843,8 @@ class RunRecorder:
             status = FAILED
         try:
             metadata = run_metadata(self.params, self.started_at, None, status, **self.meta)
-            self.run_id = self.store._publish(self.font_id, metadata, self.parts)
+            with self._saving:
+                self.run_id = self.store._publish(self.font_id, metadata, self.parts)
         except StoreError as publish_error:
             if exc is None:
                 raise
