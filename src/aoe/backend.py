@@ -72,8 +72,9 @@ class Backend(Protocol):
         """Remove the key; False if it was already gone."""
         ...
 
-    def mtime(self, key: str) -> float | None:
-        """When the key was last written or touched (seconds since the epoch); None if absent."""
+    def stat(self, key: str) -> tuple[int, float] | None:
+        """The key's size and mtime (when last written or touched, seconds since the
+        epoch); None if absent."""
         ...
 
     def compare_and_swap(self, key: str, expected: bytes | None, parts: Sequence[Buffer] | None) -> bool:
@@ -196,11 +197,12 @@ class LocalBackend:
         fsync_dir(path.parent)
         return True
 
-    def mtime(self, key: str) -> float | None:
+    def stat(self, key: str) -> tuple[int, float] | None:
         try:
-            return self.path(key).stat().st_mtime
+            info = self.path(key).stat()
         except FileNotFoundError:
             return None
+        return info.st_size, info.st_mtime
 
     def compare_and_swap(self, key: str, expected: bytes | None, parts: Sequence[Buffer] | None) -> bool:
         with self.lock("ref-" + key.replace("/", "%"), wait=True):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
@@ -228,26 +228,29 @@ def _manifest_bytes(manifest: Any) -> int:
 
 @contextmanager
 def progress(store: Store, label: str, total: int) -> Iterator[None]:
-    """A byte progress bar on stderr when it is a terminal (and the job is not tiny)."""
-    if not sys.stderr.isatty() or total < PROGRESS_MIN_BYTES:
-        yield
-        return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-    with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  transient=True, console=_stderr_console()) as bar:
-        task = bar.add_task(label, total=total)
-        store.objects.on_progress = lambda n: bar.advance(task, n)
+    """A byte progress bar on stderr for a put or get that is not tiny."""
+    with counter(label, total if total >= PROGRESS_MIN_BYTES else None, in_bytes=True) as advance:
+        store.objects.on_progress = advance
         try:
             yield
         finally:
             store.objects.on_progress = None
 
 
-def _stderr_console() -> Any:
+@contextmanager
+def counter(label: str, total: int | None, *, in_bytes: bool = False) -> Iterator[Callable[[int], None] | None]:
+    """Yield a callback advancing a progress bar on stderr when it is a terminal, else None."""
+    if not sys.stderr.isatty() or (in_bytes and total is None):
+        yield None
+        return
     from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TransferSpeedColumn
 
-    return Console(stderr=True)
+    columns = (DownloadColumn(), TransferSpeedColumn()) if in_bytes else (MofNCompleteColumn(),)
+    with Progress("{task.description}", BarColumn(), *columns, transient=True,
+                  console=Console(stderr=True)) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 @store_app.command("ls")
@@ -306,3 +309,209 @@ def table(headers: list[str], rows: list[list[Any]]) -> None:
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+# -- integrity and upkeep ---------------------------------------------------------
+
+EXIT_FSCK_ERRORS = 10
+"""`aoe store fsck` found errors (corrupt or missing data, broken refs)."""
+SHOWN_PER_KIND = 10
+
+
+@store_app.command("fsck")
+def fsck_command(
+    ctx: typer.Context,
+    read_data: Annotated[bool, typer.Option("--read-data", help="Decompress and re-hash every object.")] = False,
+    subset: Annotated[Optional[str], typer.Option(
+        "--read-data-subset", metavar="N/M", help="Re-hash only part N of M of the objects (implies --read-data).",
+    )] = None,
+    repair: Annotated[bool, typer.Option(
+        "--repair", help="Remove leftover temp files, drop refs whose manifest is gone, move corrupt objects aside.",
+    )] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Check the whole store and report every problem; exit 10 if any is an error."""
+    from .fsck import fsck
+
+    part = _parse_subset(subset) if subset else None
+    with counter("checking", None) as advance:
+        report = fsck(ctx.obj, read_data=read_data or part is not None, subset=part, repair=repair,
+                      progress=advance)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        shown: dict[str, int] = {}
+        for finding in report.findings:
+            shown[finding.kind] = shown.get(finding.kind, 0) + 1
+            if shown[finding.kind] <= SHOWN_PER_KIND:
+                print(f"{finding.severity}: {finding.kind}: {finding.message}")
+        for kind, count in shown.items():
+            if count > SHOWN_PER_KIND:
+                print(f"... and {count - SHOWN_PER_KIND} more {kind} (all are in --json)")
+        for line in report.repaired:
+            print(f"repaired: {line}")
+        counts = report.to_dict()["counts"]
+        read = f", {report.objects_read} re-hashed ({report.bytes_read / 1e6:.1f} MB)" if read_data or part else ""
+        print(f"checked {report.fonts} fonts, {report.runs} runs, {report.objects} objects{read}: "
+              f"{counts['error']} errors, {counts['warning']} warnings, {counts['info']} notices")
+    if not report.clean:
+        raise SystemExit(EXIT_FSCK_ERRORS)
+
+
+def _parse_subset(text: str) -> tuple[int, int]:
+    try:
+        n, m = (int(x) for x in text.split("/"))
+        if 1 <= n <= m:
+            return n, m
+    except ValueError:
+        pass
+    raise InvalidInputError(f"--read-data-subset {text!r}: expected N/M with 1 <= N <= M, e.g. 1/7")
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from '90', '90s', '30m', '1h' or '2d'."""
+    unit = text[-1:] if text[-1:] in DURATION_UNITS else "s"
+    number = text[:-1] if text[-1:] in DURATION_UNITS else text
+    try:
+        value = float(number) * DURATION_UNITS[unit]
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise InvalidInputError(f"invalid duration {text!r}: use seconds or a number with s, m, h or d (e.g. 1h)")
+    return value
+
+
+@store_app.command()
+def gc(
+    ctx: typer.Context,
+    grace: Annotated[str, typer.Option(help="Keep objects younger than this (e.g. 3600, 30m, 1h, 2d).")] = "1h",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be freed; remove nothing.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Remove objects no run needs (deleted runs become final); saves may run meanwhile."""
+    from .gc import collect_garbage
+
+    with counter("collecting", None) as advance:
+        report = collect_garbage(ctx.obj, grace=parse_duration(grace), dry_run=dry_run, progress=advance)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    verb = "would free" if dry_run else "freed"
+    print(f"{verb} {report.freed_bytes / 1e6:.1f} MB in {report.swept} objects; kept {report.reachable} "
+          f"objects that runs need and {report.kept_young} younger than the grace period")
+    if report.temp_files_removed:
+        print(f"removed {report.temp_files_removed} leftover temporary files")
+    for run in report.runs_purged:
+        print(f"deleted run {run} can no longer be restored")
+
+
+@store_app.command()
+def rm(
+    ctx: typer.Context,
+    font_id: str,
+    run_ids: Annotated[Optional[list[str]], typer.Argument(metavar="[RUN_ID]...")] = None,
+    font: Annotated[bool, typer.Option("--font", help="Delete the whole font and all its runs.")] = False,
+) -> None:
+    """Delete runs (or a whole font with --font); `aoe store restore` undoes it until a gc."""
+    store: Store = ctx.obj
+    if not run_ids and not font:
+        count = len(store.refs.runs(font_id))
+        raise InvalidInputError(
+            f"name the runs to delete, or add --font to delete {font_id} and its {count} runs"
+        )
+    if run_ids and font:
+        raise InvalidInputError("give run ids or --font, not both")
+    if font:
+        records = store.delete_font(font_id)
+        print(f"deleted font {font_id} and {len(records)} runs; `aoe store restore {font_id}` undoes it until a gc")
+        return
+    for run_id in run_ids or []:
+        store.delete_run(font_id, run_id)
+        print(f"deleted {font_id} {run_id}")
+
+
+@store_app.command()
+def restore(
+    ctx: typer.Context,
+    font_id: str,
+    run_ids: Annotated[Optional[list[str]], typer.Argument(metavar="[RUN_ID]...")] = None,
+) -> None:
+    """Bring back deleted runs, or a deleted font (no run ids), if no gc purged them."""
+    store: Store = ctx.obj
+    if not run_ids:
+        for run_id in store.restore_font(font_id):
+            print(f"restored {font_id} {run_id}")
+        print(f"restored font {font_id}")
+        return
+    for run_id in run_ids:
+        print(f"restored {font_id} {store.restore_run(font_id, run_id).run_id}")
+
+
+@store_app.command()
+def trash(
+    ctx: typer.Context,
+    font_id: Annotated[Optional[str], typer.Argument()] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """What was deleted, when, and whether a gc has made it final."""
+    records = ctx.obj.trashed(font_id)
+    rows = [{k: v for k, v in r.__dict__.items()} for r in records]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table(["font", "run", "deleted at", "restorable"],
+          [[r.font_id, r.run_id or "(the font)", r.deleted_at, "no (purged)" if r.purged_at else "yes"]
+           for r in records])
+
+
+@store_app.command()
+def amend(
+    ctx: typer.Context,
+    font_id: str,
+    run_id: str,
+    sample: Annotated[Optional[Path], typer.Option(help="A sample image (PNG).")] = None,
+    glyphs: Annotated[Optional[Path], typer.Option(help="A folder of <glyph>.png to add or replace.")] = None,
+    feedback: Annotated[Optional[Path], typer.Option(help="A feedback JSON file.")] = None,
+    personality: Annotated[Optional[Path], typer.Option(help="A personality vector (.pt tensor).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="A new name.")] = None,
+    description: Annotated[Optional[str], typer.Option(help="A new description.")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option(help="Replace the tags (repeat for several).")] = None,
+) -> None:
+    """Add what a run lacks, or change its texts: a new manifest, history kept."""
+    vector = None
+    if personality is not None:
+        import torch
+
+        try:
+            vector = torch.load(personality, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for bad files
+            raise InvalidInputError(f"{personality} is not a weights-only torch file ({exc})") from None
+    run = ctx.obj.amend_run(font_id, run_id, sample_image=sample, eval_glyphs=glyphs, feedback=feedback,
+                            personality_vector=vector, name=name, description=description, tags=tag)
+    print(f"amended {font_id} {run_id}: now manifest {run.digest}")
+    if run.info.missing:
+        warn(f"still incomplete: no {', '.join(run.info.missing)}")
+
+
+@store_app.command()
+def log(
+    ctx: typer.Context,
+    font_id: str,
+    run_id: Annotated[Optional[str], typer.Argument()] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """A run's history: every version its amends and edits left, newest first."""
+    history = ctx.obj.run_history(font_id, run_id)
+    if as_json:
+        print(json.dumps([info.to_dict() for info in history], indent=2))
+        return
+    for info in history:
+        print(f"{info.manifest}  {inputs_time(info.saved_at)}  {info.status}  "
+              f"name={info.name or '-'}  tags={','.join(info.tags) or '-'}  missing={','.join(info.missing) or '-'}")
+
+
+def inputs_time(moment: Any) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S")

@@ -58,6 +58,11 @@ class FontExistsError(StoreError, FileExistsError):
 class CorruptObjectError(StoreError):
     """An object's content no longer matches its address, or cannot be decoded."""
 
+    def __init__(self, message: str, *, digest: str | None = None, why: str | None = None) -> None:
+        super().__init__(message)
+        self.digest = digest
+        self.why = why
+
 
 class FormatError(StoreError):
     """A manifest or ref is malformed or of a format version this aoe cannot read."""

@@ -104,7 +104,8 @@ def decode(stored: bytes, digest: Digest) -> bytes:
 
 def _corrupt(digest: Digest, why: str) -> CorruptObjectError:
     return CorruptObjectError(
-        f"object {digest} is corrupt: {why}; run `aoe store fsck` to see what it affects"
+        f"object {digest} is corrupt: {why}; run `aoe store fsck` to see what it affects",
+        digest=digest, why=why,
     )
 
 

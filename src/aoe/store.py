@@ -470,10 +470,11 @@ class Store:
                 f"run {run_id} of {font_id} was deleted on {record.deleted_at} and its data purged "
                 f"by a gc on {record.purged_at}; it cannot be restored"
             )
-        manifest = unpack(self.objects.get(record.manifest))
-        self._touch_all([record.manifest, *manifest.digests()])
-        if not self.refs.create_run(font_id, run_id, record.manifest):
-            raise FontExistsError(f"a run {run_id} of {font_id} exists again; nothing was restored")
+        with self.saving():  # like a save: no gc may sweep what the ref is about to need
+            manifest = unpack(self.objects.get(record.manifest))
+            self._touch_all([record.manifest, *manifest.digests()])
+            if not self.refs.create_run(font_id, run_id, record.manifest):
+                raise FontExistsError(f"a run {run_id} of {font_id} exists again; nothing was restored")
         self.refs.forget_trashed(record)
         return RunInfo.from_manifest(manifest, record.manifest)
 
@@ -520,7 +521,9 @@ class Store:
         try:
             manifest = unpack(self.objects.get(digest))
         except StoreError as exc:
-            raise type(exc)(f"{exc} (the manifest of run {run_id} of {font_id})") from None
+            named = type(exc)(f"{exc} (the manifest of run {run_id} of {font_id})")
+            named.__dict__.update(exc.__dict__)
+            raise named from None
         return Run(self, manifest, digest)
 
     def get_run_info(self, font_id: str, run_id: str | None = None) -> RunInfo:
@@ -607,7 +610,9 @@ def _naming_the_run(method: Callable[..., T]) -> Callable[..., T]:
         try:
             return method(self, *args, **kwargs)
         except (CorruptObjectError, ObjectNotFoundError) as exc:
-            raise type(exc)(f"{exc} (needed by run {self.manifest.run_id} of {self.manifest.font_id})") from None
+            named = type(exc)(f"{exc} (needed by run {self.manifest.run_id} of {self.manifest.font_id})")
+            named.__dict__.update(exc.__dict__)
+            raise named from None
 
     return wrapper
 

@@ -1,0 +1,364 @@
+"""fsck: find every kind of damage in a store, name what it affects, repair what is safe.
+
+A structural pass (the default) reads every ref, verifies every manifest, and checks
+that every object a run needs exists. ``read_data`` also decodes and re-hashes every
+object (or a deterministic share of them, ``subset=(n, m)``, so a big store can be
+checked a part per night). Every finding is reported; nothing stops at the first.
+
+Repair touches only what is safe to touch: leftover temporary files, markers of saves
+whose process is gone, refs whose manifest is gone (recorded in the trash first), and
+corrupt objects, which are moved aside to ``.damaged/`` so that storing the same
+content again heals every run that needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import CorruptObjectError, FormatError, InvalidNameError, NotFoundError, StoreError
+from .manifests import Manifest, unpack
+from .objects import OBJECTS_PREFIX, Digest, object_key, parse_digest
+from .refs import FONTS_PREFIX, RUN_ID_RE, check_font_id, font_number, runs_folder
+from .store import INFLIGHT_PREFIX, RunInfo, Store, _now
+from .inputs import format_time
+
+ERROR = "error"
+WARNING = "warning"
+INFO = "info"
+DAMAGED_PREFIX = ".damaged"
+TEMP_MIN_AGE = 3600.0
+"""Temporary files younger than this may be writes in progress: repair leaves them."""
+INFLIGHT_MAX_AGE = 24 * 3600.0
+"""A save marker from another host older than this is taken as left by a crash."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing fsck found: how bad, what, where, which runs it affects, what to do."""
+
+    severity: str
+    kind: str
+    message: str
+    object: str | None = None
+    ref: str | None = None
+    runs: tuple[str, ...] = ()
+    """Affected runs as ``font_id/run_id``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if v not in (None, ())}
+
+
+@dataclass
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+    fonts: int = 0
+    runs: int = 0
+    objects: int = 0
+    objects_read: int = 0
+    bytes_read: int = 0
+    repaired: list[str] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == ERROR]
+
+    @property
+    def clean(self) -> bool:
+        return not self.errors
+
+    def add(self, *args: Any, **kwargs: Any) -> None:
+        self.findings.append(Finding(*args, **kwargs))
+
+    def to_dict(self) -> dict[str, Any]:
+        counts = {s: sum(f.severity == s for f in self.findings) for s in (ERROR, WARNING, INFO)}
+        return {
+            "clean": self.clean, "fonts": self.fonts, "runs": self.runs, "objects": self.objects,
+            "objects_read": self.objects_read, "bytes_read": self.bytes_read, "counts": counts,
+            "findings": [f.to_dict() for f in self.findings], "repaired": self.repaired,
+        }
+
+
+def live_inflight_markers(store: Store) -> list[tuple[str, float]]:
+    """Saves in progress: (marker key, start time) of every marker whose writer lives."""
+    live = []
+    for key in store.backend.list(INFLIGHT_PREFIX):
+        if not _is_stale_marker(store, key):
+            stat = store.backend.stat(key)
+            if stat is not None:
+                live.append((key, stat[1]))
+    return live
+
+
+def _is_stale_marker(store: Store, key: str) -> bool:
+    try:
+        marker = json.loads(store.backend.read(key))
+        pid, host = int(marker["pid"]), str(marker["host"])
+    except NotFoundError:
+        return False  # finished meanwhile
+    except (ValueError, KeyError, TypeError):
+        return True
+    if host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        return False
+    stat = store.backend.stat(key)
+    return stat is not None and time.time() - stat[1] > INFLIGHT_MAX_AGE
+
+
+def fsck(
+    store: Store,
+    *,
+    read_data: bool = False,
+    subset: tuple[int, int] | None = None,
+    repair: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> Report:
+    """Check a store; see the module docstring. ``progress`` gets a count per object."""
+    store._require_root()
+    report = Report()
+    needed: dict[Digest, list[str]] = defaultdict(list)  # object -> runs that need it
+    _check_refs(store, report, needed)
+    _check_trash(store, report, needed)
+    present = _check_objects(store, report, needed, read_data, subset, progress)
+    for digest in sorted(set(needed) - present):
+        runs = tuple(sorted(set(needed[digest])))
+        report.add(
+            ERROR, "missing-object",
+            f"object {digest} is missing; it is needed by {_runs_text(runs)}. Storing the same "
+            "content again heals them (save or put the original data); otherwise restore "
+            f"{OBJECTS_PREFIX}/{digest[:2]}/{digest} from a backup",
+            object=digest, runs=runs,
+        )
+    _check_leftovers(store, report, repair)
+    if repair:
+        _repair(store, report)
+    return report
+
+
+def _runs_text(runs: Iterable[str]) -> str:
+    runs = list(runs)
+    if not runs:
+        return "no run (an orphan)"
+    shown = ", ".join(runs[:5])
+    return f"run{'s' if len(runs) > 1 else ''} {shown}" + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
+
+
+def _check_refs(store: Store, report: Report, needed: dict[Digest, list[str]]) -> None:
+    for key in store.backend.list(FONTS_PREFIX):
+        try:
+            font_id = check_font_id(store.backend.read(key).decode("utf-8", "replace").strip())
+            if f"{FONTS_PREFIX}/{font_number(font_id)}" != key:
+                raise InvalidNameError(font_id)
+        except (InvalidNameError, NotFoundError):
+            report.add(ERROR, "malformed-claim",
+                       f"font claim {key} does not hold a valid font id of its number; fix its "
+                       "content by hand (e.g. '1-fruity') or remove it", ref=key)
+            continue
+        report.fonts += 1
+        if not store.refs.has_runs_folder(font_id):
+            report.add(ERROR, "missing-runs-folder",
+                       f"the folder {font_id}/runs is missing (removed outside aoe?): the runs of "
+                       f"{font_id} are lost unless it is restored from a backup; the next save "
+                       "recreates it", ref=runs_folder(font_id))
+            continue
+        for ref_key in store.backend.list(runs_folder(font_id)):
+            _check_run(store, report, needed, font_id, ref_key)
+
+
+def _check_run(store: Store, report: Report, needed: dict[Digest, list[str]], font_id: str, key: str) -> None:
+    run_id = key.rsplit("/", 1)[1]
+    where = f"{font_id}/{run_id}"
+    if not RUN_ID_RE.fullmatch(run_id):
+        report.add(WARNING, "unknown-file", f"{key} is not a run ref (not a run id); move it out of runs/",
+                   ref=key)
+        return
+    report.runs += 1
+    try:
+        digest = store.refs.read_run(font_id, run_id)
+    except (FormatError, NotFoundError):
+        report.add(ERROR, "malformed-ref",
+                   f"run ref {key} does not hold a manifest id; the run cannot be loaded. Restore "
+                   f"the file from a backup, or delete the run with `aoe store rm {font_id} {run_id}`",
+                   ref=key, runs=(where,))
+        return
+    manifest = _read_manifest(store, report, digest, key, where, dangling=True)
+    if manifest is None:
+        return
+    if (manifest.font_id, manifest.run_id) != (font_id, run_id):
+        report.add(ERROR, "mismatched-manifest",
+                   f"run ref {key} names manifest {digest}, which is of run "
+                   f"{manifest.font_id}/{manifest.run_id}; the ref was copied or edited by hand",
+                   object=digest, ref=key, runs=(where,))
+    needed[digest].append(where)
+    for blob in manifest.digests():
+        needed[blob].append(where)
+    info = RunInfo.from_manifest(manifest, digest)
+    if info.missing:
+        report.add(WARNING, "incomplete-run",
+                   f"completed run {where} has no {', '.join(info.missing)}; it still loads for what "
+                   f"it has. Add what is missing with `aoe store amend {font_id} {run_id} ...`",
+                   ref=key, runs=(where,))
+    parent = manifest.parent
+    while parent is not None:  # history of amends: needed too, for `aoe store log`
+        previous = _read_manifest(store, report, parent, key, where, dangling=False)
+        needed[parent].append(where)
+        if previous is None:
+            break
+        for blob in previous.digests():
+            needed[blob].append(where)
+        parent = previous.parent
+
+
+def _read_manifest(
+    store: Store, report: Report, digest: Digest, key: str, where: str, *, dangling: bool
+) -> Manifest | None:
+    """A verified manifest, or None after reporting why it cannot be read."""
+    try:
+        data = store.objects.get(digest)
+    except NotFoundError:
+        if dangling:
+            report.add(ERROR, "dangling-ref",
+                       f"run ref {key} names manifest {digest}, which is missing: the run is gone. "
+                       "Restore the object from a backup, or drop the ref with `aoe store fsck --repair`",
+                       object=digest, ref=key, runs=(where,))
+        return None  # a missing parent is reported as a missing object
+    except CorruptObjectError as exc:
+        report.add(ERROR, "corrupt-object",
+                   f"object {digest} is corrupt: {exc.why}; it is the manifest of {where}, which cannot be "
+                   "loaded. Restore the object from a backup, or `aoe store fsck --repair` moves it aside",
+                   object=digest, ref=key, runs=(where,))
+        return None
+    try:
+        return unpack(data)
+    except FormatError as exc:
+        kind = "unknown-version" if "newer aoe" in str(exc) else "malformed-manifest"
+        report.add(ERROR, kind, f"manifest {digest} of {where}: {exc}", object=digest, ref=key, runs=(where,))
+        return None
+
+
+def _check_trash(store: Store, report: Report, needed: dict[Digest, list[str]]) -> None:
+    """Deleted runs keep their objects until a gc; they are not orphans meanwhile."""
+    try:
+        records = store.refs.trashed()
+    except FormatError as exc:
+        report.add(WARNING, "malformed-trash", f"{exc}", ref=".trash")
+        return
+    for record in records:
+        if record.manifest is None or record.purged_at:
+            continue
+        holder = f"{record.font_id}/{record.run_id} (deleted)"
+        try:
+            manifest = unpack(store.objects.get(record.manifest))
+        except StoreError:
+            continue  # a deleted run that can no longer be restored: nothing to keep
+        for digest in (record.manifest, *manifest.digests()):
+            needed.setdefault(digest, [])
+            if holder not in needed[digest]:
+                needed[digest].append(holder)
+
+
+def _check_objects(
+    store: Store,
+    report: Report,
+    needed: dict[Digest, list[str]],
+    read_data: bool,
+    subset: tuple[int, int] | None,
+    progress: Callable[[int], None] | None,
+) -> set[Digest]:
+    present: set[Digest] = set()
+    to_read: list[Digest] = []
+    for key in store.backend.list(OBJECTS_PREFIX):
+        name = key.rsplit("/", 1)[1]
+        try:
+            digest = parse_digest(name)
+            if object_key(digest) != key:
+                raise InvalidNameError(name)
+        except InvalidNameError:
+            report.add(WARNING, "stray-file", f"{key} is not an object of this store; move it out of .objects/",
+                       ref=key)
+            continue
+        present.add(digest)
+        report.objects += 1
+        if read_data and (subset is None or int(digest[:8], 16) % subset[1] == subset[0] - 1):
+            to_read.append(digest)
+        elif progress:
+            progress(1)
+        if digest not in needed:
+            report.add(INFO, "orphan-object",
+                       f"object {digest} is not needed by any run; `aoe store gc` removes it",
+                       object=digest)
+
+    def verify(digest: Digest) -> tuple[Digest, int, str | None]:
+        try:
+            return digest, len(store.objects.get(digest)), None
+        except CorruptObjectError as exc:
+            return digest, 0, f"object {digest} is corrupt: {exc.why}"
+        except StoreError as exc:  # removed meanwhile, or unreadable
+            return digest, 0, str(exc)
+
+    for digest, size, problem in store.objects._parallel(verify, to_read):
+        report.objects_read += 1
+        report.bytes_read += size
+        if progress:
+            progress(1)
+        if problem is not None:
+            runs = tuple(sorted(set(needed.get(digest, ()))))
+            report.add(ERROR, "corrupt-object",
+                       f"{problem}; it is needed by {_runs_text(runs)}. `aoe store fsck --repair` "
+                       "moves it aside so that storing the same content again heals those runs",
+                       object=digest, runs=runs)
+    return present
+
+
+def _check_leftovers(store: Store, report: Report, repair: bool) -> None:
+    now = time.time()
+    for name, mtime in store.backend.temp_files():
+        age = now - mtime
+        old = age >= TEMP_MIN_AGE
+        report.add(INFO, "temp-file",
+                   f"{name} is left from an interrupted write ({age / 60:.0f} min old); "
+                   + ("`aoe store fsck --repair` removes it" if old else "it may be a write in progress"),
+                   ref=name)
+        if repair and old:
+            store.backend.remove_temp(name)
+            report.repaired.append(f"removed temporary file {name}")
+    for key in list(store.backend.list(INFLIGHT_PREFIX)):
+        if _is_stale_marker(store, key):
+            report.add(INFO, "stale-save-marker",
+                       f"{key} marks a save whose process is gone; `aoe store fsck --repair` removes it",
+                       ref=key)
+            if repair:
+                store.backend.delete(key)
+                report.repaired.append(f"removed stale save marker {key}")
+
+
+def _repair(store: Store, report: Report) -> None:
+    when = format_time(_now())
+    for finding in report.errors:
+        if finding.kind == "dangling-ref" and finding.ref and finding.object:
+            font_id, _, run_id = finding.ref.split("/")
+            if store.refs.trash_run(font_id, run_id, parse_digest(finding.object), when):
+                record = next(r for r in store.refs.trashed(font_id) if r.run_id == run_id)
+                store.refs.mark_purged(record, when)
+                report.repaired.append(f"dropped ref {finding.ref} (its manifest is gone; recorded in the trash)")
+        elif finding.kind == "corrupt-object" and finding.object:
+            digest = parse_digest(finding.object)
+            key = object_key(digest)
+            try:
+                data = store.backend.read(key)
+            except NotFoundError:
+                continue
+            store.backend.write(f"{DAMAGED_PREFIX}/{digest}", [data], exclusive=False)
+            store.backend.delete(key)
+            report.repaired.append(f"moved corrupt object {digest} to {DAMAGED_PREFIX}/")

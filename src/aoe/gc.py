@@ -1,0 +1,136 @@
+"""gc: remove the objects no run needs, never one that a run or a save in progress needs.
+
+Mark: every object reachable from a run ref, and from the manifests those runs amended
+(their history). Sweep: every other object whose mtime is older than the cutoff, where
+
+    cutoff = min(gc start - grace, start of the oldest save still in progress)
+
+Why no save can lose an object: a save announces itself (``.inflight/``) before it
+writes or touches any object, writing refreshes the mtime of an object that already
+exists, and the save touches every object again right before creating its ref. So an
+object a save relies on either has an mtime at or after the save's start (kept by the
+cutoff), or was touched after gc started (kept too). Each removal is atomic against a
+concurrent touch (:meth:`Backend.delete_if_untouched`). Deleted runs (``aoe store rm``)
+are not marked: gc is what makes a deletion final, and it records that in the trash.
+
+One gc at a time: a lock that the operating system releases if gc crashes. Writers
+never wait for gc.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import StoreError
+from .fsck import TEMP_MIN_AGE, live_inflight_markers
+from .inputs import format_time
+from .manifests import unpack
+from .objects import OBJECTS_PREFIX, Digest, parse_digest
+from .store import Store, _now
+
+DEFAULT_GRACE = 3600.0
+"""Objects younger than this (seconds) are never swept."""
+
+
+class GcRunningError(StoreError):
+    """Another gc holds the store's gc lock."""
+
+
+@dataclass
+class GcReport:
+    dry_run: bool
+    grace: float
+    cutoff: float
+    reachable: int = 0
+    kept_young: int = 0
+    swept: int = 0
+    freed_bytes: int = 0
+    temp_files_removed: int = 0
+    runs_purged: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def collect_garbage(
+    store: Store,
+    *,
+    grace: float = DEFAULT_GRACE,
+    dry_run: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> GcReport:
+    """Sweep unreachable objects older than the grace period; see the module docstring."""
+    if grace < 0:
+        raise StoreError(f"the grace period must be 0 seconds or more, not {grace}")
+    store._require_root()
+    with store.backend.lock("gc", wait=False) as acquired:
+        if not acquired:
+            raise GcRunningError("another gc is running on this store; wait for it to finish")
+        started = time.time()
+        saves = [mtime for _, mtime in live_inflight_markers(store)]
+        cutoff = min([started - grace, *saves])
+        report = GcReport(dry_run=dry_run, grace=grace, cutoff=cutoff)
+        reachable = _mark(store)
+        report.reachable = len(reachable)
+        for key in list(store.backend.list(OBJECTS_PREFIX)):
+            if progress:
+                progress(1)
+            digest = key.rsplit("/", 1)[1]
+            if digest in reachable:
+                continue
+            stat = store.backend.stat(key)
+            if stat is None:
+                continue
+            size, mtime = stat
+            if mtime >= cutoff:
+                report.kept_young += 1
+                continue
+            if dry_run or store.backend.delete_if_untouched(key, cutoff):
+                report.swept += 1
+                report.freed_bytes += size
+        if not dry_run:
+            _record_purges(store, report)
+            for name, mtime in list(store.backend.temp_files()):
+                if mtime < min(cutoff, started - TEMP_MIN_AGE):
+                    store.backend.remove_temp(name)
+                    report.temp_files_removed += 1
+        return report
+
+
+def _mark(store: Store) -> set[str]:
+    """Every object a run needs, its history included.
+
+    A run whose manifest cannot be read makes gc stop: what it needs is unknown, so
+    nothing may be swept until fsck has been run and the damage dealt with.
+    """
+    reachable: set[str] = set()
+    for font_id in store.refs.fonts():
+        if not store.refs.has_runs_folder(font_id):
+            continue
+        for run_id in store.refs.runs(font_id):
+            digest: Digest | None = store.refs.read_run(font_id, run_id)
+            while digest is not None and digest not in reachable:
+                try:
+                    manifest = unpack(store.objects.get(digest))
+                except StoreError as exc:
+                    raise StoreError(
+                        f"gc stopped before removing anything: run {run_id} of {font_id} cannot be read "
+                        f"({exc}); run `aoe store fsck` and deal with the damage first"
+                    ) from None
+                reachable.add(digest)
+                reachable.update(manifest.digests())
+                digest = manifest.parent
+    return reachable
+
+
+def _record_purges(store: Store, report: GcReport) -> None:
+    """Deleted runs whose manifest is gone can no longer be restored: say so in the trash."""
+    when = format_time(_now())
+    for record in store.refs.trashed():
+        if record.run_id and record.manifest and not record.purged_at:
+            if not store.objects.has(parse_digest(record.manifest)):
+                store.refs.mark_purged(record, when)
+                report.runs_purged.append(f"{record.font_id}/{record.run_id}")
