@@ -136,3 +136,100 @@ def test_new_files_are_readable_and_writable_by_the_owner(local: LocalBackend) -
     local.write("p", [b"x"], exclusive=True)
     mode = local.path("p").stat().st_mode
     assert mode & 0o600 == 0o600
+
+
+# -- what fsck, gc and moving refs need ---------------------------------------------
+
+
+def test_compare_and_swap_replaces_only_what_it_expects(local: LocalBackend) -> None:
+    assert local.compare_and_swap("ref", None, [b"one"])  # create
+    assert not local.compare_and_swap("ref", None, [b"two"])  # exists already
+    assert not local.compare_and_swap("ref", b"stale", [b"two"])
+    assert local.compare_and_swap("ref", b"one", [b"two"]) and local.read("ref") == b"two"
+    assert not local.compare_and_swap("ref", b"one", None)
+    assert local.compare_and_swap("ref", b"two", None) and not local.exists("ref")
+
+
+def test_a_lock_is_exclusive_and_released_when_its_holder_dies(local: LocalBackend, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    with local.lock("gc", wait=False) as first:
+        with local.lock("gc", wait=False) as second:
+            assert first and not second
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from aoe.backend import LocalBackend\n"
+         f"with LocalBackend({str(local.root)!r}).lock('gc', wait=False) as got:\n"
+         "    print(got, flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout.readline().strip() == "True"
+    with local.lock("gc", wait=False) as taken:
+        assert not taken
+    holder.kill()
+    holder.wait()
+    with local.lock("gc", wait=False) as after_crash:
+        assert after_crash
+
+
+def test_delete_if_untouched_keeps_what_was_touched_after_the_cutoff(local: LocalBackend) -> None:
+    local.write("old", [b"x"], exclusive=True)
+    local.write("new", [b"y"], exclusive=True)
+    past = time.time() - 100
+    os.utime(local.path("old"), (past, past))
+    assert local.delete_if_untouched("old", cutoff=time.time() - 10)
+    assert not local.delete_if_untouched("new", cutoff=time.time() - 10)
+    assert local.read("new") == b"y" and not local.exists("old")
+    assert not local.delete_if_untouched("never", cutoff=time.time())
+    assert list(local.temp_files()) == []
+
+
+def test_a_touch_racing_a_delete_keeps_the_key(local: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The touch lands between gc's move-aside and its check: the key is put back."""
+    local.write("obj", [b"z"], exclusive=True)
+    past = time.time() - 100
+    os.utime(local.path("obj"), (past, past))
+    real_rename = os.rename
+
+    def rename_then_touch(source: str, target: str) -> None:
+        real_rename(source, target)
+        os.utime(target)  # a writer's touch of the same inode, just in time
+
+    monkeypatch.setattr(os, "rename", rename_then_touch)
+    assert not local.delete_if_untouched("obj", cutoff=time.time() - 10)
+    assert local.read("obj") == b"z"
+
+
+def test_a_copy_stored_while_gc_looked_stands(local: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    local.write("obj", [b"z"], exclusive=True)
+    real_rename = os.rename
+
+    def rename_then_store(source: str, target: str) -> None:
+        real_rename(source, target)
+        local.write("obj", [b"z"], exclusive=True)  # the writer found it gone and stored it again
+
+    monkeypatch.setattr(os, "rename", rename_then_store)
+    assert local.delete_if_untouched("obj", cutoff=time.time() + 10)  # gc removed the copy it saw
+    assert local.read("obj") == b"z"  # and the writer's new copy is there
+
+
+def test_temp_files_are_listed_and_removable(local: LocalBackend) -> None:
+    local.write("a/b", [b"1"], exclusive=True)
+    (local.root / "a" / f"{TEMP_PREFIX}x-b").write_bytes(b"partial")
+    [(name, mtime)] = list(local.temp_files())
+    assert name == f"a/{TEMP_PREFIX}x-b" and mtime <= time.time()
+    local.remove_temp(name)
+    assert list(local.temp_files()) == []
+    with pytest.raises(InvalidNameError):
+        local.remove_temp("a/b")
+
+
+def test_stat_and_folders(local: LocalBackend) -> None:
+    assert local.stat("k") is None
+    local.write("k", [b"12345"], exclusive=True)
+    size, mtime = local.stat("k")
+    assert size == 5 and abs(mtime - time.time()) < 60
+    assert not local.has_folder("f/runs")
+    local.make_folder("f/runs")
+    assert local.has_folder("f/runs")

@@ -309,7 +309,7 @@ class LocalBackend:
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
         except FileNotFoundError:  # the folder is new, or was removed under us
-            self._known_dirs.discard(path.parent)
+            self._known_dirs.clear()
             self._ensure_dir(path.parent)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
         try:

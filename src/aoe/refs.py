@@ -126,10 +126,11 @@ class TrashRecord:
     def parse(cls, key: str, data: bytes) -> TrashRecord:
         try:
             fields = json.loads(data)
-            record = cls(**fields)
+            record = cls(fields["font_id"], fields.get("run_id"), fields.get("manifest"),
+                         fields["deleted_at"], fields.get("purged_at"))
             if record.manifest is not None:
                 parse_digest(record.manifest)
-        except (ValueError, TypeError, InvalidNameError):
+        except (ValueError, TypeError, KeyError, InvalidNameError):
             raise FormatError(f"trash record {key} is malformed; run `aoe store fsck`") from None
         if record.key != key:
             raise FormatError(f"trash record {key} names {record.key}; run `aoe store fsck`")
