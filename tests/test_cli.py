@@ -261,3 +261,121 @@ def test_python_dash_m_aoe_works(root: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "aoe", "store", "create-font", "fruity"],
                             capture_output=True, text=True, env={**os.environ, "AOE_STORE": str(root)})
     assert result.returncode == 0 and result.stdout == "1-fruity\n"
+
+
+# -- integrity and upkeep -------------------------------------------------------------
+
+
+@pytest.fixture
+def saved_run(root: Path, tmp_path: Path, capsys) -> tuple[aoe.Store, str, str]:
+    run_dir = make_run_dir(tmp_path / "run")
+    code, out, err = run_cli(capsys, "store", "put", "1-fruity", str(run_dir), "--create")
+    assert code == 0, err
+    return aoe.Store(root), "1-fruity", out.strip()
+
+
+def test_fsck_clean_then_damaged_with_exit_10(capsys, saved_run) -> None:
+    store, font, run_id = saved_run
+    code, out, _ = run_cli(capsys, "store", "fsck", "--read-data")
+    assert code == 0 and "0 errors" in out and "re-hashed" in out
+    digest = store.open_run(font).manifest.sample.chunks[0]
+    path = store.root / ".objects" / digest[:2] / digest
+    path.write_bytes(path.read_bytes()[:-1])
+    code, out, _ = run_cli(capsys, "store", "fsck", "--read-data-subset", "1/1")
+    assert code == 10 and f"error: corrupt-object: object {digest}" in out and run_id in out
+    code, out, _ = run_cli(capsys, "store", "fsck", "--read-data", "--json")
+    data = json.loads(out)
+    assert code == 10 and not data["clean"] and data["counts"]["error"] == 1
+    assert data["findings"][0]["runs"] == [f"{font}/{run_id}"]
+    code, out, _ = run_cli(capsys, "store", "fsck", "--read-data", "--repair")
+    assert code == 10 and "repaired: moved corrupt object" in out
+    code, out, _ = run_cli(capsys, "store", "fsck")
+    assert code == 10 and "missing-object" in out
+
+
+def test_fsck_lists_ten_findings_of_a_kind_and_counts_the_rest(capsys, saved_run) -> None:
+    store, _, _ = saved_run
+    for i in range(12):
+        store.objects.put(f"orphan {i}".encode())
+    code, out, _ = run_cli(capsys, "store", "fsck")
+    assert code == 0 and out.count("info: orphan-object") == 10 and "... and 2 more orphan-object" in out
+
+
+@pytest.mark.parametrize("subset", ["0/3", "4/3", "x", "1/0"])
+def test_fsck_refuses_bad_subsets(capsys, saved_run, subset: str) -> None:
+    code, _, err = run_cli(capsys, "store", "fsck", "--read-data-subset", subset)
+    assert code == 2 and "N/M" in err
+
+
+def test_rm_trash_restore_and_gc(capsys, saved_run) -> None:
+    store, font, run_id = saved_run
+    code, _, err = run_cli(capsys, "store", "rm", font)
+    assert code == 2 and "add --font" in err and "its 1 runs" in err
+    code, _, err = run_cli(capsys, "store", "rm", font, run_id, "--font")
+    assert code == 2 and "not both" in err
+    code, out, _ = run_cli(capsys, "store", "rm", font, run_id)
+    assert code == 0 and out == f"deleted {font} {run_id}\n"
+    code, out, _ = run_cli(capsys, "store", "trash")
+    assert code == 0 and run_id in out and "yes" in out
+    code, out, _ = run_cli(capsys, "store", "restore", font, run_id)
+    assert code == 0 and out == f"restored {font} {run_id}\n"
+    code, out, _ = run_cli(capsys, "store", "rm", font, "--font")
+    assert code == 0 and "deleted font 1-fruity and 1 runs" in out
+    code, out, _ = run_cli(capsys, "store", "trash", font, "--json")
+    assert {r["run_id"] for r in json.loads(out)} == {run_id, None}
+    code, out, _ = run_cli(capsys, "store", "restore", font)
+    assert code == 0 and out.splitlines() == [f"restored {font} {run_id}", f"restored font {font}"]
+
+    store.delete_run(font, run_id)
+    code, out, _ = run_cli(capsys, "store", "gc", "--grace", "0", "--dry-run")
+    assert code == 0 and out.startswith("would free") and store.objects.has(store.trashed()[0].manifest)
+    code, out, _ = run_cli(capsys, "store", "gc", "--grace", "0s")
+    assert code == 0 and out.startswith("freed") and f"deleted run {font}/{run_id} can no longer be restored" in out
+    code, out, _ = run_cli(capsys, "store", "gc", "--json")
+    assert code == 0 and json.loads(out)["swept"] == 0
+    code, _, err = run_cli(capsys, "store", "restore", font, run_id)
+    assert code == 3 and "purged" in err
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("30m", 1800), ("1h", 3600), ("2d", 172800)])
+def test_durations(text: str, seconds: float) -> None:
+    assert cli.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "-1", "1w", ""])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(aoe.InvalidInputError):
+        cli.parse_duration(text)
+
+
+def test_amend_and_log(capsys, saved_run, tmp_path: Path) -> None:
+    store, font, run_id = saved_run
+    extra = tmp_path / "more-glyphs"
+    extra.mkdir()
+    (extra / "Z.png").write_bytes(make_png(99))
+    torch.save(torch.tensor([9.0]), tmp_path / "v.pt")
+    (tmp_path / "fb.json").write_text('{"loss": 0.1}')
+    code, out, err = run_cli(capsys, "store", "amend", font, run_id, "--glyphs", str(extra), "--sample",
+                             str(tmp_path / "run" / "sample.png"), "--feedback", str(tmp_path / "fb.json"),
+                             "--personality", str(tmp_path / "v.pt"), "--name", "better", "--tag", "x",
+                             "--tag", "y", "--description", "amended")
+    assert code == 0, err
+    info = store.get_run_info(font, run_id)
+    assert info.glyphs == ("A", "B", "Z") and info.tags == ("x", "y") and info.name == "better"
+    assert store.load_personality(font, run_id).tolist() == [9.0]
+    code, out, _ = run_cli(capsys, "store", "log", font, run_id)
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 2 and "name=better" in lines[0] and "tags=x,y" in lines[0]
+    code, out, _ = run_cli(capsys, "store", "log", font, "--json")
+    assert [h["name"] for h in json.loads(out)] == ["better", "cli run"]
+    (tmp_path / "bad.pt").write_bytes(b"nope")
+    code, _, err = run_cli(capsys, "store", "amend", font, run_id, "--personality", str(tmp_path / "bad.pt"))
+    assert code == 2 and "weights-only" in err
+
+
+def test_amend_warns_when_a_run_stays_incomplete(capsys, root: Path) -> None:
+    store = aoe.Store(root)
+    font = store.create_font("fruity")
+    run_id = store.save_model(font, {"w": torch.ones(1)})
+    code, _, err = run_cli(capsys, "store", "amend", font, run_id, "--name", "n")
+    assert code == 0 and "still incomplete: no personality_vector, sample, eval_glyphs, feedback" in err
