@@ -194,7 +194,7 @@ class LocalBackend:
         path = self.path(key)
         if not _unless_missing(lambda: os.unlink(path), f"deleting {path}"):
             return False
-        fsync_dir(path.parent)
+        with_retries(lambda: fsync_dir(path.parent), f"deleting {path}")
         return True
 
     def stat(self, key: str) -> tuple[int, float] | None:
@@ -379,7 +379,8 @@ def fsync_dir(folder: Path) -> None:
         return
     try:
         os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on folders
-        pass
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):  # filesystems that cannot fsync folders
+            raise
     finally:
         os.close(fd)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .backend import Backend
-from .errors import FontNotFoundError, FormatError, InvalidNameError, NotFoundError, RunNotFoundError
+from .errors import FontNotFoundError, FormatError, InvalidNameError, NotFoundError, RunNotFoundError, StoreError
 from .objects import Digest, parse_digest
 
 FONTS_PREFIX = ".fonts"
@@ -227,8 +227,21 @@ class Refs:
         )
 
     def create_run(self, font_id: str, run_id: str, digest: Digest) -> bool:
-        """Create a run ref with exactly this id; False if it exists."""
-        return self.backend.write(run_key(font_id, run_id), [_ref_bytes(digest)], exclusive=True)
+        """Create a run ref with exactly this id; False if it exists.
+
+        If the write fails after the ref appeared (its folder could not be made
+        durable), the ref is taken back, so a failed save never leaves a run.
+        """
+        key, content = run_key(font_id, run_id), _ref_bytes(digest)
+        try:
+            return self.backend.write(key, [content], exclusive=True)
+        except StoreError:
+            try:
+                if self.backend.read(key) == content:  # ours: no other manifest has this digest
+                    self.backend.delete(key)
+            except StoreError:
+                pass  # the error being raised says what matters
+            raise
 
     def move_run(self, font_id: str, run_id: str, old: Digest, new: Digest) -> bool:
         """Point a run at a new manifest if it still points at ``old`` (compare-and-swap)."""

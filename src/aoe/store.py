@@ -277,11 +277,14 @@ class Store:
         """
         key = f"{INFLIGHT_PREFIX}/{secrets.token_hex(8)}"
         marker = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": inputs.format_time(_now())}
-        self.backend.write(key, [json.dumps(marker).encode()], exclusive=True)
         try:
+            self.backend.write(key, [json.dumps(marker).encode()], exclusive=True)
             yield key
         finally:
-            self.backend.delete(key)
+            try:
+                self.backend.delete(key)
+            except StoreError:
+                pass  # left for fsck --repair; the error on its way says what happened
 
     def _write_assets(
         self,
