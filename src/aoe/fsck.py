@@ -307,12 +307,13 @@ def _check_objects(
         except StoreError as exc:  # removed meanwhile, or unreadable
             return digest, 0, str(exc)
 
+    known = {f.object for f in report.findings if f.kind == "corrupt-object"}  # manifests, seen already
     for digest, size, problem in store.objects._parallel(verify, to_read):
         report.objects_read += 1
         report.bytes_read += size
         if progress:
             progress(1)
-        if problem is not None:
+        if problem is not None and digest not in known:
             runs = tuple(sorted(set(needed.get(digest, ()))))
             report.add(ERROR, "corrupt-object",
                        f"{problem}; it is needed by {_runs_text(runs)}. `aoe store fsck --repair` "
