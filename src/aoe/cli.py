@@ -43,11 +43,8 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
 ]
 """Exit code per error type, first match wins; 0 is success, 2 also bad usage."""
 
-WEIGHT_FILES = ("weights.pt", "weights", "weights.pth")
-RUN_FILES = {*WEIGHT_FILES, "personality_vector.pt", "sample.png", "eval-glyphs", "feedback.json", "run.json", "extras"}
 PROGRESS_MIN_BYTES = 32 * 1024 * 1024
 """Smaller puts and gets finish too fast to need a progress bar."""
-RUN_JSON_KEYS = ("params", "started_at", "ended_at", "status", "name", "description", "tags", "feedback_schema")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="aoe: a content-addressed store for ML training runs.")
@@ -112,16 +109,22 @@ def put(
     font_id: str,
     run_dir: Path,
     create: Annotated[bool, typer.Option("--create", help="Create the font if it does not exist.")] = False,
+    from_checkpoint: Annotated[bool, typer.Option(
+        "--from-checkpoint", help="The weights (or RUN_DIR itself, a file) are a training checkpoint: "
+        "keep the model, drop optimizer and scheduler state, record epoch and losses.",
+    )] = False,
 ) -> None:
     """Commit a run from a folder in the spec's layout; prints the run id.
 
     RUN_DIR holds weights.pt (or weights, weights.pth), personality_vector.pt,
     sample.png, eval-glyphs/<glyph>.png, feedback.json, optionally run.json
     (params, started_at, ended_at, status, name, description, tags) and
-    extras/<name>.pt.
+    extras/<name>.pt. With --from-checkpoint, RUN_DIR may also be a checkpoint file.
     """
+    from .legacy import read_run_folder
+
     store: Store = ctx.obj
-    if not run_dir.is_dir():
+    if not (run_dir.is_dir() or (from_checkpoint and run_dir.is_file())):
         raise InvalidInputError(f"run folder {run_dir} does not exist or is not a folder")
     if check_font_id(font_id) not in store.refs.fonts():
         if not create:
@@ -130,58 +133,48 @@ def put(
                 f"or run `aoe store create-font {font_id}`"
             )
         store.create_font(font_id)
-    args = read_run_dir(run_dir)
-    with progress(store, "saving", _input_bytes(args)):
-        run_id = store.save_model(font_id, **args)
+    if from_checkpoint and run_dir.is_file():
+        with progress(store, "saving", run_dir.stat().st_size):
+            run_id = store.save_model_from_checkpoint(font_id, run_dir)
+    else:
+        folder = read_run_folder(run_dir, checkpoint=from_checkpoint)
+        for note in folder.notes:
+            warn(note)
+        with progress(store, "saving", _input_bytes(folder.arguments)):
+            run_id = store.save_model(font_id, **folder.arguments)
     info = store.get_run_info(font_id, run_id)
     if info.missing:
         warn(f"run {run_id} is incomplete: no {', '.join(info.missing)}")
     print(run_id)
 
 
-def read_run_dir(run_dir: Path) -> dict[str, Any]:
-    """The save_model arguments a run folder holds (tensor files read without pickle)."""
-    import torch
+@store_app.command("import")
+def import_(
+    ctx: typer.Context,
+    legacy_dir: Annotated[Path, typer.Argument(metavar="LEGACY_DIR")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Import a plain-folder store (LEGACY_DIR/<font-id>/runs/<timestamp>/...), keeping
+    run times; importing again adds nothing."""
+    from .legacy import import_legacy
 
-    def load_tensors(path: Path) -> Any:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for bad files
-            raise InvalidInputError(
-                f"{path} cannot be read as weights-only torch data ({str(exc).splitlines()[0]})"
-            ) from None
-
-    unknown = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES and not p.name.startswith("."))
-    if unknown:
-        warn(f"not stored (not part of the run layout): {', '.join(unknown)}")
-    weight_files = [run_dir / name for name in WEIGHT_FILES if (run_dir / name).is_file()]
-    if len(weight_files) > 1:
-        raise InvalidInputError(f"{run_dir} has several weights files ({', '.join(p.name for p in weight_files)}); keep one")
-    args: dict[str, Any] = {"weights": load_tensors(weight_files[0]) if weight_files else None}
-    vector = run_dir / "personality_vector.pt"
-    if vector.is_file():
-        args["personality_vector"] = load_tensors(vector)
-    if (run_dir / "sample.png").is_file():
-        args["sample_image"] = run_dir / "sample.png"
-    if (run_dir / "eval-glyphs").is_dir():
-        args["eval_glyphs"] = run_dir / "eval-glyphs"
-    if (run_dir / "feedback.json").is_file():
-        args["feedback"] = run_dir / "feedback.json"
-    if (run_dir / "extras").is_dir():
-        args["extras"] = {p.stem: load_tensors(p) for p in sorted((run_dir / "extras").glob("*.pt"))}
-    meta_file = run_dir / "run.json"
-    if meta_file.is_file():
-        try:
-            meta = json.loads(meta_file.read_bytes())
-        except ValueError as exc:
-            raise InvalidInputError(f"{meta_file} is not valid JSON: {exc}") from None
-        if not isinstance(meta, dict):
-            raise InvalidInputError(f"{meta_file} must hold a JSON object")
-        ignored = sorted(set(meta) - set(RUN_JSON_KEYS) - {"font_id", "run_id", "manifest", "saved_at"})
-        if ignored:
-            warn(f"{meta_file.name}: keys not stored: {', '.join(ignored)} (known: {', '.join(RUN_JSON_KEYS)})")
-        args.update({k: meta[k] for k in RUN_JSON_KEYS if meta.get(k) is not None})
-    return args
+    with counter("importing", None) as advance:
+        report = import_legacy(ctx.obj, legacy_dir, progress=advance)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    for font_id in report.fonts_created:
+        print(f"created font {font_id}")
+    for run in report.imported:
+        print(f"imported {run}")
+    for line in report.incomplete:
+        print(f"incomplete: {line}")
+    for line in report.notes:
+        warn(line)
+    for path, why in report.skipped:
+        warn(f"skipped {path}: {why}")
+    print(f"{len(report.imported)} runs imported, {len(report.already_imported)} already there, "
+          f"{len(report.incomplete)} incomplete, {len(report.skipped)} skipped")
 
 
 def _input_bytes(args: dict[str, Any]) -> int:

@@ -55,6 +55,10 @@ class FontExistsError(StoreError, FileExistsError):
     """The font id (or its number, or its name) is already taken."""
 
 
+class RunExistsError(StoreError, FileExistsError):
+    """A run with that exact id exists already (when importing with fixed ids)."""
+
+
 class CorruptObjectError(StoreError):
     """An object's content no longer matches its address, or cannot be decoded."""
 

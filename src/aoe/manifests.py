@@ -14,7 +14,8 @@ Three msgpack extension types keep them exact without pickle:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,8 @@ class Manifest:
     weights_version: str | None = WEIGHTS_VERSION
     feedback_schema: str | None = None
     parent: Digest | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+    """Where an imported run came from (``{"legacy_path": ..., "legacy_run": ...}``)."""
 
     def digests(self) -> Iterator[Digest]:
         """Every object this run needs, the parent manifest excluded."""
@@ -131,6 +134,7 @@ def pack(manifest: Manifest) -> bytes:
         "weights_version": manifest.weights_version,
         "feedback_schema": manifest.feedback_schema,
         "parent": manifest.parent,
+        "source": manifest.source or None,
     }
     present = {k: fields[k] for k in sorted(fields) if fields[k] is not None}
     return pack_tree(present)
@@ -180,6 +184,8 @@ def unpack(data: bytes) -> Manifest:
             f"run manifest format version {version} needs a newer aoe "
             f"(this one reads versions up to {FORMAT_VERSION}); upgrade aoe"
         )
+    if version < FORMAT_VERSION:
+        fields = migrate(fields, version)
     try:
         return Manifest(
             font_id=_str(fields["font_id"]),
@@ -201,9 +207,34 @@ def unpack(data: bytes) -> Manifest:
             weights_version=_opt_str(fields.get("weights_version")),
             feedback_schema=_opt_str(fields.get("feedback_schema")),
             parent=parse_digest(fields["parent"]) if "parent" in fields else None,
+            source=dict(fields.get("source") or {}),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise FormatError(f"malformed run manifest ({exc!r}); run `aoe store fsck`") from None
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+"""``MIGRATIONS[v]`` turns the fields of a version ``v`` manifest into version ``v + 1``.
+Version 1 is the first, so there are none yet; see docs/format.md, *Versions*."""
+
+
+class FormatMigrationWarning(UserWarning):
+    """A manifest of an older format version was migrated in memory when read."""
+
+
+def migrate(fields: dict[str, Any], version: int) -> dict[str, Any]:
+    """Bring an older manifest's fields up to :data:`FORMAT_VERSION`, warning once per read."""
+    for step in range(version, FORMAT_VERSION):
+        if step not in MIGRATIONS:
+            raise FormatError(f"no migration from manifest format version {step}; this aoe cannot read it")
+        fields = MIGRATIONS[step](fields)
+    warnings.warn(
+        f"run {fields.get('font_id')}/{fields.get('run_id')} has manifest format version {version}, "
+        f"read as version {FORMAT_VERSION}; it stays as stored (an amend writes the new version)",
+        FormatMigrationWarning,
+        stacklevel=3,
+    )
+    return fields
 
 
 def unpack_tree(data: bytes) -> Any:

@@ -31,16 +31,18 @@ from .errors import (
     FontExistsError,
     FontFolderMissingError,
     FontNotFoundError,
+    FormatError,
     InvalidInputError,
     NotFoundError,
     ObjectNotFoundError,
+    RunExistsError,
     RunNotFoundError,
     StoreError,
     StoreMissingError,
 )
 from .manifests import FEEDBACK_SCHEMA, Manifest, TensorRecord, pack, unpack
 from .objects import Digest, ObjectStore, parse_digest
-from .refs import Refs, TrashRecord, check_font_id, check_font_name, check_name, font_number
+from .refs import FONTS_PREFIX, Refs, TrashRecord, check_font_id, check_font_name, check_name, font_number
 
 if TYPE_CHECKING:
     import torch
@@ -55,6 +57,11 @@ T = TypeVar("T")
 INFLIGHT_PREFIX = ".inflight"
 """Saves in progress announce themselves here (see :meth:`Store.saving`)."""
 MAX_MOVE_ATTEMPTS = 10
+
+FEEDBACK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "1.0": {"final_loss": None, "val_loss": None, "epochs": None, "glyph_loss": {}, "notes": ""},
+}
+"""The optional fields of each feedback schema, with the values a run that lacks them gets."""
 
 EXPECTED_ASSETS = ("weights", "personality_vector", "sample", "eval_glyphs", "feedback")
 """What a completed run is expected to have; a run without one of them is incomplete."""
@@ -214,12 +221,28 @@ class Store:
         return self.refs.fonts()
 
     def _require_root(self) -> None:
+        if not (self.root / FONTS_PREFIX).is_dir() and self._looks_legacy():
+            raise FormatError(
+                f"{self.root} is a plain-folder store of the old layout (<font>/runs/<time>/weights), "
+                f"not an aoe store: import it with `aoe store --root NEW_ROOT import {self.root}`, "
+                "which keeps every run and its time"
+            )
         if not self.root.is_dir():
             raise StoreMissingError(
                 f"no store at {self.root}: check --root or $AOE_STORE (if it was moved or deleted, "
                 "restore it from a backup); a new store is created by its first write "
                 "(create_font / `aoe store create-font`)"
             )
+
+    def _looks_legacy(self) -> bool:
+        try:
+            return any(
+                entry.is_dir() and any(p.is_dir() for p in (entry / "runs").iterdir())
+                for entry in self.root.iterdir()
+                if not entry.name.startswith(".") and (entry / "runs").is_dir()
+            )
+        except OSError:
+            return False
 
     def _require_font(self, font_id: str) -> None:
         """The font exists, and so does its runs folder (it may be removed outside aoe)."""
@@ -267,6 +290,51 @@ class Store:
                 weights, personality_vector, sample_image, eval_glyphs, feedback, extras, feedback_schema
             )
             return self._publish(font_id, metadata, parts)
+
+    def save_model_from_checkpoint(
+        self,
+        font_id: str,
+        checkpoint: Mapping[str, Any] | str | os.PathLike[str],
+        personality_vector: Any = None,
+        sample_image: inputs.ImageInput | None = None,
+        eval_glyphs: Mapping[str, inputs.ImageInput] | str | os.PathLike[str] | None = None,
+        feedback: Mapping[str, Any] | None = None,
+        *,
+        keep_training_state: bool = False,
+        params: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> str:
+        """Store a training checkpoint as a finished run.
+
+        The model's state_dict becomes the weights; optimizer, scheduler and grad-scaler
+        state are dropped (about half a checkpoint's size) unless ``keep_training_state``,
+        which bundles them as extras for resuming. Epoch and step counters become params,
+        losses become feedback fields, a ``personality_vector`` entry the run's vector,
+        other tensor-holding entries extras and other plain entries params.
+        ``checkpoint`` is a mapping or a path read with ``torch.load(weights_only=True)``.
+        """
+        from . import weights as tensors
+
+        if isinstance(checkpoint, (str, os.PathLike)):
+            checkpoint = tensors.load_tensor_file(checkpoint, "checkpoint")
+        parts = tensors.split_checkpoint(checkpoint)
+        if feedback is not None and not isinstance(feedback, Mapping):
+            raise InvalidInputError("with a checkpoint, pass feedback as a dict (its losses are added to it)")
+        extras = dict(parts.other_state)
+        if keep_training_state:
+            extras.update(parts.training_state)
+        merged_feedback = {**parts.losses, **(feedback or {})}
+        return self.save_model(
+            font_id,
+            parts.weights,
+            personality_vector if personality_vector is not None else parts.personality_vector,
+            sample_image,
+            eval_glyphs,
+            merged_feedback or None,
+            params={**parts.other_values, **parts.counters, **(params or {})},
+            extras={**extras, **fields.pop("extras", {})} or None,
+            **fields,
+        )
 
     @contextmanager
     def saving(self) -> Iterator[str]:
@@ -326,12 +394,18 @@ class Store:
         return parts
 
     def _publish(
-        self, font_id: str, metadata: dict[str, Any], parts: dict[str, Any], *, run_id: str | None = None
+        self,
+        font_id: str,
+        metadata: dict[str, Any],
+        parts: dict[str, Any],
+        *,
+        run_id: str | None = None,
+        source: dict[str, Any] | None = None,
     ) -> str:
         """Write the manifest and create the ref: the one step that makes the run exist.
 
-        With ``run_id`` the run takes exactly that id (an import); if it exists, the
-        existing run id is returned unchanged and nothing is published.
+        With ``run_id`` the run takes exactly that id (an import) or fails with
+        :class:`RunExistsError`; ``source`` records where an imported run came from.
         """
         now = _now()
         fields = {
@@ -340,11 +414,13 @@ class Store:
             **metadata,
             "ended_at": metadata["ended_at"] or inputs.format_time(now),
             **{k: v for k, v in parts.items() if v is not None},
+            **({"source": source} if source else {}),
         }
         self.refs.require_font(font_id)
         self._touch_all(Manifest(run_id="", **fields).digests())
         if run_id is not None:
-            self.refs.create_run(font_id, run_id, self.objects.put(pack(Manifest(run_id=run_id, **fields))))
+            if not self.refs.create_run(font_id, run_id, self.objects.put(pack(Manifest(run_id=run_id, **fields)))):
+                raise RunExistsError(f"run {run_id} of {font_id} exists already; nothing was published")
             return run_id
         moment = inputs.parse_time(fields["started_at"]) or now
 
@@ -563,9 +639,9 @@ class Store:
         """A run's eval glyphs: glyph name to PNG bytes."""
         return self.open_run(font_id, run_id).glyphs()
 
-    def load_feedback(self, font_id: str, run_id: str | None = None) -> Any:
-        """A run's feedback, parsed from its JSON."""
-        return self.open_run(font_id, run_id).feedback()
+    def load_feedback(self, font_id: str, run_id: str | None = None, *, with_defaults: bool = False) -> Any:
+        """A run's feedback, parsed from its JSON; see :meth:`Run.feedback`."""
+        return self.open_run(font_id, run_id).feedback(with_defaults)
 
     def read_object(self, digest: str) -> bytes:
         """An object's verified raw content, by its hex digest."""
@@ -670,8 +746,14 @@ class Run:
         """The feedback JSON exactly as it was saved."""
         return self.store.objects.get_blob(self._need(self.manifest.feedback, "feedback"))
 
-    def feedback(self) -> Any:
-        return json.loads(self.feedback_bytes())
+    def feedback(self, with_defaults: bool = False) -> Any:
+        """The feedback; ``with_defaults`` fills the optional fields its schema
+        defines (:data:`FEEDBACK_DEFAULTS`) that an older trainer left out."""
+        feedback = json.loads(self.feedback_bytes())
+        if with_defaults and isinstance(feedback, dict):
+            defaults = FEEDBACK_DEFAULTS.get(self.manifest.feedback_schema or FEEDBACK_SCHEMA, {})
+            feedback = {**json.loads(json.dumps(defaults)), **feedback}
+        return feedback
 
     def export_personality(self, path: str | os.PathLike[str]) -> Path:
         """The personality vector in a file of its own: ``.pt``, ``.json`` or ``.npy``."""

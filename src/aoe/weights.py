@@ -226,3 +226,83 @@ def as_tensor(value: Any, what: str = "personality vector") -> torch.Tensor:
     raise InvalidInputError(
         f"{what}: cannot use a {type(value).__name__}; pass a tensor, a numpy array or a list of floats"
     )
+
+
+# -- training checkpoints -----------------------------------------------------------
+
+MODEL_KEYS = ("model_state_dict", "state_dict", "model", "model_state", "weights")
+TRAINING_STATE_KEYS = {
+    "optimizer": ("optimizer_state_dict", "optimizer", "optim", "optimizer_state"),
+    "scheduler": ("scheduler_state_dict", "scheduler", "lr_scheduler", "scheduler_state"),
+    "scaler": ("scaler_state_dict", "scaler", "grad_scaler"),
+}
+COUNTER_KEYS = ("epoch", "epochs", "step", "global_step", "iteration")
+LOSS_KEYS = ("loss", "train_loss", "training_loss", "val_loss", "validation_loss", "valid_loss",
+             "best_val_loss", "best_loss")
+PERSONALITY_KEYS = ("personality_vector", "personality")
+
+
+@dataclass
+class Checkpoint:
+    """A training checkpoint taken apart: what a finished model keeps, and what it drops."""
+
+    weights: Any
+    personality_vector: torch.Tensor | None = None
+    training_state: dict[str, Any] = field(default_factory=dict)
+    counters: dict[str, Any] = field(default_factory=dict)
+    losses: dict[str, float] = field(default_factory=dict)
+    other_state: dict[str, Any] = field(default_factory=dict)
+    other_values: dict[str, Any] = field(default_factory=dict)
+
+
+def split_checkpoint(checkpoint: Mapping[str, Any]) -> Checkpoint:
+    """Sort a checkpoint's entries: model weights, optimizer/scheduler state, epoch and
+    step counters, losses, the personality vector, and anything else (tensor-holding
+    entries apart from plain values). A mapping with no model key is the weights."""
+    if not isinstance(checkpoint, Mapping):
+        raise InvalidInputError(f"a checkpoint is a mapping (a dict saved with torch.save), not a {type(checkpoint).__name__}")
+    model_key = next((k for k in MODEL_KEYS if isinstance(checkpoint.get(k), Mapping)), None)
+    if model_key is None:
+        return Checkpoint(weights=checkpoint)
+    parts = Checkpoint(weights=checkpoint[model_key])
+    for key, value in checkpoint.items():
+        if key == model_key:
+            continue
+        state_name = next((name for name, keys in TRAINING_STATE_KEYS.items() if key in keys), None)
+        if state_name is not None:
+            parts.training_state[state_name] = value
+        elif key in PERSONALITY_KEYS and isinstance(value, torch.Tensor):
+            parts.personality_vector = value
+        elif key in COUNTER_KEYS and isinstance(value, int):
+            parts.counters[key] = value
+        elif key in LOSS_KEYS and isinstance(value, (int, float, torch.Tensor)):
+            parts.losses[key] = float(value)
+        elif _holds_tensors(value):
+            parts.other_state[str(key)] = value
+        else:
+            parts.other_values[str(key)] = value
+    return parts
+
+
+def _holds_tensors(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, Mapping):
+        return any(_holds_tensors(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_tensors(v) for v in value)
+    return False
+
+
+def load_tensor_file(path: Any, what: str) -> Any:
+    """Read a torch file without unpickling arbitrary objects (``weights_only=True``)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InvalidInputError(f"{what} {path} does not exist") from None
+    except Exception as exc:  # torch raises many types for files it will not read safely
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidInputError(
+            f"{what} {path} cannot be read as weights-only torch data ({first_line}); aoe never "
+            "unpickles code: re-save it with plain tensors and values"
+        ) from None
