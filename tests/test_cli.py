@@ -128,7 +128,7 @@ def test_put_warns_about_what_it_does_not_store(capsys, root: Path, tmp_path: Pa
     assert code == 0
     assert "not stored (not part of the run layout): notes.txt" in err
     assert "keys not stored: bogus" in err
-    assert "incomplete: no personality_vector, sample, eval_glyphs, feedback" in err
+    assert "incomplete: no sample, eval_glyphs, feedback" in err
 
 
 @pytest.mark.parametrize(
@@ -180,7 +180,7 @@ def test_ls_and_show(capsys, root: Path, tmp_path: Path) -> None:
     assert code == 0 and run_id in out and "serif,bold" in out
     code, out, _ = run_cli(capsys, "store", "ls", font, "--json")
     [row] = json.loads(out)
-    assert row["run_id"] == run_id and row["missing"] == ["personality_vector", "sample", "eval_glyphs", "feedback"]
+    assert row["run_id"] == run_id and row["missing"] == ["sample", "eval_glyphs", "feedback"]
 
     code, out, _ = run_cli(capsys, "store", "show", font)
     assert code == 0 and f"run_id: {run_id}" in out and "name: base" in out
@@ -378,4 +378,4 @@ def test_amend_warns_when_a_run_stays_incomplete(capsys, root: Path) -> None:
     font = store.create_font("fruity")
     run_id = store.save_model(font, {"w": torch.ones(1)})
     code, _, err = run_cli(capsys, "store", "amend", font, run_id, "--name", "n")
-    assert code == 0 and "still incomplete: no personality_vector, sample, eval_glyphs, feedback" in err
+    assert code == 0 and "still incomplete: no sample, eval_glyphs, feedback" in err

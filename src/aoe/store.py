@@ -63,8 +63,10 @@ FEEDBACK_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 """The optional fields of each feedback schema, with the values a run that lacks them gets."""
 
-EXPECTED_ASSETS = ("weights", "personality_vector", "sample", "eval_glyphs", "feedback")
-"""What a completed run is expected to have; a run without one of them is incomplete."""
+ASSETS = ("weights", "personality_vector", "sample", "eval_glyphs", "feedback")
+EXPECTED_ASSETS = ("weights", "sample", "eval_glyphs", "feedback")
+"""The spec's files of a run; a completed run without one of them is incomplete. (The
+personality vector may live inside the weights, so it is not required on its own.)"""
 
 
 def _now() -> datetime:
@@ -132,7 +134,7 @@ class RunInfo:
             weights_version=manifest.weights_version,
             feedback_schema=manifest.feedback_schema,
             manifest=digest,
-            assets=tuple(a for a in EXPECTED_ASSETS if present[a]),
+            assets=tuple(a for a in ASSETS if present[a]),
             glyphs=tuple(manifest.glyphs),
             extras=tuple(manifest.extras),
             parent=manifest.parent,
