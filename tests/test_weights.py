@@ -168,7 +168,7 @@ def test_dtype_names_are_canonical_and_unknown_ones_refused() -> None:
             dtype_from_name(name)
 
 
-def test_personality_vectors_from_lists_arrays_and_tensors() -> None:
+def test_personality_vectors_from_lists_arrays_tensors_and_files(tmp_path: Path) -> None:
     numpy = pytest.importorskip("numpy")
     assert as_tensor([0.1, 0.2]).dtype == torch.float64 and as_tensor([0.1, 0.2]).tolist() == [0.1, 0.2]
     assert as_tensor(numpy.arange(3, dtype=numpy.float32)).dtype == torch.float32
@@ -176,5 +176,12 @@ def test_personality_vectors_from_lists_arrays_and_tensors() -> None:
     assert as_tensor(tensor) is tensor
     with pytest.raises(InvalidInputError, match="not a list of numbers"):
         as_tensor(["a", "b"])
-    with pytest.raises(InvalidInputError, match="cannot use a str"):
+    with pytest.raises(InvalidInputError, match="does not exist"):
         as_tensor("0.1 0.2")
+    with pytest.raises(InvalidInputError, match="cannot use a dict"):
+        as_tensor({"x": 1})
+    torch.save(torch.tensor([0.5]), tmp_path / "v.pt")
+    assert as_tensor(tmp_path / "v.pt").tolist() == [0.5]
+    torch.save({"not": "a tensor"}, tmp_path / "d.pt")
+    with pytest.raises(InvalidInputError, match="holds a dict, not a tensor"):
+        as_tensor(str(tmp_path / "d.pt"))

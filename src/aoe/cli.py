@@ -474,16 +474,8 @@ def amend(
     tag: Annotated[Optional[list[str]], typer.Option(help="Replace the tags (repeat for several).")] = None,
 ) -> None:
     """Add what a run lacks, or change its texts: a new manifest, history kept."""
-    vector = None
-    if personality is not None:
-        import torch
-
-        try:
-            vector = torch.load(personality, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for bad files
-            raise InvalidInputError(f"{personality} is not a weights-only torch file ({exc})") from None
     run = ctx.obj.amend_run(font_id, run_id, sample_image=sample, eval_glyphs=glyphs, feedback=feedback,
-                            personality_vector=vector, name=name, description=description, tags=tag)
+                            personality_vector=personality, name=name, description=description, tags=tag)
     print(f"amended {font_id} {run_id}: now manifest {run.digest}")
     if run.info.missing:
         warn(f"still incomplete: no {', '.join(run.info.missing)}")

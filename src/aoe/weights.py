@@ -13,6 +13,7 @@ that need no tensors start fast.
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -212,8 +213,12 @@ def _device(map_location: Any) -> torch.device | None:
 
 
 def as_tensor(value: Any, what: str = "personality vector") -> torch.Tensor:
-    """A tensor from a tensor, a numpy array, or a list of floats (kept as float64,
-    so no precision is lost)."""
+    """A tensor from a tensor, a numpy array, a list of floats (kept as float64, so no
+    precision is lost), or a path to a torch file holding a tensor."""
+    if isinstance(value, (str, os.PathLike)):
+        value = load_tensor_file(value, f"{what} file")
+        if not isinstance(value, torch.Tensor):
+            raise InvalidInputError(f"{what} file holds a {type(value).__name__}, not a tensor")
     if isinstance(value, torch.Tensor):
         return value
     if type(value).__module__ == "numpy":
