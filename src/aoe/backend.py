@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -101,6 +102,16 @@ class Backend(Protocol):
         """Remove one leftover temporary file named by :meth:`temp_files`."""
         ...
 
+    def folder_version(self, prefix: str) -> int | None:
+        """A number that changes whenever keys are added to, removed from or replaced
+        in the folder (a local folder's mtime in ns); None if the backend cannot tell."""
+        ...
+
+    def list_versions(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """The keys directly in a folder, each with a token that changes when the key is
+        written again: a cheap way to see what changed without reading anything."""
+        ...
+
     def make_folder(self, prefix: str) -> None:
         """Make sure a folder exists where the store wants one visible."""
         ...
@@ -110,21 +121,16 @@ class Backend(Protocol):
         ...
 
 
+_BAD_KEY_PART = re.compile(r"(^|/)(\.{1,2})?(/|$)|[\x00-\x1f\x7f\\]|(^|/)" + re.escape(TEMP_PREFIX))
+
+
 def check_key(key: str) -> str:
     """Refuse keys that could escape the root or clash with temporary files."""
-    parts = key.split("/")
-    for part in parts:
-        if (
-            not part
-            or part in (".", "..")
-            or part.startswith(TEMP_PREFIX)
-            or "\\" in part
-            or any(ord(c) < 32 or ord(c) == 127 for c in part)
-        ):
-            raise InvalidNameError(
-                f"invalid storage key {key!r}: each '/'-separated part must be non-empty, "
-                "not '.' or '..', without backslashes or control characters"
-            )
+    if not isinstance(key, str) or not key or _BAD_KEY_PART.search(key):
+        raise InvalidNameError(
+            f"invalid storage key {key!r}: each '/'-separated part must be non-empty, "
+            "not '.' or '..', without backslashes or control characters"
+        )
     return key
 
 
@@ -270,6 +276,26 @@ class LocalBackend:
         if not path.name.startswith(TEMP_PREFIX) or ".." in name.split("/"):
             raise InvalidNameError(f"{name!r} is not a temporary file of this store")
         path.unlink(missing_ok=True)
+
+    def folder_version(self, prefix: str) -> int | None:
+        try:
+            return self.path(prefix).stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+
+    def list_versions(self, prefix: str) -> Iterator[tuple[str, str]]:
+        try:
+            entries = list(os.scandir(self.path(prefix)))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.name.startswith(TEMP_PREFIX) or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # removed since listed
+                continue
+            yield f"{prefix}/{entry.name}", f"{info.st_ino}:{info.st_mtime_ns}:{info.st_size}"
 
     def make_folder(self, prefix: str) -> None:
         self._ensure_dir(self.path(prefix))

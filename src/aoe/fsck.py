@@ -278,6 +278,7 @@ def _check_objects(
 ) -> set[Digest]:
     present: set[Digest] = set()
     to_read: list[Digest] = []
+    sizes: list[int] = []
     for key in store.backend.list(OBJECTS_PREFIX):
         name = key.rsplit("/", 1)[1]
         try:
@@ -292,6 +293,8 @@ def _check_objects(
         report.objects += 1
         if read_data and (subset is None or int(digest[:8], 16) % subset[1] == subset[0] - 1):
             to_read.append(digest)
+            stat = store.backend.stat(key)
+            sizes.append(stat[0] if stat else 0)
         elif progress:
             progress(1)
         if digest not in needed:
@@ -308,7 +311,7 @@ def _check_objects(
             return digest, 0, str(exc)
 
     known = {f.object for f in report.findings if f.kind == "corrupt-object"}  # manifests, seen already
-    for digest, size, problem in store.objects._parallel(verify, to_read):
+    for digest, size, problem in store.objects._parallel(verify, to_read, sizes):
         report.objects_read += 1
         report.bytes_read += size
         if progress:

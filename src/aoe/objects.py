@@ -17,7 +17,7 @@ import re
 import struct
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NewType, TypeVar
@@ -41,6 +41,9 @@ ZSTD_LEVEL = 1
 MIN_GAIN = 0.98
 """Compressed output larger than this fraction of the input is stored raw instead."""
 
+PARALLEL_MIN_BYTES = 256 * 1024
+"""Contents smaller than this are handled on the calling thread (see ``_parallel``)."""
+
 CHUNK_SIZE = 8 * 1024 * 1024
 """Blobs are cut into chunks of this many bytes (the last one shorter)."""
 
@@ -48,6 +51,10 @@ _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 _local = threading.local()
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def _result(entry: Future[R] | tuple[R]) -> R:
+    return entry[0] if isinstance(entry, tuple) else entry.result()
 
 
 def parse_digest(text: str) -> Digest:
@@ -177,27 +184,34 @@ class ObjectStore:
         return self.backend.exists(object_key(parse_digest(digest)))
 
     def put_many(self, contents: Iterable[Buffer]) -> list[Digest]:
-        """Store many contents, hashing, compressing and writing them in parallel."""
-        return list(self._parallel(self.put, contents))
+        """Store many contents; large ones are hashed, compressed and written in parallel."""
+        items = list(contents)
+        return list(self._parallel(self.put, items, [memoryview(c).nbytes for c in items]))
 
-    def get_many(self, digests: Iterable[Digest]) -> Iterator[bytes]:
-        """Verified contents in order, read and decoded in parallel."""
-        return self._parallel(self.get, digests)
+    def get_many(self, digests: Iterable[Digest], sizes: Iterable[int] | None = None) -> Iterator[bytes]:
+        """Verified contents in order; large ones (by ``sizes``, if known) read in parallel."""
+        items = list(digests)
+        return self._parallel(self.get, items, list(sizes) if sizes is not None else None)
 
-    def _parallel(self, action: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-        """``map(action, items)`` on worker threads (blake3 and zstd release the GIL),
-        with at most two tasks per worker in flight so memory stays bounded."""
-        if self.workers == 1:
+    def _parallel(self, action: Callable[[T], R], items: Sequence[T], sizes: Sequence[int] | None = None) -> Iterator[R]:
+        """``map(action, items)``, with the items of ``PARALLEL_MIN_BYTES`` or more (all,
+        when no sizes are given) on worker threads: blake3 and zstd release the GIL on
+        large buffers, but for small ones a thread costs more than the work. At most two
+        tasks per worker are in flight, so memory stays bounded."""
+        if self.workers == 1 or not items:
             yield from map(action, items)
             return
         with ThreadPoolExecutor(self.workers) as pool:
-            pending: deque[Future[R]] = deque()
-            for item in items:
-                pending.append(pool.submit(action, item))
-                if len(pending) >= 2 * self.workers:
-                    yield pending.popleft().result()
+            pending: deque[Future[R] | tuple[R]] = deque()
+            for index, item in enumerate(items):
+                if sizes is not None and sizes[index] < PARALLEL_MIN_BYTES:
+                    pending.append((action(item),))
+                else:
+                    pending.append(pool.submit(action, item))
+                while pending and (isinstance(pending[0], tuple) or len(pending) >= 2 * self.workers):
+                    yield _result(pending.popleft())
             while pending:
-                yield pending.popleft().result()
+                yield _result(pending.popleft())
 
     def put_blobs(self, contents: Iterable[Buffer]) -> list[Blob]:
         """Store each content as a chunked blob; all chunks of all blobs go in parallel."""
@@ -215,7 +229,10 @@ class ObjectStore:
         """Fill each buffer with its blob's verified content; all chunks of all blobs
         are read and decoded in parallel, and copied into place in order."""
         targets = list(targets)
-        chunks = self.get_many(d for blob, _ in targets for d in blob.chunks)
+        chunks = self.get_many(
+            (d for blob, _ in targets for d in blob.chunks),
+            (blob.size // len(blob.chunks) for blob, _ in targets for _ in blob.chunks),
+        )
         for blob, out in targets:
             if len(out) != blob.size:
                 raise ValueError(f"buffer of {len(out)} bytes for a blob of {blob.size}")

@@ -77,7 +77,7 @@ def run_id_for(moment: datetime, sequence: int = 0) -> str:
 
 def run_time(run_id: str) -> datetime:
     """The moment a run id was made from."""
-    return datetime.strptime(check_run_id(run_id)[:22], "%Y%m%dT%H%M%S.%f").replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(check_run_id(run_id)[:22] + "+00:00")
 
 
 def check_name(name: str, what: str) -> str:

@@ -16,7 +16,8 @@ import os
 import secrets
 import shutil
 import socket
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from . import inputs
 from .backend import TEMP_PREFIX, LocalBackend, fsync_dir
+from .catalog import Catalog, FontSummary, Query, RunInfo, feedback_metrics
 from .errors import (
     CorruptObjectError,
     FontExistsError,
@@ -54,6 +56,7 @@ INTERRUPTED = "interrupted"
 RUNNING = "running"
 
 T = TypeVar("T")
+CATALOG_FILE = ".catalog/index.sqlite"
 INFLIGHT_PREFIX = ".inflight"
 """Saves in progress announce themselves here (see :meth:`Store.saving`)."""
 MAX_MOVE_ATTEMPTS = 10
@@ -63,12 +66,6 @@ FEEDBACK_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 """The optional fields of each feedback schema, with the values a run that lacks them gets."""
 
-ASSETS = ("weights", "personality_vector", "sample", "eval_glyphs", "feedback")
-EXPECTED_ASSETS = ("weights", "sample", "eval_glyphs", "feedback")
-"""The spec's files of a run; a completed run without one of them is incomplete. (The
-personality vector may live inside the weights, so it is not required on its own.)"""
-
-
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -76,81 +73,6 @@ def _now() -> datetime:
 def default_root() -> Path:
     """``$AOE_STORE`` if set, else ``./networks``."""
     return Path(os.environ.get("AOE_STORE") or DEFAULT_ROOT)
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """What a run is, without reading its weights or images."""
-
-    font_id: str
-    run_id: str
-    status: str
-    saved_at: datetime
-    started_at: datetime | None
-    ended_at: datetime | None
-    params: dict[str, Any]
-    name: str | None
-    description: str | None
-    tags: tuple[str, ...]
-    weights_version: str | None
-    feedback_schema: str | None
-    manifest: str
-    assets: tuple[str, ...]
-    glyphs: tuple[str, ...]
-    extras: tuple[str, ...]
-    parent: str | None = None
-
-    @property
-    def missing(self) -> tuple[str, ...]:
-        """Expected assets a completed run lacks (empty for other statuses)."""
-        if self.status != COMPLETED:
-            return ()
-        return tuple(a for a in EXPECTED_ASSETS if a not in self.assets)
-
-    @property
-    def incomplete(self) -> bool:
-        return bool(self.missing)
-
-    @classmethod
-    def from_manifest(cls, manifest: Manifest, digest: str) -> RunInfo:
-        present = {
-            "weights": manifest.weights is not None,
-            "personality_vector": manifest.personality is not None,
-            "sample": manifest.sample is not None,
-            "eval_glyphs": bool(manifest.glyphs),
-            "feedback": manifest.feedback is not None,
-        }
-        return cls(
-            font_id=manifest.font_id,
-            run_id=manifest.run_id,
-            status=manifest.status,
-            saved_at=inputs.parse_time(manifest.saved_at),  # type: ignore[arg-type]
-            started_at=inputs.parse_time(manifest.started_at),
-            ended_at=inputs.parse_time(manifest.ended_at),
-            params=manifest.params,
-            name=manifest.name,
-            description=manifest.description,
-            tags=manifest.tags,
-            weights_version=manifest.weights_version,
-            feedback_schema=manifest.feedback_schema,
-            manifest=digest,
-            assets=tuple(a for a in ASSETS if present[a]),
-            glyphs=tuple(manifest.glyphs),
-            extras=tuple(manifest.extras),
-            parent=manifest.parent,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready view (times as ISO 8601 text)."""
-        out: dict[str, Any] = {}
-        for key, value in self.__dict__.items():
-            if isinstance(value, datetime):
-                value = inputs.format_time(value)
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[key] = value
-        out["missing"] = list(self.missing)
-        return out
 
 
 class LoadedModel(NamedTuple):
@@ -169,6 +91,19 @@ class Store:
         self.backend = LocalBackend(self.root)
         self.objects = ObjectStore(self.backend, workers=workers)
         self.refs = Refs(self.backend)
+        self._catalog: Catalog | None = None
+
+    @property
+    def catalog(self) -> Catalog:
+        """The derived index behind listing and search (in memory if it cannot be kept on disk)."""
+        if self._catalog is None:
+            catalog = Catalog(self.root / CATALOG_FILE, self.refs, self.objects)
+            try:
+                catalog._db()
+            except (OSError, sqlite3.Error):  # a read-only store: keep the index in memory
+                catalog = Catalog(None, self.refs, self.objects)
+            self._catalog = catalog
+        return self._catalog
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
@@ -508,7 +443,7 @@ class Store:
         digest = run.manifest.parent
         while digest is not None:
             manifest = unpack(self.objects.get(digest))
-            history.append(RunInfo.from_manifest(manifest, digest))
+            history.append(Run(self, manifest, digest).info)
             digest = manifest.parent
         return history
 
@@ -557,7 +492,7 @@ class Store:
             if not self.refs.create_run(font_id, run_id, record.manifest):
                 raise FontExistsError(f"a run {run_id} of {font_id} exists again; nothing was restored")
         self.refs.forget_trashed(record)
-        return RunInfo.from_manifest(manifest, record.manifest)
+        return Run(self, manifest, record.manifest).info
 
     def restore_font(self, font_id: str) -> list[str]:
         """Bring back a deleted font and every run of it that can still be restored."""
@@ -577,13 +512,78 @@ class Store:
 
     # -- reading ----------------------------------------------------------------
 
-    def list_runs(self, font_id: str) -> list[RunInfo]:
-        """Every run of a font, oldest first."""
+    def list_runs(
+        self,
+        font_id: str,
+        *,
+        status: str | None = None,
+        tags: Sequence[str] = (),
+        all_tags: bool = False,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        where: Sequence[str | tuple[str, str, Any]] = (),
+        sort: str = "run_id",
+        descending: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[RunInfo]:
+        """Runs of a font, oldest first unless sorted otherwise.
+
+        Filters combine: ``status``; ``tags`` (any of them, or all with ``all_tags``);
+        ``since``/``until`` on the run's time; ``where`` conditions such as
+        ``"metrics.final_loss<0.05"``, ``"params.lr=0.001"`` or ``("status", "!=", "failed")``.
+        ``sort`` is a field (``metrics.final_loss``, ``params.lr``, ``saved_at``...),
+        ``-field`` for descending; ``limit`` and ``offset`` page through the result.
+        """
         self._require_font(font_id)
-        run_ids = self.refs.runs(font_id)
-        digests = [self.refs.read_run(font_id, run_id) for run_id in run_ids]
-        manifests = self.objects.get_many(digests)
-        return [RunInfo.from_manifest(unpack(m), d) for m, d in zip(manifests, digests)]
+        self.catalog.sync([font_id])
+        return self.catalog.runs(Query([font_id], status, tags, all_tags, since, until, where,
+                                       None, sort, descending, limit, offset))
+
+    def count_runs(self, font_id: str | None = None, **filters: Any) -> int:
+        """How many runs match (of one font, or of all); the filters of :meth:`list_runs`."""
+        fonts = self._synced_fonts(font_id)
+        return self.catalog.count(Query(fonts, **filters))
+
+    def search(
+        self,
+        text: str = "",
+        *,
+        tags: Sequence[str] = (),
+        all_tags: bool = False,
+        font: str | None = None,
+        status: str | None = None,
+        where: Sequence[str | tuple[str, str, Any]] = (),
+        sort: str = "run_id",
+        descending: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[RunInfo]:
+        """Runs of every font (or one) whose name or description contains ``text``,
+        case-insensitively, filtered and sorted as in :meth:`list_runs`."""
+        fonts = self._synced_fonts(font)
+        return self.catalog.runs(Query(fonts, status, tags, all_tags, None, None, where,
+                                       text or None, sort, descending, limit, offset))
+
+    def _synced_fonts(self, font_id: str | None) -> list[str]:
+        if font_id is not None:
+            self._require_font(font_id)
+            fonts = [font_id]
+        else:
+            fonts = [f for f in self.list_fonts() if self.refs.has_runs_folder(f)]
+        self.catalog.sync(fonts)
+        return fonts
+
+    def font_summaries(self) -> list[FontSummary]:
+        """Every font with its run count and newest run, from the index (fast at any size)."""
+        fonts = self.list_fonts()
+        self.catalog.sync(f for f in fonts if self.refs.has_runs_folder(f))
+        return self.catalog.summaries(fonts)
+
+    def reindex(self) -> int:
+        """Rebuild the catalog index from the refs and manifests; returns the runs indexed."""
+        self.catalog.rebuild()
+        return self.count_runs()
 
     def newest_run(self, font_id: str) -> str:
         """The id of a font's most recent run."""
@@ -705,7 +705,11 @@ class Run:
         self.store = store
         self.manifest = manifest
         self.digest = digest
-        self.info = RunInfo.from_manifest(manifest, digest)
+
+    @functools.cached_property
+    def info(self) -> RunInfo:
+        metrics = feedback_metrics(self.feedback_bytes()) if self.manifest.feedback else {}
+        return RunInfo.from_manifest(self.manifest, self.digest, metrics)
 
     def __repr__(self) -> str:
         return f"Run({self.manifest.font_id!r}, {self.manifest.run_id!r})"

@@ -1,0 +1,491 @@
+"""Catalog: a derived SQLite index of every run's metadata, so listing, filtering and
+searching 10,000 runs reads one small database instead of 10,000 refs and manifests.
+
+Refs and manifests stay the only truth; the index is a cache that can be deleted at
+any time (`aoe store reindex` rebuilds it). Before answering about a font, the catalog
+brings it up to date: one ``stat`` of the font's ``runs/`` folder tells whether any ref
+was added, removed or replaced since the last sync. If so, one scan of the folder
+(names and inode/mtime/size of each ref, nothing read) finds what changed, and only
+those refs and manifests are read. A folder that changed less than two seconds before
+the last sync is scanned again every time, since a second change within the same clock
+tick may not move its mtime (git's "racy clean" rule). So a run saved by another process
+appears in the next listing, and a removed one disappears.
+
+Why SQLite: filters on JSON fields, sorting and counting happen in C, the index updates
+one row at a time, and concurrent processes are serialised by its locks (WAL mode).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from . import inputs
+from .errors import InvalidInputError, StoreError
+from .manifests import Manifest, unpack
+from .objects import ObjectStore
+from .refs import RUN_ID_RE, Refs, run_time, runs_folder
+
+COMPLETED = "completed"
+ASSETS = ("weights", "personality_vector", "sample", "eval_glyphs", "feedback")
+EXPECTED_ASSETS = ("weights", "sample", "eval_glyphs", "feedback")
+"""The spec's files of a run; a completed run without one of them is incomplete. (The
+personality vector may live inside the weights, so it is not required on its own.)"""
+
+SCHEMA_VERSION = 2
+RACY_NS = 2_000_000_000
+UNREADABLE = "unreadable"
+"""The status listed for a run whose ref or manifest cannot be read (see `aoe store fsck`)."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run is, without reading its weights or images."""
+
+    font_id: str
+    run_id: str
+    status: str
+    saved_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    params: dict[str, Any]
+    name: str | None
+    description: str | None
+    tags: tuple[str, ...]
+    weights_version: str | None
+    feedback_schema: str | None
+    manifest: str
+    assets: tuple[str, ...]
+    glyphs: tuple[str, ...]
+    extras: tuple[str, ...]
+    parent: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Numeric fields of the feedback (``final_loss``, ``glyph_loss.A``...), for filtering and sorting."""
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Expected assets a completed run lacks (empty for other statuses)."""
+        if self.status != COMPLETED:
+            return ()
+        return tuple(a for a in EXPECTED_ASSETS if a not in self.assets)
+
+    @property
+    def incomplete(self) -> bool:
+        return bool(self.missing)
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest, digest: str, metrics: dict[str, float] | None = None) -> RunInfo:
+        present = {
+            "weights": manifest.weights is not None,
+            "personality_vector": manifest.personality is not None,
+            "sample": manifest.sample is not None,
+            "eval_glyphs": bool(manifest.glyphs),
+            "feedback": manifest.feedback is not None,
+        }
+        return cls(
+            font_id=manifest.font_id,
+            run_id=manifest.run_id,
+            status=manifest.status,
+            saved_at=inputs.parse_time(manifest.saved_at),  # type: ignore[arg-type]
+            started_at=inputs.parse_time(manifest.started_at),
+            ended_at=inputs.parse_time(manifest.ended_at),
+            params=manifest.params,
+            name=manifest.name,
+            description=manifest.description,
+            tags=manifest.tags,
+            weights_version=manifest.weights_version,
+            feedback_schema=manifest.feedback_schema,
+            manifest=digest,
+            assets=tuple(a for a in ASSETS if present[a]),
+            glyphs=tuple(manifest.glyphs),
+            extras=tuple(manifest.extras),
+            parent=manifest.parent,
+            metrics=metrics or {},
+        )
+
+    @classmethod
+    def unreadable(cls, font_id: str, run_id: str, why: str) -> RunInfo:
+        """A stand-in for a run whose ref or manifest cannot be read: listed, not hidden."""
+        return cls(font_id, run_id, UNREADABLE, run_time(run_id), None, None, {}, None,
+                   f"{why}; run `aoe store fsck`", (), None, None, "", (), (), ())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view (times as ISO 8601 text)."""
+        out: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            if isinstance(value, datetime):
+                value = inputs.format_time(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[key] = value
+        out["missing"] = list(self.missing)
+        return out
+
+    def _row(self) -> bytes:
+        """The compact form the index keeps: the fields in order, times as text."""
+        data = self.to_dict()
+        return msgpack.packb([data[name] for name in _FIELDS], use_bin_type=True)
+
+    @classmethod
+    def _from_row(cls, row: bytes) -> RunInfo:
+        data = dict(zip(_FIELDS, msgpack.unpackb(row, raw=False)))
+        data["saved_at"] = _fromiso(data["saved_at"])
+        if data["started_at"]:
+            data["started_at"] = _fromiso(data["started_at"])
+        if data["ended_at"]:
+            data["ended_at"] = _fromiso(data["ended_at"])
+        for name in ("tags", "assets", "glyphs", "extras"):
+            data[name] = tuple(data[name])
+        info = cls.__new__(cls)  # fast path: 10,000 of these must take milliseconds
+        object.__setattr__(info, "__dict__", data)
+        return info
+
+
+_FIELDS = tuple(RunInfo.__dataclass_fields__)
+_fromiso = datetime.fromisoformat
+
+
+def feedback_metrics(data: bytes) -> dict[str, float]:
+    """The numbers in a feedback document: top-level fields, and one level down as
+    ``outer.inner`` (per-glyph losses). Booleans are not numbers here."""
+    try:
+        feedback = json.loads(data)
+    except ValueError:
+        return {}
+    metrics: dict[str, float] = {}
+    if not isinstance(feedback, dict):
+        return metrics
+    for key, value in feedback.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics[key] = value
+        elif isinstance(value, dict):
+            for inner, number in value.items():
+                if isinstance(number, (int, float)) and not isinstance(number, bool):
+                    metrics[f"{key}.{inner}"] = number
+    return metrics
+
+
+@dataclass(frozen=True)
+class FontSummary:
+    font_id: str
+    runs: int
+    newest_run: str | None
+    newest_saved_at: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"font_id": self.font_id, "runs": self.runs, "newest_run": self.newest_run,
+                "newest_saved_at": inputs.format_time(self.newest_saved_at) if self.newest_saved_at else None}
+
+
+# -- queries ---------------------------------------------------------------------------
+
+COLUMNS = {"font_id", "run_id", "status", "saved_at", "started_at", "ended_at", "name", "description", "time"}
+"""Fields to filter and sort on besides ``params.*`` and ``metrics.*``; ``time`` is the
+run's time (its start, else when it was saved), the one its run id is made of."""
+OPERATORS = ("<=", ">=", "!=", "=", "<", ">")
+_CONDITION = re.compile(r"\s*([A-Za-z_][\w.\-]*)\s*(<=|>=|!=|=|<|>)\s*(.*?)\s*$", re.S)
+
+
+@dataclass
+class Query:
+    """What to list: all filters are ANDed."""
+
+    fonts: Sequence[str] = ()
+    status: str | None = None
+    tags: Sequence[str] = ()
+    all_tags: bool = False
+    since: datetime | str | None = None
+    until: datetime | str | None = None
+    where: Sequence[str | tuple[str, str, Any]] = ()
+    text: str | None = None
+    sort: str = "run_id"
+    descending: bool = False
+    limit: int | None = None
+    offset: int = 0
+
+
+def parse_condition(condition: str | tuple[str, str, Any]) -> tuple[str, str, Any]:
+    """``"metrics.final_loss<0.1"`` or ``("params.lr", "=", 0.001)`` -> (field, op, value)."""
+    if isinstance(condition, tuple):
+        name, op, value = condition
+    else:
+        match = _CONDITION.fullmatch(condition)
+        if not match:
+            raise InvalidInputError(
+                f"cannot read the condition {condition!r}: write FIELD OP VALUE, e.g. "
+                "'metrics.final_loss<0.05', 'params.lr=0.001' or 'status!=failed'"
+            )
+        name, op, text = match.groups()
+        value = _value(text)
+    if op not in OPERATORS:
+        raise InvalidInputError(f"unknown operator {op!r}: use one of {' '.join(OPERATORS)}")
+    _field_sql(name)
+    return name, op, value
+
+
+def _value(text: str) -> Any:
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "null": None}.get(text, text)
+
+
+def _field_sql(name: str) -> str:
+    """The SQL expression for a field; only known names reach the SQL text."""
+    if name in COLUMNS:
+        return name
+    for prefix in ("params.", "metrics."):
+        if name.startswith(prefix) and len(name) > len(prefix):
+            path = "".join(f'."{part}"' for part in name[len(prefix):].split("."))
+            if "'" in path:
+                break
+            return f"json_extract({prefix[:-1]}, '${path}')"
+    raise InvalidInputError(
+        f"unknown field {name!r}: use {', '.join(sorted(COLUMNS))}, params.NAME or metrics.NAME"
+    )
+
+
+def _like(text: str) -> str:
+    return "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def build_query(query: Query, select: str) -> tuple[str, list[Any]]:
+    """SQL and its arguments for a query (never string-formatted user values)."""
+    clauses, args = [], []
+    if query.fonts:
+        clauses.append(f"font_id IN ({','.join('?' * len(query.fonts))})")
+        args += list(query.fonts)
+    if query.status:
+        clauses.append("status = ?")
+        args.append(query.status)
+    if query.tags:
+        tags = list(dict.fromkeys(query.tags))
+        marks = ",".join("?" * len(tags))
+        matches = f"(SELECT count(DISTINCT value) FROM json_each(runs.tags) WHERE value IN ({marks}))"
+        clauses.append(f"{matches} = ?" if query.all_tags else f"{matches} > 0")
+        args += tags + ([len(tags)] if query.all_tags else [])
+    for bound, op in ((query.since, ">="), (query.until, "<")):
+        if bound is not None:
+            clauses.append(f"time {op} ?")
+            args.append(inputs.timestamp(bound, "time bound"))
+    for name, op, value in map(parse_condition, query.where):
+        expr = _field_sql(name)
+        if value is None:
+            clauses.append(f"{expr} IS {'NOT ' if op == '!=' else ''}NULL")
+        else:
+            clauses.append(f"{expr} {op} ?")
+            args.append(value)
+    if query.text:
+        clauses.append("(lower(name) LIKE ? ESCAPE '\\' OR lower(description) LIKE ? ESCAPE '\\')")
+        args += [_like(query.text)] * 2
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    sort = query.sort[1:] if query.sort.startswith("-") else query.sort
+    direction = "DESC" if query.descending != query.sort.startswith("-") else "ASC"
+    order = _field_sql(sort)
+    sql = f"SELECT {select} FROM runs{where} ORDER BY {order} IS NULL, {order} {direction}, font_id, run_id"
+    if query.limit is not None or query.offset:
+        sql += " LIMIT ? OFFSET ?"
+        args += [-1 if query.limit is None else query.limit, query.offset]
+    return sql, args
+
+
+# -- the index ---------------------------------------------------------------------------
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS fonts (font_id TEXT PRIMARY KEY, version INTEGER, synced_ns INTEGER);
+CREATE TABLE IF NOT EXISTS runs (
+    font_id TEXT NOT NULL, run_id TEXT NOT NULL, token TEXT, manifest TEXT,
+    status TEXT, time TEXT, saved_at TEXT, started_at TEXT, ended_at TEXT,
+    name TEXT, description TEXT, tags TEXT, params TEXT, metrics TEXT, info BLOB,
+    PRIMARY KEY (font_id, run_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS runs_time ON runs (font_id, time);
+"""
+
+
+class Catalog:
+    """The derived index of run metadata; ``path`` None keeps it in memory."""
+
+    def __init__(self, path: Path | None, refs: Refs, objects: ObjectStore) -> None:
+        self.path = path
+        self.refs = refs
+        self.objects = objects
+        self._connection: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
+
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            self._connection = self._open()
+        return self._connection
+
+    def _open(self) -> sqlite3.Connection:
+        if self.path is None:
+            return self._prepare(sqlite3.connect(":memory:", check_same_thread=False))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._prepare(sqlite3.connect(self.path, timeout=30, check_same_thread=False))
+        except sqlite3.DatabaseError:  # damaged: it is only a cache, so start it again
+            self._remove_files()
+            return self._prepare(sqlite3.connect(self.path, timeout=30, check_same_thread=False))
+
+    def _prepare(self, db: sqlite3.Connection) -> sqlite3.Connection:
+        db.isolation_level = None  # explicit transactions
+        if self.path is not None:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        version = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if version is None or version[0] != str(SCHEMA_VERSION):
+            db.executescript("DELETE FROM runs; DELETE FROM fonts;")
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        return db
+
+    def _remove_files(self) -> None:
+        assert self.path is not None
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    # -- keeping up with the refs --
+
+    def sync(self, font_ids: Iterable[str]) -> None:
+        """Bring the index up to date with the refs of these fonts (see the module doc)."""
+        with self._lock:
+            for font_id in font_ids:
+                self._sync_font(font_id)
+
+    def _sync_font(self, font_id: str) -> None:
+        folder = runs_folder(font_id)
+        version = self.refs.backend.folder_version(folder)
+        db = self._db()
+        known_version = db.execute("SELECT version, synced_ns FROM fonts WHERE font_id = ?", (font_id,)).fetchone()
+        if version is not None and known_version is not None:
+            if known_version[0] == version and known_version[1] - version > RACY_NS:
+                return
+        synced_ns = time.time_ns()
+        tokens = {key.rsplit("/", 1)[1]: token for key, token in self.refs.backend.list_versions(folder)}
+        tokens = {name: token for name, token in tokens.items() if RUN_ID_RE.fullmatch(name)}
+        known = dict(db.execute("SELECT run_id, token FROM runs WHERE font_id = ?", (font_id,)).fetchall())
+        changed = sorted(name for name, token in tokens.items() if known.get(name) != token)
+        gone = sorted(set(known) - set(tokens))
+        rows = list(self._rows(font_id, changed, tokens))
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("DELETE FROM runs WHERE font_id = ? AND run_id = ?", [(font_id, r) for r in gone])
+            db.executemany("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            db.execute("INSERT OR REPLACE INTO fonts VALUES (?, ?, ?)", (font_id, version, synced_ns))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _rows(self, font_id: str, run_ids: list[str], tokens: dict[str, str]) -> Iterator[tuple[Any, ...]]:
+        for run_id, info in zip(run_ids, self.read_infos(font_id, run_ids)):
+            yield (
+                font_id, run_id, tokens[run_id], info.manifest, info.status,
+                inputs.format_time(info.started_at or run_time(run_id)),
+                inputs.format_time(info.saved_at), _text(info.started_at), _text(info.ended_at),
+                info.name, info.description, json.dumps(list(info.tags)), json.dumps(info.params),
+                json.dumps(info.metrics), info._row(),
+            )
+
+    def read_infos(self, font_id: str, run_ids: list[str]) -> list[RunInfo]:
+        """RunInfo of runs straight from their refs and manifests (and feedback, for the
+        metrics), read in parallel; a run that cannot be read is listed as unreadable."""
+        digests: dict[str, Any] = {}
+        for run_id in run_ids:
+            try:
+                digests[run_id] = self.refs.read_run(font_id, run_id)
+            except StoreError as exc:
+                digests[run_id] = exc
+
+        def read(run_id: str) -> RunInfo:
+            digest = digests[run_id]
+            if isinstance(digest, StoreError):
+                return RunInfo.unreadable(font_id, run_id, str(digest))
+            try:
+                manifest = unpack(self.objects.get(digest))
+                metrics = feedback_metrics(self.objects.get_blob(manifest.feedback)) if manifest.feedback else {}
+            except StoreError as exc:
+                return RunInfo.unreadable(font_id, run_id, str(exc))
+            return RunInfo.from_manifest(manifest, digest, metrics)
+
+        return [read(run_id) for run_id in run_ids]  # small objects: threads would only slow this
+
+    def rebuild(self) -> None:
+        """Forget everything; the next query reads every ref and manifest again."""
+        with self._lock:
+            self._db().executescript("DELETE FROM runs; DELETE FROM fonts;")
+
+    # -- answering --
+
+    def runs(self, query: Query) -> list[RunInfo]:
+        sql, args = build_query(query, "info")
+        with self._lock:
+            rows = self._db().execute(sql, args).fetchall()
+        return [RunInfo._from_row(row[0]) for row in rows]
+
+    def count(self, query: Query) -> int:
+        unpaged = Query(**{**query.__dict__, "limit": None, "offset": 0})
+        sql, args = build_query(unpaged, "count(*)")
+        sql = sql.split(" ORDER BY ")[0]
+        with self._lock:
+            return int(self._db().execute(sql, args).fetchone()[0])
+
+    def summaries(self, font_ids: Sequence[str]) -> list[FontSummary]:
+        with self._lock:
+            rows = self._db().execute(
+                "SELECT font_id, count(*), max(run_id) FROM runs GROUP BY font_id"
+            ).fetchall()
+            newest = {r[0]: (r[1], r[2]) for r in rows}
+            saved = dict(self._db().execute(
+                "SELECT font_id, saved_at FROM runs WHERE (font_id, run_id) IN "
+                "(SELECT font_id, max(run_id) FROM runs GROUP BY font_id)"
+            ).fetchall())
+        return [
+            FontSummary(f, newest.get(f, (0, None))[0], newest.get(f, (0, None))[1], inputs.parse_time(saved.get(f)))
+            for f in font_ids
+        ]
+
+    def mismatches(self, font_ids: Iterable[str]) -> list[str]:
+        """Index rows that claim to be current (their ref is unchanged) but name another
+        manifest than the ref does: a damaged index. Stale rows are normal: a sync fixes them."""
+        problems = []
+        with self._lock:
+            db = self._db()
+            for font_id in font_ids:
+                tokens = {k.rsplit("/", 1)[1]: t for k, t in self.refs.backend.list_versions(runs_folder(font_id))}
+                for run_id, token, manifest in db.execute(
+                    "SELECT run_id, token, manifest FROM runs WHERE font_id = ?", (font_id,)
+                ):
+                    if tokens.get(run_id) == token and manifest:
+                        try:
+                            actual = self.refs.read_run(font_id, run_id)
+                        except StoreError:
+                            continue
+                        if actual != manifest:
+                            problems.append(f"{font_id}/{run_id}")
+        return problems
+
+
+def _text(moment: datetime | None) -> str | None:
+    return inputs.format_time(moment) if moment else None
