@@ -173,8 +173,9 @@ def test_ls_and_show(capsys, root: Path, tmp_path: Path) -> None:
     assert out.splitlines()[1].split() == ["1-fruity", "1", run_id]
     assert out.splitlines()[2].split() == ["2-dumb", "0", "-"]
     code, out, _ = run_cli(capsys, "store", "ls", "--json")
-    assert json.loads(out) == [{"font_id": "1-fruity", "runs": 1, "newest_run": run_id},
-                               {"font_id": "2-dumb", "runs": 0, "newest_run": None}]
+    fonts = json.loads(out)
+    assert [(f["font_id"], f["runs"], f["newest_run"]) for f in fonts] == [("1-fruity", 1, run_id), ("2-dumb", 0, None)]
+    assert fonts[0]["newest_saved_at"].endswith("Z") and fonts[1]["newest_saved_at"] is None
 
     code, out, _ = run_cli(capsys, "store", "ls", font)
     assert code == 0 and run_id in out and "serif,bold" in out

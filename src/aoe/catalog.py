@@ -432,9 +432,16 @@ class Catalog:
         return [read(run_id) for run_id in run_ids]  # small objects: threads would only slow this
 
     def rebuild(self) -> None:
-        """Forget everything; the next query reads every ref and manifest again."""
+        """Forget everything; the next query reads every ref and manifest again. A
+        database that cannot even be read is removed and started afresh."""
         with self._lock:
-            self._db().executescript("DELETE FROM runs; DELETE FROM fonts;")
+            try:
+                self._db().executescript("DELETE FROM runs; DELETE FROM fonts;")
+            except sqlite3.DatabaseError:
+                self.close()
+                if self.path is not None:
+                    self._remove_files()
+                self._db()
 
     # -- answering --
 

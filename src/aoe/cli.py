@@ -205,18 +205,8 @@ def get(
         raise InvalidInputError("too many arguments: expected FONT_ID [RUN_ID] DEST")
     run_id, dest = (None, run_and_dest[0]) if len(run_and_dest) == 1 else run_and_dest
     run = store.open_run(font_id, run_id)
-    with progress(store, "fetching", _manifest_bytes(run.manifest)):
+    with progress(store, "fetching", run.logical_bytes):
         print(run.export(dest))
-
-
-def _manifest_bytes(manifest: Any) -> int:
-    from .manifests import tensors
-
-    blobs = [b for b in (manifest.sample, manifest.feedback) if b is not None] + list(manifest.glyphs.values())
-    records = [*tensors(manifest.weights), *([manifest.personality] if manifest.personality else [])]
-    for tree in manifest.extras.values():
-        records += tensors(tree)
-    return sum(b.size for b in blobs) + sum(r.blob.size for r in records)
 
 
 @contextmanager
@@ -246,26 +236,101 @@ def counter(label: str, total: int | None, *, in_bytes: bool = False) -> Iterato
         yield lambda n: bar.advance(task, n)
 
 
+StatusOption = Annotated[Optional[str], typer.Option(help="Only runs with this status.")]
+TagOption = Annotated[Optional[list[str]], typer.Option("--tag", help="Only runs with this tag (repeat: any of them).")]
+AllTagsFlag = Annotated[bool, typer.Option("--all-tags", help="Runs must have every --tag.")]
+WhereOption = Annotated[Optional[list[str]], typer.Option(
+    "--where", help="A condition FIELD OP VALUE, e.g. 'metrics.final_loss<0.05' or 'params.lr=0.001' (repeat: all).")]
+SortOption = Annotated[str, typer.Option(help="Sort by a field: run_id, time, saved_at, name, status, "
+                                               "params.NAME, metrics.NAME; '-FIELD' for descending.")]
+DescFlag = Annotated[bool, typer.Option("--desc", help="Descending order.")]
+LimitOption = Annotated[Optional[int], typer.Option(help="At most this many runs.", min=0)]
+OffsetOption = Annotated[int, typer.Option(help="Skip this many runs first (paging).", min=0)]
+CountFlag = Annotated[bool, typer.Option("--count", help="Print only how many runs match.")]
+
+
 @store_app.command("ls")
-def ls(ctx: typer.Context, font_id: Annotated[Optional[str], typer.Argument()] = None, as_json: JsonFlag = False) -> None:
-    """List fonts (with run counts), or the runs of FONT_ID, oldest first."""
+def ls(
+    ctx: typer.Context,
+    font_id: Annotated[Optional[str], typer.Argument()] = None,
+    status: StatusOption = None,
+    tag: TagOption = None,
+    all_tags: AllTagsFlag = False,
+    since: Annotated[Optional[str], typer.Option(help="Only runs from this time on (ISO 8601).")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Only runs before this time (ISO 8601).")] = None,
+    where: WhereOption = None,
+    sort: SortOption = "run_id",
+    desc: DescFlag = False,
+    limit: LimitOption = None,
+    offset: OffsetOption = 0,
+    count: CountFlag = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """List fonts with their run counts, or the runs of FONT_ID (oldest first), filtered,
+    sorted and paged."""
     store: Store = ctx.obj
     if font_id is None:
-        rows = [{"font_id": f, "runs": len(r), "newest_run": r[-1] if r else None}
-                for f, r in store.iter_fonts_with_runs()]
+        summaries = store.font_summaries()
         if as_json:
-            print(json.dumps(rows, indent=2))
+            print(json.dumps([s.to_dict() for s in summaries]))
         else:
-            table(["font", "runs", "newest run"], [[r["font_id"], r["runs"], r["newest_run"] or "-"] for r in rows])
+            table(["font", "runs", "newest run"], [[s.font_id, s.runs, s.newest_run or "-"] for s in summaries])
         return
-    runs = store.list_runs(font_id)
+    filters = dict(status=status, tags=tag or (), all_tags=all_tags, since=since, until=until,
+                   where=where or (), sort=sort, descending=desc, limit=limit, offset=offset)
+    if count:
+        print(store.count_runs(font_id, **filters))
+        return
+    show_runs(store.list_runs(font_id, **filters), sort, as_json)
+
+
+@store_app.command()
+def search(
+    ctx: typer.Context,
+    text: Annotated[str, typer.Argument(help="Found in the name or description, in any case.")] = "",
+    font: Annotated[Optional[str], typer.Option(help="Only this font.")] = None,
+    status: StatusOption = None,
+    tag: TagOption = None,
+    all_tags: AllTagsFlag = False,
+    where: WhereOption = None,
+    sort: SortOption = "run_id",
+    desc: DescFlag = False,
+    limit: LimitOption = None,
+    offset: OffsetOption = 0,
+    count: CountFlag = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Search the runs of every font by name and description, tags and conditions."""
+    store: Store = ctx.obj
+    runs = store.search(text, font=font, status=status, tags=tag or (), all_tags=all_tags, where=where or (),
+                        sort=sort, descending=desc, limit=None if count else limit, offset=0 if count else offset)
+    if count:
+        print(len(runs))
+        return
+    show_runs(runs, sort, as_json, with_font=font is None)
+
+
+def show_runs(runs: list[Any], sort: str, as_json: bool, *, with_font: bool = False) -> None:
+    """Runs as a table (with the sort field when it is a param or metric), or JSON."""
     if as_json:
-        print(json.dumps([info.to_dict() for info in runs], indent=2))
+        print(json.dumps([info.to_dict() for info in runs]))
         return
-    table(
-        ["run", "status", "name", "tags", "missing"],
-        [[i.run_id, i.status, i.name or "", ",".join(i.tags), ",".join(i.missing)] for i in runs],
-    )
+    field = sort.lstrip("-")
+    extra = field if field.startswith(("params.", "metrics.")) else None
+    headers = (["font"] if with_font else []) + ["run", "status", "name", "tags"] + ([extra] if extra else []) + ["missing"]
+    rows = []
+    for info in runs:
+        row = ([info.font_id] if with_font else []) + [info.run_id, info.status, info.name or "", ",".join(info.tags)]
+        if extra:
+            kind, _, key = extra.partition(".")
+            value: Any = getattr(info, kind)
+            for part in key.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            if value is None and kind == "metrics":
+                value = info.metrics.get(key)
+            row.append("-" if value is None else value)
+        rows.append(row + [",".join(info.missing)])
+    table(headers, rows)
 
 
 @store_app.command()
@@ -500,3 +565,62 @@ def log(
 
 def inputs_time(moment: Any) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+# -- the catalog ---------------------------------------------------------------------
+
+
+@store_app.command()
+def tag(
+    ctx: typer.Context,
+    font_id: str,
+    run_id: str,
+    tags: Annotated[Optional[list[str]], typer.Argument(metavar="[TAG]...", help="Tags to add.")] = None,
+    remove: Annotated[Optional[list[str]], typer.Option("--remove", help="A tag to remove (repeat).")] = None,
+) -> None:
+    """Add (and --remove) tags of a run; a new version of the run, history kept."""
+    if not tags and not remove:
+        raise InvalidInputError("name tags to add, or --remove TAG")
+    info = ctx.obj.tag_run(font_id, run_id, add=tags or (), remove=remove or ())
+    print(f"{font_id} {run_id}: tags {','.join(info.tags) or '(none)'}")
+
+
+@store_app.command()
+def describe(
+    ctx: typer.Context,
+    font_id: str,
+    run_id: str,
+    name: Annotated[Optional[str], typer.Option(help="The run's new name.")] = None,
+    description: Annotated[Optional[str], typer.Option(help="The run's new description.")] = None,
+) -> None:
+    """Set a run's name and description; a new version of the run, history kept."""
+    if name is None and description is None:
+        raise InvalidInputError("give --name and/or --description")
+    info = ctx.obj.describe_run(font_id, run_id, name=name, description=description)
+    print(f"{font_id} {run_id}: name {info.name!r}, description {info.description!r}")
+
+
+@store_app.command()
+def reindex(ctx: typer.Context) -> None:
+    """Rebuild the catalog index from the refs and manifests (it is only a cache)."""
+    print(f"indexed {ctx.obj.reindex()} runs")
+
+
+@store_app.command()
+def du(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Logical bytes (what runs hold) against stored bytes (on disk), per font: the dedup ratio."""
+    usage = ctx.obj.disk_usage()
+    if as_json:
+        print(json.dumps(usage, indent=2))
+        return
+    rows = [[font_id, f["runs"], _megabytes(f["logical_bytes"]), _megabytes(f["stored_bytes"]), f["dedup_ratio"] or "-"]
+            for font_id, f in usage["fonts"].items()]
+    rows.append(["(store)", sum(f["runs"] for f in usage["fonts"].values()), _megabytes(usage["logical_bytes"]),
+                 _megabytes(usage["stored_bytes"]), usage["dedup_ratio"] or "-"])
+    table(["font", "runs", "logical MB", "stored MB", "ratio"], rows)
+    if usage["unreferenced_objects"]:
+        print(f"{usage['unreferenced_objects']} objects no run needs (deleted runs, interrupted saves): `aoe store gc`")
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 1e6:.1f}"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -141,9 +142,33 @@ def fsck(
             object=digest, runs=runs,
         )
     _check_leftovers(store, report, repair)
+    _check_catalog(store, report, repair)
     if repair:
         _repair(store, report)
     return report
+
+
+def _check_catalog(store: Store, report: Report, repair: bool) -> None:
+    """The catalog index is a cache: rows may be behind the refs (a listing catches up),
+    but a row that claims to be current and names another manifest means it is damaged."""
+    try:
+        fonts = [f for f in store.refs.fonts() if store.refs.has_runs_folder(f)]
+    except FormatError:  # a malformed claim, reported already; the index can wait for its fix
+        return
+    try:
+        wrong = store.catalog.mismatches(fonts)
+    except sqlite3.Error as exc:
+        wrong, problem = [], f"the catalog index cannot be read ({exc})"
+    else:
+        problem = f"the catalog index disagrees with the refs of {_runs_text(wrong)}" if wrong else ""
+    if not problem:
+        return
+    report.add(WARNING, "stale-index", f"{problem}; listings may be wrong until `aoe store reindex` "
+               "(or `aoe store fsck --repair`) rebuilds it from the refs", ref=".catalog", runs=tuple(wrong))
+    if repair:
+        store.catalog.close()
+        store.catalog.rebuild()
+        report.repaired.append("rebuilt the catalog index")
 
 
 def _runs_text(runs: Iterable[str]) -> str:

@@ -180,6 +180,11 @@ class ObjectStore:
         """Refresh an object's mtime (protecting it from gc); False if it is missing."""
         return self.backend.touch(object_key(parse_digest(digest)))
 
+    def stored_size(self, digest: str) -> int:
+        """Bytes the object takes on disk (compressed, header included); 0 if missing."""
+        stat = self.backend.stat(object_key(parse_digest(digest)))
+        return stat[0] if stat else 0
+
     def has(self, digest: Digest) -> bool:
         return self.backend.exists(object_key(parse_digest(digest)))
 

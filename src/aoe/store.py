@@ -404,18 +404,22 @@ class Store:
         name: str | None = None,
         description: str | None = None,
         tags: tuple[str, ...] | list[str] | None = None,
+        add_tags: Sequence[str] = (),
+        remove_tags: Sequence[str] = (),
     ) -> Run:
         """Add or replace a published run's assets or descriptions.
 
         The run stays immutable: a new manifest is written that names the old one as
         its ``parent``, and the ref moves to it by compare-and-swap, so two editors at
-        once never lose each other's change. Given glyphs are added to (or replace)
-        the run's glyphs. Returns the amended run.
+        once never lose each other's change (``add_tags``/``remove_tags`` apply to the
+        tags the run has at that moment; ``tags`` replaces them). Given glyphs are added
+        to (or replace) the run's glyphs. Returns the amended run.
         """
         self._require_font(font_id)
         texts = {"name": inputs.optional_text(name, "name"),
                  "description": inputs.optional_text(description, "description")}
         new_tags = inputs.tags(tags) if tags is not None else None
+        adding, removing = inputs.tags(add_tags), set(inputs.tags(remove_tags))
         with self.saving():
             parts = self._write_assets(None, personality_vector, sample_image, eval_glyphs, feedback)
             for _ in range(MAX_MOVE_ATTEMPTS):
@@ -425,8 +429,9 @@ class Store:
                 if "glyphs" in changes:
                     changes["glyphs"] = {**old.glyphs, **changes["glyphs"]}
                 changes.update({k: v for k, v in texts.items() if v is not None})
-                if new_tags is not None:
-                    changes["tags"] = new_tags
+                if new_tags is not None or adding or removing:
+                    base = new_tags if new_tags is not None else old.tags
+                    changes["tags"] = tuple(t for t in dict.fromkeys((*base, *adding)) if t not in removing)
                 new = replace(old, **changes, parent=current.digest, saved_at=inputs.format_time(_now()))
                 self._touch_all(new.digests())
                 digest = self.objects.put(pack(new))
@@ -435,6 +440,50 @@ class Store:
         raise StoreError(  # pragma: no cover - needs 10 editors racing on one run
             f"run {run_id} of {font_id} kept changing under this amend; try again"
         )
+
+    def tag_run(self, font_id: str, run_id: str, add: Sequence[str] = (), remove: Sequence[str] = ()) -> RunInfo:
+        """Add and remove tags of a published run (a new version; history kept)."""
+        return self.amend_run(font_id, run_id, add_tags=add, remove_tags=remove).info
+
+    def describe_run(
+        self, font_id: str, run_id: str, *, name: str | None = None, description: str | None = None
+    ) -> RunInfo:
+        """Set a published run's name and/or description (a new version; history kept)."""
+        return self.amend_run(font_id, run_id, name=name, description=description).info
+
+    def disk_usage(self) -> dict[str, Any]:
+        """Logical bytes (what the runs hold, counting shared data once per run) against
+        stored bytes (the compressed objects on disk, each once), per font and in all."""
+        fonts: dict[str, dict[str, Any]] = {}
+        everything: set[str] = set()
+        for font_id in self.list_fonts():
+            if not self.refs.has_runs_folder(font_id):
+                continue
+            infos = self.list_runs(font_id)
+            digests: set[str] = set()
+            logical = 0
+            for info in infos:
+                if not info.manifest:  # unreadable
+                    continue
+                manifest = unpack(self.objects.get(parse_digest(info.manifest)))
+                logical += _logical_bytes(manifest)
+                digests.add(info.manifest)
+                digests.update(manifest.digests())
+            stored = sum(self.objects.stored_size(d) for d in digests)
+            fonts[font_id] = {"runs": len(infos), "logical_bytes": logical, "stored_bytes": stored,
+                              "dedup_ratio": round(logical / stored, 3) if stored else None}
+            everything |= digests
+        all_objects = [key.rsplit("/", 1)[1] for key in self.backend.list(".objects")]
+        logical = sum(f["logical_bytes"] for f in fonts.values())
+        stored = sum(self.objects.stored_size(d) for d in all_objects)
+        return {
+            "fonts": fonts,
+            "logical_bytes": logical,
+            "stored_bytes": stored,
+            "dedup_ratio": round(logical / stored, 3) if stored else None,
+            "objects": len(all_objects),
+            "unreferenced_objects": len(set(all_objects) - everything),
+        }
 
     def run_history(self, font_id: str, run_id: str | None = None) -> list[RunInfo]:
         """A run and the versions it amended, newest first."""
@@ -649,10 +698,16 @@ class Store:
         """An object's verified raw content, by its hex digest."""
         return self.objects.get(parse_digest(digest))
 
-    def iter_fonts_with_runs(self) -> Iterator[tuple[str, list[str]]]:
-        """Each font id with its run ids, cheaply (no manifest is read)."""
-        for font_id in self.list_fonts():
-            yield font_id, self.refs.runs(font_id)
+
+def _logical_bytes(manifest: Manifest) -> int:
+    """The size of everything a run holds, as if it were stored alone and uncompressed."""
+    from .manifests import tensors
+
+    blobs = [b for b in (manifest.sample, manifest.feedback) if b is not None] + list(manifest.glyphs.values())
+    records = [*tensors(manifest.weights), *([manifest.personality] if manifest.personality else [])]
+    for tree in manifest.extras.values():
+        records += tensors(tree)
+    return sum(b.size for b in blobs) + sum(r.blob.size for r in records)
 
 
 def run_metadata(
@@ -713,6 +768,11 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({self.manifest.font_id!r}, {self.manifest.run_id!r})"
+
+    @property
+    def logical_bytes(self) -> int:
+        """Everything the run holds, uncompressed and counted as if stored alone."""
+        return _logical_bytes(self.manifest)
 
     @_naming_the_run
     def load(self, map_location: Any = "cpu") -> LoadedModel:
