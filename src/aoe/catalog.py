@@ -249,10 +249,11 @@ def _field_sql(name: str) -> str:
     if name in COLUMNS:
         return name
     for prefix in ("params.", "metrics."):
-        if name.startswith(prefix) and len(name) > len(prefix):
-            path = "".join(f'."{part}"' for part in name[len(prefix):].split("."))
-            if "'" in path:
-                break
+        key = name[len(prefix):]
+        if name.startswith(prefix) and key and "'" not in key and '"' not in key:
+            # params nest (params.opt.lr); metrics are flat, their names may hold dots (glyph_loss.A)
+            parts = key.split(".") if prefix == "params." else [key]
+            path = "".join(f'."{part}"' for part in parts)
             return f"json_extract({prefix[:-1]}, '${path}')"
     raise InvalidInputError(
         f"unknown field {name!r}: use {', '.join(sorted(COLUMNS))}, params.NAME or metrics.NAME"

@@ -469,6 +469,10 @@ class Store:
                 logical += _logical_bytes(manifest)
                 digests.add(info.manifest)
                 digests.update(manifest.digests())
+                while manifest.parent is not None and manifest.parent not in digests:  # history
+                    digests.add(manifest.parent)
+                    manifest = unpack(self.objects.get(manifest.parent))
+                    digests.update(manifest.digests())
             stored = sum(self.objects.stored_size(d) for d in digests)
             fonts[font_id] = {"runs": len(infos), "logical_bytes": logical, "stored_bytes": stored,
                               "dedup_ratio": round(logical / stored, 3) if stored else None}

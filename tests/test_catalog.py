@@ -1,0 +1,285 @@
+"""The catalog: a derived index that answers listings and searches, and never lies."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import torch
+from test_cli import root, run_cli  # noqa: F401  (root is a fixture)
+
+import aoe
+from aoe.catalog import Catalog, Query, feedback_metrics, parse_condition
+from aoe.fsck import fsck
+
+
+@pytest.fixture
+def runs(store: aoe.Store, font: str) -> list[str]:
+    """Six runs with params, feedback metrics, tags, names and times to query."""
+    specs = [
+        ("serif light", "thin strokes", ["serif"], 0.001, 0.30, "completed"),
+        ("serif bold", "heavy Serif strokes", ["serif", "bold"], 0.01, 0.10, "completed"),
+        ("sans", "clean", ["sans"], 0.001, 0.20, "completed"),
+        ("sans bold", None, ["sans", "bold"], 0.1, 0.50, "failed"),
+        (None, "100% effort_", [], 0.01, 0.05, "completed"),
+        ("no feedback", None, ["serif"], None, None, "completed"),
+    ]
+    ids = []
+    for day, (name, description, tags, lr, loss, status) in enumerate(specs, start=1):
+        feedback = None if loss is None else {"final_loss": loss, "glyph_loss": {"A": loss * 2}, "ok": True}
+        ids.append(store.save_model(
+            font, {"w": torch.ones(2)}, name=name, description=description, tags=tags,
+            params={} if lr is None else {"lr": lr, "opt": {"name": "adam"}}, feedback=feedback, status=status,
+            started_at=datetime(2026, 3, day, tzinfo=timezone.utc),
+        ))
+    return ids
+
+
+def names(infos) -> list[str | None]:
+    return [i.name for i in infos]
+
+
+def test_listing_filters_combine(store: aoe.Store, font: str, runs: list[str]) -> None:
+    assert len(store.list_runs(font)) == 6
+    assert names(store.list_runs(font, status="failed")) == ["sans bold"]
+    assert names(store.list_runs(font, tags=["bold", "sans"])) == ["serif bold", "sans", "sans bold"]
+    assert names(store.list_runs(font, tags=["bold", "sans"], all_tags=True)) == ["sans bold"]
+    assert names(store.list_runs(font, since="2026-03-02", until="2026-03-04")) == ["serif bold", "sans"]
+    assert names(store.list_runs(font, where=["params.lr=0.001"])) == ["serif light", "sans"]
+    assert names(store.list_runs(font, where=["metrics.final_loss<0.25", "status=completed"])) == \
+        ["serif bold", "sans", None]
+    assert names(store.list_runs(font, where=[("metrics.glyph_loss.A", ">=", 0.6)])) == ["serif light", "sans bold"]
+    assert names(store.list_runs(font, where=["params.opt.name='adam'", "params.lr!=0.01"])) == \
+        ["serif light", "sans", "sans bold"]
+    assert names(store.list_runs(font, where=["name=null"])) == [None]
+    assert names(store.list_runs(font, where=["description!=null", "tags_unused=1"][:1])) == \
+        ["serif light", "serif bold", "sans", None]
+
+
+def test_sorting_by_any_field_and_paging(store: aoe.Store, font: str, runs: list[str]) -> None:
+    by_loss = store.list_runs(font, sort="metrics.final_loss")
+    assert names(by_loss) == [None, "serif bold", "sans", "serif light", "sans bold", "no feedback"]  # missing last
+    assert names(store.list_runs(font, sort="-metrics.final_loss"))[:2] == ["sans bold", "serif light"]
+    assert names(store.list_runs(font, sort="metrics.final_loss", descending=True))[:2] == ["sans bold", "serif light"]
+    assert [i.run_id for i in store.list_runs(font, sort="-time")] == runs[::-1]
+    assert names(store.list_runs(font, sort="name", limit=2)) == ["no feedback", "sans"]
+    assert names(store.list_runs(font, sort="name", limit=2, offset=2)) == ["sans bold", "serif bold"]
+    assert names(store.list_runs(font, offset=5)) == ["no feedback"]
+    assert store.count_runs(font) == 6 and store.count_runs(font, tags=["serif"], limit=1) == 3
+
+
+def test_search_across_fonts(store: aoe.Store, font: str, runs: list[str]) -> None:
+    other = store.create_font("dumb")
+    store.save_model(other, {"w": torch.zeros(1)}, name="Bold experiment", tags=["bold"])
+    assert names(store.search("BOLD")) == ["serif bold", "sans bold", "Bold experiment"]
+    assert names(store.search("serif")) == ["serif light", "serif bold"]  # name or description
+    assert names(store.search("strokes", sort="-name")) == ["serif light", "serif bold"]
+    assert names(store.search("bold", font=other)) == ["Bold experiment"]
+    assert names(store.search("bold", tags=["sans"])) == ["sans bold"]
+    assert names(store.search("100%")) == [None] and names(store.search("t_")) == [None]  # no wildcards
+    assert len(store.search()) == 7 and store.count_runs() == 7
+    assert names(store.search("", tags=["bold", "serif"], all_tags=True)) == ["serif bold"]
+
+
+@pytest.mark.parametrize("condition", ["nonsense", "lr=0.1", "params.=1", "metrics.a'b<1", "x ~ 1", "drop table<1"])
+def test_bad_conditions_and_fields_are_refused(store: aoe.Store, font: str, condition: str) -> None:
+    with pytest.raises(aoe.InvalidInputError):
+        store.list_runs(font, where=[condition])
+
+
+def test_bad_sort_fields_and_operators(store: aoe.Store, font: str) -> None:
+    with pytest.raises(aoe.InvalidInputError, match="unknown field"):
+        store.list_runs(font, sort="weights")
+    with pytest.raises(aoe.InvalidInputError, match="unknown operator"):
+        parse_condition(("status", "LIKE", "x"))
+
+
+def test_values_in_conditions() -> None:
+    assert parse_condition("metrics.loss <= 1e-3") == ("metrics.loss", "<=", 0.001)
+    assert parse_condition('name="a b"') == ("name", "=", "a b")
+    assert parse_condition("params.flag=true") == ("params.flag", "=", True)
+    assert parse_condition("params.n=3") == ("params.n", "=", 3)
+
+
+def test_feedback_metrics_are_numbers_only() -> None:
+    assert feedback_metrics(b'{"a": 1, "b": true, "c": "x", "d": {"e": 2.5, "f": [1]}, "g": null}') == {"a": 1, "d.e": 2.5}
+    assert feedback_metrics(b"[1, 2]") == {} and feedback_metrics(b"not json") == {}
+
+
+def test_run_info_has_the_same_metrics_whichever_way_it_is_read(store: aoe.Store, font: str, runs: list[str]) -> None:
+    listed = store.list_runs(font)[1]
+    direct = store.get_run_info(font, runs[1])
+    assert listed == direct and listed.metrics == {"final_loss": 0.1, "glyph_loss.A": 0.2}
+
+
+def test_another_process_saving_and_deleting_shows_up_in_the_next_listing(store: aoe.Store, font: str) -> None:
+    first = store.save_model(font, {"w": torch.ones(1)})
+    assert len(store.list_runs(font)) == 1  # the index now knows one run
+    code = (
+        "import sys, torch, aoe\n"
+        "s = aoe.Store(sys.argv[1])\n"
+        "print(s.save_model('1-fruity', {'w': torch.zeros(1)}, name='from elsewhere'))\n"
+        "s.delete_run('1-fruity', sys.argv[2])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(store.root), first], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert [(i.run_id, i.name) for i in store.list_runs(font)] == [(result.stdout.strip(), "from elsewhere")]
+
+
+def test_an_amend_replaces_the_listed_row(store: aoe.Store, font: str, runs: list[str]) -> None:
+    store.list_runs(font)
+    store.tag_run(font, runs[0], add=["new"], remove=["serif"])
+    store.describe_run(font, runs[0], name="renamed")
+    [info] = store.list_runs(font, tags=["new"])
+    assert info.run_id == runs[0] and info.name == "renamed" and info.tags == ("new",)
+
+
+def test_a_change_in_the_same_clock_tick_is_not_missed(store: aoe.Store, font: str, monkeypatch) -> None:
+    """Pretend the folder's mtime cannot move (a coarse clock): a run added after a sync
+    must still appear, because a recently changed folder is always scanned again."""
+    store.save_model(font, {"w": torch.ones(1)})
+    frozen = store.backend.folder_version(f"{font}/runs")
+    monkeypatch.setattr(store.backend, "folder_version", lambda prefix: frozen)
+    assert len(store.list_runs(font)) == 1
+    store.save_model(font, {"w": torch.zeros(1)})
+    assert len(store.list_runs(font)) == 2
+
+
+def test_an_unchanged_folder_is_not_scanned(store: aoe.Store, font: str, monkeypatch) -> None:
+    store.save_model(font, {"w": torch.ones(1)})
+    store.list_runs(font)
+    db = store.catalog._db()
+    db.execute("UPDATE fonts SET synced_ns = synced_ns + 10000000000")  # synced long after the last change
+    monkeypatch.setattr(store.backend, "list_versions", lambda prefix: pytest.fail("scanned an unchanged folder"))
+    assert len(store.list_runs(font)) == 1
+
+
+def test_unreadable_runs_are_listed_as_such(store: aoe.Store, font: str, runs: list[str]) -> None:
+    (store.root / font / "runs" / runs[2]).write_text("garbage\n")
+    listed = {i.run_id: i for i in store.list_runs(font)}
+    assert listed[runs[2]].status == "unreadable" and "aoe store fsck" in listed[runs[2]].description
+    assert len(listed) == 6
+
+
+def test_the_index_is_only_a_cache(store: aoe.Store, font: str, runs: list[str]) -> None:
+    store.list_runs(font)
+    store.catalog.close()
+    index = store.root / ".catalog" / "index.sqlite"
+    index.write_bytes(b"this is not a database")
+    fresh = aoe.Store(store.root)
+    assert len(fresh.list_runs(font)) == 6
+    assert fresh.reindex() == 6
+
+
+def test_fsck_finds_and_repairs_a_lying_index(store: aoe.Store, font: str, runs: list[str]) -> None:
+    store.list_runs(font)
+    store.catalog._db().execute("UPDATE runs SET manifest = ? WHERE run_id = ?", ("0" * 64, runs[0]))
+    report = fsck(store)
+    [finding] = [f for f in report.findings if f.kind == "stale-index"]
+    assert finding.runs == (f"{font}/{runs[0]}",) and report.clean
+    assert fsck(store, repair=True).repaired == ["rebuilt the catalog index"]
+    assert not [f for f in fsck(store).findings if f.kind == "stale-index"]
+
+
+def test_a_read_only_store_lists_with_an_index_in_memory(store: aoe.Store, font: str, runs: list[str], monkeypatch) -> None:
+    fresh = aoe.Store(store.root)
+    monkeypatch.setattr(Catalog, "_open", lambda self: (_ for _ in ()).throw(OSError(30, "Read-only file system"))
+                        if self.path is not None else Catalog._prepare(self, __import__("sqlite3").connect(":memory:")))
+    assert len(fresh.list_runs(font)) == 6 and fresh.catalog.path is None
+
+
+def test_font_summaries_and_disk_usage(store: aoe.Store, font: str, runs: list[str]) -> None:
+    store.create_font("empty")
+    [fruity, empty] = store.font_summaries()
+    assert (fruity.runs, fruity.newest_run, empty.runs, empty.newest_run) == (6, runs[-1], 0, None)
+    weights = {"w": torch.randn(50_000)}  # 200 kB, saved three times: stored once
+    for _ in range(3):
+        store.save_model("2-empty", weights)
+    usage = store.disk_usage()
+    assert usage["fonts"][font]["runs"] == 6 and usage["fonts"]["2-empty"]["runs"] == 3
+    assert usage["fonts"]["2-empty"]["logical_bytes"] == 3 * 200_000
+    assert 3 <= usage["fonts"]["2-empty"]["dedup_ratio"] < 3.5  # 3 copies, each compressed a little
+    assert usage["dedup_ratio"] > 2 and usage["unreferenced_objects"] == 0
+
+
+def test_query_defaults() -> None:
+    assert Query().sort == "run_id" and Query().limit is None
+
+
+# -- the command line ---------------------------------------------------------------
+
+
+def test_ls_filters_sorting_and_count(capsys, root: Path, tmp_path: Path) -> None:  # noqa: F811
+    store = aoe.Store(root)
+    font = store.create_font("fruity")
+    for loss, tag in [(0.3, "a"), (0.1, "b"), (0.2, "a")]:
+        store.save_model(font, {"w": torch.ones(1)}, feedback={"final_loss": loss}, tags=[tag], name=f"loss {loss}")
+    code, out, _ = run_cli(capsys, "store", "ls", font, "--tag", "a", "--sort", "metrics.final_loss")
+    lines = out.splitlines()
+    assert code == 0 and "metrics.final_loss" in lines[0] and "loss 0.2" in lines[1] and "loss 0.3" in lines[2]
+    code, out, _ = run_cli(capsys, "store", "ls", font, "--where", "metrics.final_loss<0.25", "--json")
+    assert [r["name"] for r in json.loads(out)] == ["loss 0.1", "loss 0.2"]
+    code, out, _ = run_cli(capsys, "store", "ls", font, "--count", "--tag", "a")
+    assert out == "2\n"
+    code, out, _ = run_cli(capsys, "store", "ls", font, "--sort", "-name", "--limit", "1", "--offset", "1")
+    assert "loss 0.2" in out and "loss 0.3" not in out
+    code, _, err = run_cli(capsys, "store", "ls", font, "--where", "bogus")
+    assert code == 2 and "FIELD OP VALUE" in err
+
+
+def test_search_tag_describe_reindex_du(capsys, root: Path) -> None:  # noqa: F811
+    store = aoe.Store(root)
+    font = store.create_font("fruity")
+    run_id = store.save_model(font, {"w": torch.ones(1000)}, name="first try")
+    store.save_model(font, {"w": torch.ones(1000)}, name="second")
+    code, out, _ = run_cli(capsys, "store", "search", "TRY")
+    assert code == 0 and "first try" in out and "second" not in out and font in out
+    code, out, _ = run_cli(capsys, "store", "search", "--count")
+    assert out == "2\n"
+    code, out, _ = run_cli(capsys, "store", "search", "second", "--json", "--font", font)
+    assert [r["name"] for r in json.loads(out)] == ["second"]
+    code, out, _ = run_cli(capsys, "store", "tag", font, run_id, "serif", "bold")
+    assert code == 0 and "tags serif,bold" in out
+    code, out, _ = run_cli(capsys, "store", "tag", font, run_id, "--remove", "bold")
+    assert "tags serif" in out and store.get_run_info(font, run_id).tags == ("serif",)
+    code, _, err = run_cli(capsys, "store", "tag", font, run_id)
+    assert code == 2 and "--remove" in err
+    code, out, _ = run_cli(capsys, "store", "describe", font, run_id, "--name", "best", "--description", "kept")
+    assert code == 0 and store.get_run_info(font, run_id).description == "kept"
+    code, _, err = run_cli(capsys, "store", "describe", font, run_id)
+    assert code == 2
+    code, out, _ = run_cli(capsys, "store", "log", font, run_id)
+    assert len(out.splitlines()) == 4  # the save and three edits
+    code, out, _ = run_cli(capsys, "store", "reindex")
+    assert out == "indexed 2 runs\n"
+    code, out, _ = run_cli(capsys, "store", "du")
+    assert code == 0 and "(store)" in out and font in out
+    store.objects.put(b"orphan")
+    code, out, _ = run_cli(capsys, "store", "du", "--json")
+    usage = json.loads(out)
+    assert usage["unreferenced_objects"] == 1 and usage["fonts"][font]["dedup_ratio"] > 1
+    code, out, _ = run_cli(capsys, "store", "du")
+    assert "objects no run needs" in out
+
+
+def test_the_command_line_needs_no_torch_for_listing(root: Path) -> None:  # noqa: F811
+    store = aoe.Store(root)
+    font = store.create_font("fruity")
+    store.save_model(font, {"w": torch.ones(1)}, name="x")
+    probe = (
+        "import sys; from aoe.cli import main\n"
+        f"for argv in (['aoe','store','search','x'], ['aoe','store','ls','{font}','--sort','-time'], ['aoe','store','du']):\n"
+        "    sys.argv = argv\n"
+        "    try: main()\n"
+        "    except SystemExit as e: assert not e.code, e.code\n"
+        "print('torch' in sys.modules, file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env={**os.environ, "AOE_STORE": str(root)})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "False"
