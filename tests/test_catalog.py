@@ -131,6 +131,27 @@ def test_another_process_saving_and_deleting_shows_up_in_the_next_listing(store:
     assert [(i.run_id, i.name) for i in store.list_runs(font)] == [(result.stdout.strip(), "from elsewhere")]
 
 
+def test_runs_indexed_by_another_process_reach_this_ones_answers(store: aoe.Store, font: str, monkeypatch) -> None:
+    store.save_model(font, {"w": torch.ones(1)})
+    assert len(store.list_runs(font)) == 1
+    code = (
+        "import sys, torch, aoe\n"
+        "s = aoe.Store(sys.argv[1])\n"
+        "s.save_model('1-fruity', {'w': torch.zeros(1)}, name='theirs')\n"
+        "assert len(s.list_runs('1-fruity')) == 2\n"  # they bring the shared index up to date
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(store.root)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    monkeypatch.setattr(store.catalog, "_sync_font", lambda font_id: None)  # this process reads nothing itself
+    assert [i.name for i in store.list_runs(font)] == [None, "theirs"]
+
+
+def test_an_index_of_another_layout_is_started_afresh(store: aoe.Store, font: str, runs: list[str]) -> None:
+    store.list_runs(font)
+    store.catalog._db().executescript("DROP TABLE runs; CREATE TABLE runs (x);")
+    assert len(store.list_runs(font)) == 6
+
+
 def test_an_amend_replaces_the_listed_row(store: aoe.Store, font: str, runs: list[str]) -> None:
     store.list_runs(font)
     store.tag_run(font, runs[0], add=["new"], remove=["serif"])

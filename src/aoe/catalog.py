@@ -17,16 +17,17 @@ one row at a time, and concurrent processes are serialised by its locks (WAL mod
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
@@ -42,7 +43,8 @@ EXPECTED_ASSETS = ("weights", "sample", "eval_glyphs", "feedback")
 """The spec's files of a run; a completed run without one of them is incomplete. (The
 personality vector may live inside the weights, so it is not required on its own.)"""
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+T = TypeVar("T")
 RACY_NS = 2_000_000_000
 UNREADABLE = "unreadable"
 """The status listed for a run whose ref or manifest cannot be read (see `aoe store fsck`)."""
@@ -308,7 +310,7 @@ def build_query(query: Query, select: str) -> tuple[str, list[Any]]:
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS fonts (font_id TEXT PRIMARY KEY, version INTEGER, synced_ns INTEGER);
+CREATE TABLE IF NOT EXISTS fonts (font_id TEXT PRIMARY KEY, version INTEGER, synced_ns INTEGER, generation INTEGER);
 CREATE TABLE IF NOT EXISTS runs (
     font_id TEXT NOT NULL, run_id TEXT NOT NULL, token TEXT, manifest TEXT,
     status TEXT, time TEXT, saved_at TEXT, started_at TEXT, ended_at TEXT,
@@ -317,6 +319,21 @@ CREATE TABLE IF NOT EXISTS runs (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS runs_time ON runs (font_id, time);
 """
+
+
+def _rebuilt_if_damaged(method: Callable[..., T]) -> Callable[..., T]:
+    """Run a catalog method; if the database turns out damaged or of a foreign layout,
+    start it afresh (it is only a cache) and run the method once more."""
+
+    @functools.wraps(method)
+    def wrapper(self: Catalog, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError:
+            self._start_afresh()
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class Catalog:
@@ -328,6 +345,9 @@ class Catalog:
         self.objects = objects
         self._connection: sqlite3.Connection | None = None
         self._lock = threading.RLock()
+        self._built: dict[str, tuple[int, dict[str, RunInfo]]] = {}
+        """Per font: the generation of its rows, and the RunInfo objects built from them
+        (immutable, so shared by every answer until the font's rows change)."""
 
     def _db(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -349,11 +369,12 @@ class Catalog:
         if self.path is not None:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(SCHEMA)
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         version = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        if version is None or version[0] != str(SCHEMA_VERSION):
-            db.executescript("DELETE FROM runs; DELETE FROM fonts;")
+        if version is None or version[0] != str(SCHEMA_VERSION):  # another layout: start afresh
+            db.executescript("DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS fonts;")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        db.executescript(SCHEMA)
         return db
 
     def _remove_files(self) -> None:
@@ -368,6 +389,7 @@ class Catalog:
 
     # -- keeping up with the refs --
 
+    @_rebuilt_if_damaged
     def sync(self, font_ids: Iterable[str]) -> None:
         """Bring the index up to date with the refs of these fonts (see the module doc)."""
         with self._lock:
@@ -393,7 +415,9 @@ class Catalog:
         try:
             db.executemany("DELETE FROM runs WHERE font_id = ? AND run_id = ?", [(font_id, r) for r in gone])
             db.executemany("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-            db.execute("INSERT OR REPLACE INTO fonts VALUES (?, ?, ?)", (font_id, version, synced_ns))
+            generation = db.execute("SELECT generation FROM fonts WHERE font_id = ?", (font_id,)).fetchone()
+            generation = (generation[0] if generation else 0) + (1 if gone or rows else 0)
+            db.execute("INSERT OR REPLACE INTO fonts VALUES (?, ?, ?, ?)", (font_id, version, synced_ns, generation))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -436,22 +460,43 @@ class Catalog:
         """Forget everything; the next query reads every ref and manifest again. A
         database that cannot even be read is removed and started afresh."""
         with self._lock:
+            self._built.clear()
             try:
                 self._db().executescript("DELETE FROM runs; DELETE FROM fonts;")
             except sqlite3.DatabaseError:
-                self.close()
-                if self.path is not None:
-                    self._remove_files()
-                self._db()
+                self._start_afresh()
+
+    def _start_afresh(self) -> None:
+        with self._lock:
+            self.close()
+            self._built.clear()
+            if self.path is not None:
+                self._remove_files()
+            self._db()
 
     # -- answering --
 
+    @_rebuilt_if_damaged
     def runs(self, query: Query) -> list[RunInfo]:
-        sql, args = build_query(query, "info")
+        sql, args = build_query(query, "font_id, run_id")
         with self._lock:
-            rows = self._db().execute(sql, args).fetchall()
-        return [RunInfo._from_row(row[0]) for row in rows]
+            db = self._db()
+            found = db.execute(sql, args).fetchall()
+            built = {font_id: self._built_runs(db, font_id) for font_id in {f for f, _ in found}}
+        return [built[font_id][run_id] for font_id, run_id in found]
 
+    def _built_runs(self, db: sqlite3.Connection, font_id: str) -> dict[str, RunInfo]:
+        """RunInfo objects of every run of a font, built again only when its rows changed."""
+        row = db.execute("SELECT generation FROM fonts WHERE font_id = ?", (font_id,)).fetchone()
+        generation = row[0] if row else -1
+        cached = self._built.get(font_id)
+        if cached is None or cached[0] != generation:
+            rows = db.execute("SELECT run_id, info FROM runs WHERE font_id = ?", (font_id,)).fetchall()
+            cached = (generation, {run_id: RunInfo._from_row(info) for run_id, info in rows})
+            self._built[font_id] = cached
+        return cached[1]
+
+    @_rebuilt_if_damaged
     def count(self, query: Query) -> int:
         unpaged = Query(**{**query.__dict__, "limit": None, "offset": 0})
         sql, args = build_query(unpaged, "count(*)")
@@ -459,6 +504,7 @@ class Catalog:
         with self._lock:
             return int(self._db().execute(sql, args).fetchone()[0])
 
+    @_rebuilt_if_damaged
     def summaries(self, font_ids: Sequence[str]) -> list[FontSummary]:
         with self._lock:
             rows = self._db().execute(
