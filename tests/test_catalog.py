@@ -111,6 +111,22 @@ def test_feedback_metrics_are_numbers_only() -> None:
     assert feedback_metrics(b"[1, 2]") == {} and feedback_metrics(b"not json") == {}
 
 
+def test_metrics_follow_amended_feedback_and_old_manifests_without_them(store: aoe.Store, font: str) -> None:
+    run_id = store.save_model(font, None, feedback={"loss": 1.0})
+    store.amend_run(font, run_id, feedback={"notes": "no numbers now"})
+    assert store.get_run_info(font, run_id).metrics == {} and store.list_runs(font)[0].metrics == {}
+    old = store.open_run(font, run_id).manifest
+    from dataclasses import replace
+
+    from aoe.manifests import pack
+
+    older = replace(old, metrics=None, feedback=store.objects.put_blob(b'{"loss": 2}'))  # as written before
+    digest = store.objects.put(pack(older))
+    assert store.refs.move_run(font, run_id, store.refs.read_run(font, run_id), digest)
+    assert store.get_run_info(font, run_id).metrics == {"loss": 2}
+    assert store.list_runs(font)[0].metrics == {"loss": 2}
+
+
 def test_run_info_has_the_same_metrics_whichever_way_it_is_read(store: aoe.Store, font: str, runs: list[str]) -> None:
     listed = store.list_runs(font)[1]
     direct = store.get_run_info(font, runs[1])

@@ -45,6 +45,8 @@ def full_manifest() -> Manifest:
         weights_version="v1",
         feedback_schema="1.0",
         parent=D2,
+        metrics={"loss": 0.5, "glyph_loss.A": 1},
+        source={"legacy_run": "2026-01-11T08:30:00.000000"},
     )
 
 

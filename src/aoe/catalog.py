@@ -449,7 +449,9 @@ class Catalog:
                 return RunInfo.unreadable(font_id, run_id, str(digest))
             try:
                 manifest = unpack(self.objects.get(digest))
-                metrics = feedback_metrics(self.objects.get_blob(manifest.feedback)) if manifest.feedback else {}
+                metrics = manifest.metrics
+                if metrics is None:  # written before manifests kept them
+                    metrics = feedback_metrics(self.objects.get_blob(manifest.feedback)) if manifest.feedback else {}
             except StoreError as exc:
                 return RunInfo.unreadable(font_id, run_id, str(exc))
             return RunInfo.from_manifest(manifest, digest, metrics)

@@ -624,3 +624,6 @@ def du(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 
 def _megabytes(count: int) -> str:
     return f"{count / 1e6:.1f}"
+
+
+store_app.command("stats", help="The same as `du`.")(du)

@@ -144,7 +144,8 @@ def timestamp(value: datetime | str | None, what: str) -> str | None:
 
 
 def format_time(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """``2026-01-11T08:30:00.000000Z``: UTC, microseconds, a Z."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def parse_time(text: str | None) -> datetime | None:

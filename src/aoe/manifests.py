@@ -78,6 +78,9 @@ class Manifest:
     weights_version: str | None = WEIGHTS_VERSION
     feedback_schema: str | None = None
     parent: Digest | None = None
+    metrics: dict[str, float] | None = None
+    """The numbers in the feedback (see ``catalog.feedback_metrics``), kept here so a
+    listing need not read the feedback; None in manifests written before it existed."""
     source: dict[str, Any] = field(default_factory=dict)
     """Where an imported run came from (``{"legacy_path": ..., "legacy_run": ...}``)."""
 
@@ -135,6 +138,7 @@ def pack(manifest: Manifest) -> bytes:
         "feedback_schema": manifest.feedback_schema,
         "parent": manifest.parent,
         "source": manifest.source or None,
+        "metrics": manifest.metrics or None,
     }
     present = {k: fields[k] for k in sorted(fields) if fields[k] is not None}
     return pack_tree(present)
@@ -208,6 +212,7 @@ def unpack(data: bytes) -> Manifest:
             feedback_schema=_opt_str(fields.get("feedback_schema")),
             parent=parse_digest(fields["parent"]) if "parent" in fields else None,
             source=dict(fields.get("source") or {}),
+            metrics=dict(fields["metrics"]) if "metrics" in fields else None,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise FormatError(f"malformed run manifest ({exc!r}); run `aoe store fsck`") from None

@@ -328,6 +328,7 @@ class Store:
         if feedback_data is not None:
             parts["feedback"] = next(blobs)
             parts["feedback_schema"] = feedback_schema or _feedback_schema(feedback_data)
+            parts["metrics"] = feedback_metrics(feedback_data)
         return parts
 
     def _publish(
@@ -426,6 +427,8 @@ class Store:
                 current = self.open_run(font_id, run_id)
                 old = current.manifest
                 changes: dict[str, Any] = {k: v for k, v in parts.items() if v and k != "extras"}
+                if "feedback" in changes:  # new feedback, new metrics (maybe none)
+                    changes["metrics"] = parts["metrics"]
                 if "glyphs" in changes:
                     changes["glyphs"] = {**old.glyphs, **changes["glyphs"]}
                 changes.update({k: v for k, v in texts.items() if v is not None})
@@ -767,7 +770,9 @@ class Run:
 
     @functools.cached_property
     def info(self) -> RunInfo:
-        metrics = feedback_metrics(self.feedback_bytes()) if self.manifest.feedback else {}
+        metrics = self.manifest.metrics
+        if metrics is None:  # written before manifests kept them
+            metrics = feedback_metrics(self.feedback_bytes()) if self.manifest.feedback else {}
         return RunInfo.from_manifest(self.manifest, self.digest, metrics)
 
     def __repr__(self) -> str:
