@@ -302,21 +302,3 @@ def test_search_tag_describe_reindex_du(capsys, root: Path) -> None:  # noqa: F8
     assert usage["unreferenced_objects"] == 1 and usage["fonts"][font]["dedup_ratio"] > 1
     code, out, _ = run_cli(capsys, "store", "du")
     assert "objects no run needs" in out
-
-
-def test_the_command_line_needs_no_torch_for_listing(root: Path) -> None:  # noqa: F811
-    store = aoe.Store(root)
-    font = store.create_font("fruity")
-    store.save_model(font, {"w": torch.ones(1)}, name="x")
-    probe = (
-        "import sys; from aoe.cli import main\n"
-        f"for argv in (['aoe','store','search','x'], ['aoe','store','ls','{font}','--sort','-time'], ['aoe','store','du']):\n"
-        "    sys.argv = argv\n"
-        "    try: main()\n"
-        "    except SystemExit as e: assert not e.code, e.code\n"
-        "print('torch' in sys.modules, file=sys.stderr)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            env={**os.environ, "AOE_STORE": str(root)})
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.strip() == "False"
