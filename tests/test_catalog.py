@@ -86,6 +86,14 @@ def test_search_across_fonts(store: aoe.Store, font: str, runs: list[str]) -> No
     assert names(store.search("", tags=["bold", "serif"], all_tags=True)) == ["serif bold"]
 
 
+def test_deleted_fonts_are_not_searched_or_counted(store: aoe.Store, font: str, runs: list[str]) -> None:
+    assert len(store.search("bold")) == 2
+    store.delete_font(font)
+    assert store.search("bold") == [] and store.count_runs() == 0 and store.font_summaries() == []
+    store.restore_font(font)
+    assert len(store.search("bold")) == 2
+
+
 @pytest.mark.parametrize("condition", ["nonsense", "lr=0.1", "params.=1", "metrics.a'b<1", "x ~ 1", "drop table<1"])
 def test_bad_conditions_and_fields_are_refused(store: aoe.Store, font: str, condition: str) -> None:
     with pytest.raises(aoe.InvalidInputError):

@@ -82,6 +82,24 @@ def test_objects_of_a_save_in_progress_survive_a_zero_grace_gc(store: aoe.Store,
     assert collect_garbage(store, grace=0).swept == 1  # once the save is over, it is garbage
 
 
+def test_every_publication_is_announced_even_with_nothing_saved_before(store: aoe.Store, font: str, monkeypatch) -> None:
+    """A run recorded by start_run without run.save() still writes its manifest under a
+    save marker, so a gc cannot sweep the manifest before the ref exists."""
+    real_publish = store.refs.publish_run
+    seen: list[list[str]] = []
+
+    def publish(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(list(store.backend.list(".inflight")))
+        return real_publish(*args, **kwargs)
+
+    monkeypatch.setattr(store.refs, "publish_run", publish)
+    with store.start_run(font):
+        pass
+    store.save_model(font, {"w": torch.ones(1)})
+    assert [len(markers) for markers in seen] == [1, 1]  # one marker each, never nested twice
+    assert list(store.backend.list(".inflight")) == []
+
+
 def test_markers_of_dead_saves_protect_nothing(store: aoe.Store, font: str) -> None:
     store.objects.put(b"left by a crashed save")
     age(store)

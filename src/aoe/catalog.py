@@ -202,7 +202,8 @@ _CONDITION = re.compile(r"\s*([A-Za-z_][\w.\-]*)\s*(<=|>=|!=|=|<|>)\s*(.*?)\s*$"
 class Query:
     """What to list: all filters are ANDed."""
 
-    fonts: Sequence[str] = ()
+    fonts: Sequence[str] | None = None
+    """The fonts to answer about (None: every font in the index)."""
     status: str | None = None
     tags: Sequence[str] = ()
     all_tags: bool = False
@@ -269,8 +270,8 @@ def _like(text: str) -> str:
 def build_query(query: Query, select: str) -> tuple[str, list[Any]]:
     """SQL and its arguments for a query (never string-formatted user values)."""
     clauses, args = [], []
-    if query.fonts:
-        clauses.append(f"font_id IN ({','.join('?' * len(query.fonts))})")
+    if query.fonts is not None:
+        clauses.append(f"font_id IN ({','.join('?' * len(query.fonts))})" if query.fonts else "0")
         args += list(query.fonts)
     if query.status:
         clauses.append("status = ?")

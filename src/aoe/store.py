@@ -17,6 +17,7 @@ import secrets
 import shutil
 import socket
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
@@ -92,6 +93,7 @@ class Store:
         self.objects = ObjectStore(self.backend, workers=workers)
         self.refs = Refs(self.backend)
         self._catalog: Catalog | None = None
+        self._local = threading.local()  # whether this thread is inside a save's marker
 
     @property
     def catalog(self) -> Catalog:
@@ -280,12 +282,17 @@ class Store:
         gc never sweeps an object written or touched after the oldest save in progress
         began, so objects a save has written but not yet published are safe.
         """
+        if getattr(self._local, "saving", False):  # already announced by an outer block
+            yield ""
+            return
         key = f"{INFLIGHT_PREFIX}/{secrets.token_hex(8)}"
         marker = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": inputs.format_time(_now())}
         try:
             self.backend.write(key, [json.dumps(marker).encode()], exclusive=True)
+            self._local.saving = True
             yield key
         finally:
+            self._local.saving = False
             try:
                 self.backend.delete(key)
             except StoreError:
@@ -355,6 +362,10 @@ class Store:
             **({"source": source} if source else {}),
         }
         self.refs.require_font(font_id)
+        with self.saving():  # the manifest, too, must not be swept before its ref exists
+            return self._publish_fields(font_id, fields, now, run_id)
+
+    def _publish_fields(self, font_id: str, fields: dict[str, Any], now: datetime, run_id: str | None) -> str:
         self._touch_all(Manifest(run_id="", **fields).digests())
         if run_id is not None:
             if not self.refs.create_run(font_id, run_id, self.objects.put(pack(Manifest(run_id=run_id, **fields)))):
@@ -981,7 +992,7 @@ class RunRecorder:
         """Write these assets now; they are published with the run when the block ends."""
         if self._marker is None:
             self._marker = self._saving.enter_context(self.store.saving())
-        else:
+        elif self._marker:  # "" when an outer block announced the save
             self.store.backend.touch(self._marker)
         new = self.store._write_assets(
             weights, personality_vector, sample_image, eval_glyphs, feedback, extras, feedback_schema
