@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from PIL import Image
 
 import aoe
+from aoe import cli
 
 
 def make_png(color: int = 0, size: int = 8) -> bytes:
@@ -65,3 +67,24 @@ def object_files(root: Path) -> list[Path]:
 
 def stored_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in object_files(root))
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run ``aoe ARGS`` in this process; returns (exit code, stdout, stderr)."""
+    old_argv = sys.argv
+    sys.argv = ["aoe", *args]
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 1
+    finally:
+        sys.argv = old_argv
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("AOE_STORE", str(tmp_path / "networks"))
+    return tmp_path / "networks"

@@ -11,7 +11,7 @@ import pytest
 
 from aoe import backend as backend_module
 from aoe.backend import TEMP_PREFIX, LocalBackend, check_key
-from aoe.errors import InvalidNameError, NotFoundError, StorageError, StorageFullError
+from aoe.errors import InvalidNameError, StorageError, StorageFullError
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli import root, run_cli  # noqa: F401  (root is a fixture)
+from conftest import run_cli
 
 import aoe
 from aoe.catalog import Catalog, Query, feedback_metrics, parse_condition
@@ -259,7 +258,7 @@ def test_query_defaults() -> None:
 # -- the command line ---------------------------------------------------------------
 
 
-def test_ls_filters_sorting_and_count(capsys, root: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_ls_filters_sorting_and_count(capsys, root: Path, tmp_path: Path) -> None:
     store = aoe.Store(root)
     font = store.create_font("fruity")
     for loss, tag in [(0.3, "a"), (0.1, "b"), (0.2, "a")]:
@@ -277,7 +276,7 @@ def test_ls_filters_sorting_and_count(capsys, root: Path, tmp_path: Path) -> Non
     assert code == 2 and "FIELD OP VALUE" in err
 
 
-def test_search_tag_describe_reindex_du(capsys, root: Path) -> None:  # noqa: F811
+def test_search_tag_describe_reindex_du(capsys, root: Path) -> None:
     store = aoe.Store(root)
     font = store.create_font("fruity")
     run_id = store.save_model(font, {"w": torch.ones(1000)}, name="first try")

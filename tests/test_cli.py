@@ -11,31 +11,10 @@ from pathlib import Path
 import blake3
 import pytest
 import torch
-from conftest import make_png
+from conftest import make_png, run_cli
 
 import aoe
 from aoe import cli
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run ``aoe ARGS`` in this process; returns (exit code, stdout, stderr)."""
-    old_argv = sys.argv
-    sys.argv = ["aoe", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exit:
-        code = exit.code if isinstance(exit.code, int) else 1
-    finally:
-        sys.argv = old_argv
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("AOE_STORE", str(tmp_path / "networks"))
-    return tmp_path / "networks"
 
 
 def make_run_dir(folder: Path, scale: float = 1.0) -> Path:

@@ -17,7 +17,7 @@ from test_concurrency import start_writer
 from writer import expected_weights
 
 import aoe
-from aoe.fsck import ERROR, fsck
+from aoe.fsck import fsck
 from aoe.manifests import unpack
 from aoe.objects import object_key
 

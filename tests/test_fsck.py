@@ -9,10 +9,10 @@ from pathlib import Path
 import msgpack
 import pytest
 import torch
-from conftest import TinyFont, make_png
+from conftest import TinyFont
 
 import aoe
-from aoe.fsck import ERROR, INFO, WARNING, fsck
+from aoe.fsck import INFO, WARNING, fsck
 from aoe.manifests import FORMAT_VERSION
 from aoe.objects import encode, hash_bytes
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
-import msgpack
 import pytest
 import torch
 from conftest import make_png
-from test_cli import root, run_cli  # noqa: F401  (root is a fixture)
+from conftest import run_cli
 
 import aoe
 from aoe import manifests

@@ -20,7 +20,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -43,7 +43,7 @@ from .errors import (
     StoreError,
     StoreMissingError,
 )
-from .manifests import FEEDBACK_SCHEMA, Manifest, TensorRecord, pack, unpack
+from .manifests import FEEDBACK_SCHEMA, Manifest, pack, unpack
 from .objects import Digest, ObjectStore, parse_digest
 from .refs import FONTS_PREFIX, Refs, TrashRecord, check_font_id, check_font_name, check_name, font_number
 
