@@ -115,6 +115,8 @@ def run(work: Path, repeats: int) -> None:
 
     t_torch_load = median_time(lambda: torch.load(pt, weights_only=True, map_location="cpu"), repeats)
     t_load = median_time(lambda: store.load_model("1-bench"), repeats)
+    t_lazy = median_time(lambda: store.open_weights("1-bench")["0.weight"], repeats)
+    t_keys = median_time(lambda: store.load_model("1-bench", keys=["0.weight"]), repeats)
     loaded = store.load_model("1-bench").weights
     assert all(torch.equal(loaded[k], v) for k, v in state.items()), "round trip is not exact"
 
@@ -126,6 +128,9 @@ def run(work: Path, repeats: int) -> None:
     print(f"{'operation':36} {'aoe':>9} {'baseline':>9} {'ratio':>6}  baseline")
     for name, ours, base, base_name in rows:
         print(f"{name:36} {ours * 1000:7.0f}ms {base * 1000:7.0f}ms {ours / base:6.2f}  {base_name}")
+    one = state["0.weight"].numel() * 4 / 1e6
+    print(f"{'open_weights + read one tensor (' + f'{one:.0f} MB)':36} {t_lazy * 1000:7.1f}ms")
+    print(f"{'load_model(keys=[one tensor])':36} {t_keys * 1000:7.1f}ms")
     print(f"\n{'physical limits':36} {'time':>9}")
     print(f"{'raw write + fsync of the bytes':36} {t_raw * 1000:7.0f}ms  ({raw_bytes / t_raw / 1e9:.2f} GB/s)")
     print(f"{'blake3 of the bytes, one thread':36} {t_hash * 1000:7.0f}ms  ({raw_bytes / t_hash / 1e9:.2f} GB/s)")

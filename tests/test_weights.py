@@ -185,3 +185,45 @@ def test_personality_vectors_from_lists_arrays_tensors_and_files(tmp_path: Path)
     torch.save({"not": "a tensor"}, tmp_path / "d.pt")
     with pytest.raises(InvalidInputError, match="holds a dict, not a tensor"):
         as_tensor(str(tmp_path / "d.pt"))
+
+
+def test_lazy_weights_read_only_what_is_accessed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import aoe
+
+    store = aoe.Store(tmp_path / "networks")
+    font = store.create_font("fruity")
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.BatchNorm1d(64))
+    store.save_model(font, model)
+    reads: list[str] = []
+    real_get = store.objects.get
+    monkeypatch.setattr(store.objects, "get", lambda digest: reads.append(digest) or real_get(digest))
+
+    lazy = store.open_weights(font)
+    assert list(lazy) == list(model.state_dict()) and len(lazy) == 7
+    assert lazy.describe("0.weight") == {"tensors": 1, "bytes": 64 * 64 * 4, "dtype": "float32", "shape": [64, 64]}
+    manifest_reads = len(reads)
+    assert torch.equal(lazy["0.bias"], model.state_dict()["0.bias"])
+    assert len(reads) == manifest_reads + 1  # one tensor, one object
+    lazy["0.bias"]
+    assert len(reads) == manifest_reads + 1  # kept once read
+    assert lazy.metadata == model.state_dict()._metadata
+    with pytest.raises(KeyError, match="no weights entry 'nope'"):
+        lazy["nope"]
+    with pytest.raises(KeyError):
+        lazy.describe("nope")
+
+
+def test_loading_a_subset_of_keys(tmp_path: Path) -> None:
+    import aoe
+
+    store = aoe.Store(tmp_path / "networks")
+    font = store.create_font("fruity")
+    model = torch.nn.Linear(4, 4)
+    store.save_model(font, model, [1.0])
+    weights, vector, _ = store.load_model(font, keys=["bias"])
+    assert list(weights) == ["bias"] and torch.equal(weights["bias"], model.bias.detach()) and vector.tolist() == [1.0]
+    with pytest.raises(KeyError, match="no weights entries 'nope'"):
+        store.load_model(font, keys=["nope"])
+    store.save_model(font, [torch.ones(1)])  # weights that are not a mapping
+    with pytest.raises(InvalidInputError, match="not a mapping"):
+        store.open_weights(font)

@@ -677,12 +677,20 @@ class Store:
     def get_run_info(self, font_id: str, run_id: str | None = None) -> RunInfo:
         return self.open_run(font_id, run_id).info
 
-    def load_model(self, font_id: str, run_id: str | None = None, map_location: Any = "cpu") -> LoadedModel:
+    def load_model(
+        self, font_id: str, run_id: str | None = None, map_location: Any = "cpu", keys: Iterable[Any] | None = None
+    ) -> LoadedModel:
         """Weights, personality vector and metadata of a run (the newest by default).
 
-        Every tensor is rebuilt from verified bytes; nothing stored is executed.
+        ``keys`` loads only those top-level entries of the weights. Every tensor is
+        rebuilt from verified bytes; nothing stored is executed.
         """
-        return self.open_run(font_id, run_id).load(map_location)
+        return self.open_run(font_id, run_id).load(map_location, keys)
+
+    def open_weights(self, font_id: str, run_id: str | None = None, map_location: Any = "cpu") -> Any:
+        """A run's weights as a lazy mapping (:class:`aoe.weights.LazyWeights`): a
+        tensor is read, and verified, only when accessed."""
+        return self.open_run(font_id, run_id).open_weights(map_location)
 
     def load_personality(self, font_id: str, run_id: str | None = None, map_location: Any = "cpu") -> torch.Tensor:
         """A run's personality vector alone, exact dtype and shape."""
@@ -795,13 +803,22 @@ class Run:
         return _logical_bytes(self.manifest)
 
     @_naming_the_run
-    def load(self, map_location: Any = "cpu") -> LoadedModel:
-        """Weights and personality vector, all tensors read in parallel."""
+    def load(self, map_location: Any = "cpu", keys: Iterable[Any] | None = None) -> LoadedModel:
+        """Weights (only the top-level entries ``keys``, if given) and personality vector,
+        all tensors read in parallel."""
         from . import weights as tensors
 
-        trees = [self._need(self.manifest.weights, "weights"), self.manifest.personality]
-        weights, vector = tensors.load_trees(self.store.objects, trees, map_location)
+        weights = self._need(self.manifest.weights, "weights")
+        if keys is not None:
+            weights = tensors.select(weights, keys)
+        weights, vector = tensors.load_trees(self.store.objects, [weights, self.manifest.personality], map_location)
         return LoadedModel(weights, vector, self.info)
+
+    def open_weights(self, map_location: Any = "cpu") -> Any:
+        """The weights as a mapping that reads a tensor only when it is accessed."""
+        from . import weights as tensors
+
+        return tensors.LazyWeights(self.store.objects, self._need(self.manifest.weights, "weights"), map_location)
 
     @_naming_the_run
     def personality_vector(self, map_location: Any = "cpu") -> torch.Tensor:

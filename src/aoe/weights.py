@@ -16,13 +16,13 @@ import ctypes
 import os
 import sys
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .errors import InvalidInputError, UnsupportedValueError
+from .errors import InvalidInputError, NotFoundError, UnsupportedValueError
 from .manifests import StateDict, TensorRecord, tensors
 from .objects import ObjectStore
 
@@ -311,3 +311,70 @@ def load_tensor_file(path: Any, what: str) -> Any:
             f"{what} {path} cannot be read as weights-only torch data ({first_line}); aoe never "
             "unpickles code: re-save it with plain tensors and values"
         ) from None
+
+
+# -- reading part of a run -------------------------------------------------------------
+
+
+def entries(tree: Any) -> tuple[dict[Any, Any], Any]:
+    """The top-level entries of stored weights, and torch's ``_metadata`` if any."""
+    if isinstance(tree, StateDict):
+        return tree.items, tree.metadata
+    if isinstance(tree, dict):
+        return tree, None
+    raise InvalidInputError(
+        f"these weights are a {type(tree).__name__}, not a mapping of named entries; load them whole"
+    )
+
+
+def select(tree: Any, keys: Iterable[Any]) -> Any:
+    """The same weights with only the given top-level entries (``_metadata`` kept)."""
+    items, metadata = entries(tree)
+    keys = list(keys)
+    missing = [k for k in keys if k not in items]
+    if missing:
+        raise NotFoundError(
+            f"no weights entries {', '.join(map(repr, missing[:5]))} in this run "
+            f"(it has {len(items)}, e.g. {', '.join(map(repr, list(items)[:5]))})"
+        )
+    chosen = {k: items[k] for k in keys}
+    return StateDict(chosen, metadata) if isinstance(tree, StateDict) else chosen
+
+
+class LazyWeights(Mapping[Any, Any]):
+    """A run's weights as a mapping that reads an entry (a tensor, usually) only when it
+    is accessed, verifying its hash then; entries read once are kept.
+
+    ``describe(key)`` tells a tensor's dtype, shape and size without reading it.
+    """
+
+    def __init__(self, objects: ObjectStore, tree: Any, map_location: Any = "cpu") -> None:
+        self._objects = objects
+        self._items, metadata = entries(tree)
+        self._map_location = map_location
+        self._loaded: dict[Any, Any] = {}
+        self.metadata = load_trees(objects, [metadata])[0] if metadata is not None else None
+
+    def __getitem__(self, key: Any) -> Any:
+        if key not in self._loaded:
+            if key not in self._items:
+                raise NotFoundError(f"no weights entry {key!r} (e.g. {', '.join(map(repr, list(self._items)[:5]))})")
+            self._loaded[key] = load_trees(self._objects, [self._items[key]], self._map_location)[0]
+        return self._loaded[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def describe(self, key: Any) -> dict[str, Any]:
+        """dtype, shape and bytes of the tensors under an entry, without reading them."""
+        if key not in self._items:
+            raise NotFoundError(f"no weights entry {key!r}")
+        records = list(tensors(self._items[key]))
+        return {
+            "tensors": len(records),
+            "bytes": sum(r.blob.size for r in records),
+            **({"dtype": records[0].dtype, "shape": list(records[0].shape)} if isinstance(self._items[key], TensorRecord) else {}),
+        }
