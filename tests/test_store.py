@@ -348,6 +348,9 @@ def test_module_functions_use_the_default_store(tmp_path: Path, monkeypatch, mod
     assert aoe.list_fonts() == [font_id] and [r.run_id for r in aoe.list_runs(font_id)] == [run_id]
     assert states_equal(aoe.load_model(font_id).weights, model.state_dict())
     assert aoe.get_run_info(font_id, run_id).run_id == run_id
+    assert aoe.count_runs() == 1 and aoe.tag_run(font_id, run_id, add=["x"]).tags == ("x",)
+    assert [r.run_id for r in aoe.search("", tags=["x"])] == [run_id]
+    assert set(aoe.__all__) <= set(dir(aoe))
     assert (tmp_path / "env-store" / font_id / "runs" / run_id).is_file()
     monkeypatch.delenv("AOE_STORE")
     monkeypatch.chdir(tmp_path)

@@ -17,20 +17,24 @@ from typing import Any
 from .errors import (
     CorruptObjectError,
     FontExistsError,
+    FontFolderMissingError,
     FontNotFoundError,
     FormatError,
     InvalidInputError,
     InvalidNameError,
     NotFoundError,
     ObjectNotFoundError,
+    RunExistsError,
     RunNotFoundError,
     StorageError,
     StorageFullError,
     StoreError,
+    StoreMissingError,
     UnsupportedValueError,
 )
+from .catalog import FontSummary
 from .manifests import FEEDBACK_SCHEMA, FORMAT, FORMAT_VERSION, WEIGHTS_VERSION
-from .store import COMPLETED, FAILED, INTERRUPTED, RUNNING, LoadedModel, RunInfo, RunRecorder, Store
+from .store import COMPLETED, FAILED, INTERRUPTED, RUNNING, LoadedModel, Run, RunInfo, RunRecorder, Store
 
 __version__ = "0.1.0"
 
@@ -40,10 +44,13 @@ __all__ = [
     "CorruptObjectError", "FontExistsError", "FontNotFoundError", "FormatError",
     "InvalidInputError", "InvalidNameError", "NotFoundError", "ObjectNotFoundError",
     "RunNotFoundError", "StorageError", "StorageFullError", "StoreError", "UnsupportedValueError",
-    "LoadedModel", "RunInfo", "RunRecorder", "Store",
+    "FontFolderMissingError", "RunExistsError", "StoreMissingError",
+    "FontSummary", "LoadedModel", "Run", "RunInfo", "RunRecorder", "Store",
     "create_font", "list_fonts", "save_model", "load_model", "list_runs", "get_run_info",
     "start_run", "load_personality", "export_personality", "load_sample", "load_glyphs",
-    "load_feedback", "load_extra",
+    "load_feedback", "load_extra", "open_weights", "search", "count_runs", "font_summaries",
+    "save_model_from_checkpoint", "amend_run", "tag_run", "describe_run", "run_history",
+    "delete_run", "restore_run",
 ]
 
 
@@ -71,3 +78,14 @@ load_sample = _on_default_store("load_sample")
 load_glyphs = _on_default_store("load_glyphs")
 load_feedback = _on_default_store("load_feedback")
 load_extra = _on_default_store("load_extra")
+open_weights = _on_default_store("open_weights")
+search = _on_default_store("search")
+count_runs = _on_default_store("count_runs")
+font_summaries = _on_default_store("font_summaries")
+save_model_from_checkpoint = _on_default_store("save_model_from_checkpoint")
+amend_run = _on_default_store("amend_run")
+tag_run = _on_default_store("tag_run")
+describe_run = _on_default_store("describe_run")
+run_history = _on_default_store("run_history")
+delete_run = _on_default_store("delete_run")
+restore_run = _on_default_store("restore_run")
