@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import msgpack
 
 from . import inputs
-from .errors import InvalidInputError, StoreError
+from .errors import InvalidInputError, StorageError, StoreError
 from .manifests import Manifest, unpack
 from .objects import ObjectStore
 from .refs import RUN_ID_RE, Refs, run_time, runs_folder
@@ -332,7 +332,13 @@ def _rebuilt_if_damaged(method: Callable[..., T]) -> Callable[..., T]:
             return method(self, *args, **kwargs)
         except sqlite3.DatabaseError:
             self._start_afresh()
+        try:
             return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:  # still failing (a locked or unwritable file): say so plainly
+            raise StorageError(
+                f"the catalog index {self.path or '(in memory)'} cannot be used ({exc}); "
+                "retry, or remove it: it is only a cache, rebuilt by `aoe store reindex`"
+            ) from None
 
     return wrapper
 

@@ -322,11 +322,12 @@ def show_runs(runs: list[Any], sort: str, as_json: bool, *, with_font: bool = Fa
         row = ([info.font_id] if with_font else []) + [info.run_id, info.status, info.name or "", ",".join(info.tags)]
         if extra:
             kind, _, key = extra.partition(".")
-            value: Any = getattr(info, kind)
-            for part in key.split("."):
-                value = value.get(part) if isinstance(value, dict) else None
-            if value is None and kind == "metrics":
-                value = info.metrics.get(key)
+            if kind == "metrics":  # flat: names may hold dots (glyph_loss.A)
+                value: Any = info.metrics.get(key)
+            else:  # params nest (params.opt.lr)
+                value = info.params
+                for part in key.split("."):
+                    value = value.get(part) if isinstance(value, dict) else None
             row.append("-" if value is None else value)
         rows.append(row + [",".join(info.missing)])
     table(headers, rows)

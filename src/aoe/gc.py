@@ -27,8 +27,7 @@ from typing import Any
 from .errors import StoreError
 from .fsck import TEMP_MIN_AGE, live_inflight_markers
 from .inputs import format_time
-from .manifests import unpack
-from .objects import OBJECTS_PREFIX, Digest, parse_digest
+from .objects import OBJECTS_PREFIX, parse_digest
 from .store import Store, _now
 
 DEFAULT_GRACE = 3600.0
@@ -111,18 +110,15 @@ def _mark(store: Store) -> set[str]:
         if not store.refs.has_runs_folder(font_id):
             continue
         for run_id in store.refs.runs(font_id):
-            digest: Digest | None = store.refs.read_run(font_id, run_id)
-            while digest is not None and digest not in reachable:
-                try:
-                    manifest = unpack(store.objects.get(digest))
-                except StoreError as exc:
-                    raise StoreError(
-                        f"gc stopped before removing anything: run {run_id} of {font_id} cannot be read "
-                        f"({exc}); run `aoe store fsck` and deal with the damage first"
-                    ) from None
-                reachable.add(digest)
-                reachable.update(manifest.digests())
-                digest = manifest.parent
+            try:
+                for digest, manifest in store.versions(store.refs.read_run(font_id, run_id), seen=reachable):
+                    reachable.add(digest)
+                    reachable.update(manifest.digests())
+            except StoreError as exc:
+                raise StoreError(
+                    f"gc stopped before removing anything: run {run_id} of {font_id} cannot be read "
+                    f"({exc}); run `aoe store fsck` and deal with the damage first"
+                ) from None
     return reachable
 
 

@@ -84,16 +84,25 @@ class Manifest:
     source: dict[str, Any] = field(default_factory=dict)
     """Where an imported run came from (``{"legacy_path": ..., "legacy_run": ...}``)."""
 
+    def blobs(self) -> Iterator[Blob]:
+        """Every blob of the run: files, personality vector, and each tensor of the
+        weights and extras (the same content may come more than once)."""
+        yield from (b for b in (self.sample, self.feedback) if b is not None)
+        yield from self.glyphs.values()
+        if self.personality is not None:
+            yield self.personality.blob
+        for tree in (self.weights, *self.extras.values()):
+            yield from (record.blob for record in tensors(tree))
+
     def digests(self) -> Iterator[Digest]:
         """Every object this run needs, the parent manifest excluded."""
-        blobs: list[Blob] = [b for b in (self.sample, self.feedback) if b is not None]
-        blobs += self.glyphs.values()
-        if self.personality is not None:
-            blobs.append(self.personality.blob)
-        for tree in (self.weights, *self.extras.values()):
-            blobs += (record.blob for record in tensors(tree))
-        for blob in blobs:
+        for blob in self.blobs():
             yield from blob.chunks
+
+    @property
+    def logical_bytes(self) -> int:
+        """Everything the run holds, uncompressed and counted as if stored alone."""
+        return sum(blob.size for blob in self.blobs())
 
 
 def tensors(tree: Any) -> Iterator[TensorRecord]:

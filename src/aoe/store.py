@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from . import inputs
 from .backend import TEMP_PREFIX, LocalBackend, fsync_dir
-from .catalog import Catalog, FontSummary, Query, RunInfo, feedback_metrics
+from .catalog import COMPLETED, Catalog, FontSummary, Query, RunInfo, feedback_metrics
 from .errors import (
     CorruptObjectError,
     FontExistsError,
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
     import torch
 
 DEFAULT_ROOT = "networks"
-COMPLETED = "completed"
 FAILED = "failed"
 INTERRUPTED = "interrupted"
 RUNNING = "running"
@@ -479,13 +478,9 @@ class Store:
             for info in infos:
                 if not info.manifest:  # unreadable
                     continue
-                manifest = unpack(self.objects.get(parse_digest(info.manifest)))
-                logical += _logical_bytes(manifest)
-                digests.add(info.manifest)
-                digests.update(manifest.digests())
-                while manifest.parent is not None and manifest.parent not in digests:  # history
-                    digests.add(manifest.parent)
-                    manifest = unpack(self.objects.get(manifest.parent))
+                for number, (digest, manifest) in enumerate(self.versions(parse_digest(info.manifest), seen=digests)):
+                    logical += manifest.logical_bytes if number == 0 else 0  # the run as it is now
+                    digests.add(digest)
                     digests.update(manifest.digests())
             stored = sum(self.objects.stored_size(d) for d in digests)
             fonts[font_id] = {"runs": len(infos), "logical_bytes": logical, "stored_bytes": stored,
@@ -506,13 +501,16 @@ class Store:
     def run_history(self, font_id: str, run_id: str | None = None) -> list[RunInfo]:
         """A run and the versions it amended, newest first."""
         run = self.open_run(font_id, run_id)
-        history = [run.info]
-        digest = run.manifest.parent
-        while digest is not None:
-            manifest = unpack(self.objects.get(digest))
-            history.append(Run(self, manifest, digest).info)
-            digest = manifest.parent
-        return history
+        return [Run(self, manifest, digest).info for digest, manifest in self.versions(run.digest)]
+
+    def versions(self, digest: Digest, *, seen: set[str] | None = None) -> Iterator[tuple[Digest, Manifest]]:
+        """A manifest and the ones it amended (its ``parent`` chain), newest first,
+        each read and verified; stops before a digest already in ``seen``."""
+        next_digest: Digest | None = digest
+        while next_digest is not None and (seen is None or next_digest not in seen):
+            manifest = unpack(self.objects.get(next_digest))
+            yield next_digest, manifest
+            next_digest = manifest.parent
 
     def delete_run(self, font_id: str, run_id: str) -> TrashRecord:
         """Remove a run; it stays recoverable with :meth:`restore_run` until a gc.
@@ -725,17 +723,6 @@ class Store:
         return self.objects.get(parse_digest(digest))
 
 
-def _logical_bytes(manifest: Manifest) -> int:
-    """The size of everything a run holds, as if it were stored alone and uncompressed."""
-    from .manifests import tensors
-
-    blobs = [b for b in (manifest.sample, manifest.feedback) if b is not None] + list(manifest.glyphs.values())
-    records = [*tensors(manifest.weights), *([manifest.personality] if manifest.personality else [])]
-    for tree in manifest.extras.values():
-        records += tensors(tree)
-    return sum(b.size for b in blobs) + sum(r.blob.size for r in records)
-
-
 def run_metadata(
     params: Mapping[str, Any] | None,
     started_at: datetime | str | None,
@@ -800,7 +787,7 @@ class Run:
     @property
     def logical_bytes(self) -> int:
         """Everything the run holds, uncompressed and counted as if stored alone."""
-        return _logical_bytes(self.manifest)
+        return self.manifest.logical_bytes
 
     @_naming_the_run
     def load(self, map_location: Any = "cpu", keys: Iterable[Any] | None = None) -> LoadedModel:
