@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from typing import Any
 import torch
 
 import aoe
+from timing import median_time
 
 FONTS = {"1-fruity": 1.0, "2-dumb": 0.1, "3-aggressive-sans": 0.01}
 """Each font's share of the runs: the first holds exactly --runs runs."""
@@ -134,17 +134,6 @@ def can_drop_caches() -> bool:
         return True
     except OSError:
         return False
-
-
-def median_time(action: Callable[[], object], repeats: int, before: Callable[[], object] | None = None) -> float:
-    times = []
-    for _ in range(repeats):
-        if before:
-            before()
-        began = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
 
 
 def process_time(argv: list[str], repeats: int, before: Callable[[], object] | None = None) -> float:

@@ -14,16 +14,14 @@ import argparse
 import os
 import platform
 import shutil
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import blake3
 import torch
 
 import aoe
+from timing import median_time
 
 
 def trained_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -39,17 +37,6 @@ def trained_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
         model(torch.randn(32, 2048)).pow(2).mean().backward()
         optimizer.step()
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def median_time(action: Callable[[], object], repeats: int, setup: Callable[[], object] | None = None) -> float:
-    times = []
-    for _ in range(repeats):
-        if setup:
-            setup()
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def torch_save_fsync(state: dict, path: Path) -> None:
@@ -107,7 +94,7 @@ def run(work: Path, repeats: int) -> None:
         store.create_font("bench")
         current["store"] = store
 
-    t_save = median_time(lambda: current["store"].save_model("1-bench", state), repeats, setup=fresh_store)
+    t_save = median_time(lambda: current["store"].save_model("1-bench", state), repeats, before=fresh_store)
     store = current["store"]
     stored = stored_size(store.root)
     t_save_again = median_time(lambda: store.save_model("1-bench", state), repeats)
