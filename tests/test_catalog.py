@@ -247,7 +247,7 @@ def test_font_summaries_and_disk_usage(store: aoe.Store, font: str, runs: list[s
     usage = store.disk_usage()
     assert usage["fonts"][font]["runs"] == 6 and usage["fonts"]["2-empty"]["runs"] == 3
     assert usage["fonts"]["2-empty"]["logical_bytes"] == 3 * 200_000
-    assert 3 <= usage["fonts"]["2-empty"]["dedup_ratio"] < 3.5  # 3 copies, each compressed a little
+    assert 3.3 <= usage["fonts"]["2-empty"]["dedup_ratio"] < 3.8  # 3 copies, each stored in ~0.84 of its size
     assert usage["dedup_ratio"] > 2 and usage["unreferenced_objects"] == 0
 
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import blake3
+import numpy as np
 import pytest
 import zstandard
 from hypothesis import given, settings
@@ -14,11 +15,14 @@ from hypothesis import strategies as st
 
 from aoe.backend import LocalBackend
 from aoe.errors import CorruptObjectError, InvalidNameError, ObjectNotFoundError
+import aoe.objects
 from aoe.objects import (
     CHUNK_SIZE,
+    CODEC_PLANES,
     CODEC_RAW,
     CODEC_ZSTD,
     HEADER,
+    PLANE,
     Blob,
     ObjectStore,
     decode,
@@ -159,3 +163,138 @@ def test_one_worker_runs_serially(tmp_path: Path) -> None:
 def test_encode_then_decode_is_the_identity(data: bytes) -> None:
     stored = b"".join(bytes(p) for p in encode(data))
     assert decode(stored, hash_bytes(data)) == data
+
+
+def trained_like_float32(count: int, seed: int = 0) -> bytes:
+    """Weights as training leaves them: small normal values, so the sign/exponent byte
+    takes few values while the mantissa bytes are noise."""
+    return (np.random.default_rng(seed).standard_normal(count) * 0.02).astype("<f4").tobytes()
+
+
+def test_floats_are_split_into_byte_planes_and_only_the_exponent_plane_is_compressed(objects: ObjectStore) -> None:
+    data = trained_like_float32(200_000)
+    digest = objects.put(data, width=4)
+    stored = stored_path(objects, digest).read_bytes()
+    assert HEADER.unpack_from(stored) == (b"AOE1", CODEC_PLANES, len(data))
+    payload = stored[HEADER.size :]
+    assert payload[0] == 4
+    table = [PLANE.unpack_from(payload, 1 + k * PLANE.size) for k in range(4)]
+    assert [codec for codec, _ in table] == [CODEC_RAW, CODEC_RAW, CODEC_RAW, CODEC_ZSTD]
+    assert len(stored) < 0.85 * len(data)
+    # The recipe of docs/format.md: cut the planes out, decode each, interleave, b3sum.
+    offset, planes = 1 + 4 * PLANE.size, []
+    for codec, length in table:
+        plane = payload[offset : offset + length]
+        offset += length
+        planes.append(zstandard.ZstdDecompressor().decompress(plane) if codec == CODEC_ZSTD else plane)
+    content = np.stack([np.frombuffer(p, np.uint8) for p in planes], axis=1).tobytes()
+    assert content == data and blake3.blake3(content).hexdigest() == digest
+    assert objects.get(digest) == data
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([2, 4, 8]), st.integers(0, 600), st.integers(0, 2**32 - 1))
+def test_planes_round_trip_for_any_width_and_length(width: int, count: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 4, count * width, dtype=np.uint8)  # compressible planes
+    values[::width] = rng.integers(0, 256, count, dtype=np.uint8)  # and a noisy one
+    data = values.tobytes()
+    for trailing in (b"", b"x"):  # a length that is not a multiple of the width cannot use planes
+        content = data + trailing
+        stored = b"".join(bytes(p) for p in encode(content, width))
+        assert bytes(decode(stored, hash_bytes(content))) == content
+        if trailing:
+            assert stored[4] != CODEC_PLANES
+
+
+def test_floats_whose_planes_do_not_compress_are_stored_raw(objects: ObjectStore) -> None:
+    data = os.urandom(40_000)
+    stored = stored_path(objects, objects.put(data, width=4)).read_bytes()
+    assert stored[4] == CODEC_RAW and stored[HEADER.size :] == data
+
+
+def test_incompressible_content_costs_only_a_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    compressed: list[int] = []
+    real = zstandard.ZstdCompressor(level=1)
+
+    class Counting:
+        def compress(self, data) -> bytes:
+            compressed.append(memoryview(data).nbytes)
+            return real.compress(data)
+
+    monkeypatch.setattr(aoe.objects, "_compressor", Counting)
+    data = os.urandom(1_000_000)  # a PNG is as incompressible as this
+    assert encode(data)[1] == data
+    assert compressed == [4 * aoe.objects.SAMPLE_BYTES]
+
+
+def planes_object(data: bytes) -> bytearray:
+    return bytearray(b"".join(bytes(p) for p in encode(data, 4)))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda b: b.__setitem__(HEADER.size, 3), "bad plane table"),
+        (lambda b: b.__setitem__(HEADER.size, 0), "bad plane table"),
+        (lambda b: b.__delitem__(slice(HEADER.size + 5, None)), "bad plane table"),
+        (lambda b: b.__setitem__(HEADER.size + 1, 7), "unknown codec id 7 for plane 0"),
+        (lambda b: b.__delitem__(slice(-10, None)), "zstd cannot decode|decodes to"),
+        (lambda b: b.extend(b"extra"), "5 bytes after the last plane"),
+        (lambda b: b.__setitem__(HEADER.size + 40, b[HEADER.size + 40] ^ 1), "does not match its address"),
+    ],
+)
+def test_every_kind_of_damage_to_planes_is_caught(damage, message: str) -> None:
+    data = trained_like_float32(10_000)
+    stored = planes_object(data)
+    assert stored[4] == CODEC_PLANES
+    damage(stored)
+    with pytest.raises(CorruptObjectError, match=message):
+        decode(bytes(stored), hash_bytes(data))
+
+
+def test_a_plane_of_the_wrong_length_is_corrupt() -> None:
+    data = trained_like_float32(1000)
+    stored = planes_object(data)
+    entry = HEADER.size + 1  # plane 0 is raw: claim one byte less, and give one byte less
+    codec, length = PLANE.unpack_from(stored, entry)
+    stored[entry : entry + PLANE.size] = PLANE.pack(codec, length - 1)
+    del stored[HEADER.size + 1 + 4 * PLANE.size]
+    with pytest.raises(CorruptObjectError, match="plane 0 decodes to 999 bytes, not 1000"):
+        decode(bytes(stored), hash_bytes(data))
+
+
+def test_decoding_into_a_buffer_fills_it_in_place(objects: ObjectStore) -> None:
+    for data, width in ((trained_like_float32(5000), 4), (b"abc" * 5000, 1), (os.urandom(5000), 1)):
+        out = memoryview(bytearray(len(data)))
+        objects.read_into(objects.put(data, width), out)
+        assert out == data
+        with pytest.raises(aoe.objects.SizeMismatch):
+            objects.read_into(hash_bytes(data), memoryview(bytearray(len(data) + 1)))
+
+
+def test_verify_reads_without_keeping_and_names_damage(objects: ObjectStore) -> None:
+    floats, text = trained_like_float32(50_000), b"feedback " * 100
+    digests = [objects.put(floats, width=4), objects.put(text)]
+    assert [objects.verify(d) for d in digests] == [len(floats), len(text)]
+    path = stored_path(objects, digests[0])
+    stored = bytearray(path.read_bytes())
+    stored[100] ^= 0x01
+    path.write_bytes(stored)
+    with pytest.raises(CorruptObjectError, match=digests[0]):
+        objects.verify(digests[0])
+
+
+def test_blobs_cut_into_other_chunk_sizes_are_read_in_order(objects: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readers must accept any chunking: the parallel in-place read assumes the standard
+    size and falls back to reading in order when a chunk says otherwise."""
+    monkeypatch.setattr(aoe.objects, "CHUNK_SIZE", 16)
+    data = bytes(range(40))
+    standard = objects.put_blob(data)
+    assert [objects.get(d) for d in standard.chunks] == [data[:16], data[16:32], data[32:]]
+    same_count = Blob(40, tuple(objects.put(part) for part in (data[:10], data[10:30], data[30:])))
+    other_count = Blob(40, tuple(objects.put(part) for part in (data[:20], data[20:])))
+    for blob in (standard, same_count, other_count):
+        assert objects.get_blob(blob) == data
+    with pytest.raises(ValueError, match="buffer of 3 bytes"):
+        objects.read_blobs_into([(standard, memoryview(bytearray(3)))])

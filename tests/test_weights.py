@@ -195,8 +195,9 @@ def test_lazy_weights_read_only_what_is_accessed(tmp_path: Path, monkeypatch: py
     model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.BatchNorm1d(64))
     store.save_model(font, model)
     reads: list[str] = []
-    real_get = store.objects.get
-    monkeypatch.setattr(store.objects, "get", lambda digest: reads.append(digest) or real_get(digest))
+    backend = store.objects.backend
+    real_read = backend.read
+    monkeypatch.setattr(backend, "read", lambda key: reads.append(key) or real_read(key))
 
     lazy = store.open_weights(font)
     assert list(lazy) == list(model.state_dict()) and len(lazy) == 7
@@ -227,3 +228,29 @@ def test_loading_a_subset_of_keys(tmp_path: Path) -> None:
     store.save_model(font, [torch.ones(1)])  # weights that are not a mapping
     with pytest.raises(InvalidInputError, match="not a mapping"):
         store.open_weights(font)
+
+
+def test_floating_point_tensors_are_stored_as_byte_planes(tmp_path: Path) -> None:
+    from aoe.objects import CODEC_PLANES, HEADER, object_key
+    from aoe.weights import plane_width
+
+    assert [plane_width(d) for d in (torch.float32, torch.bfloat16, torch.float64, torch.complex64,
+                                     torch.float8_e4m3fn, torch.int32, torch.bool)] == [4, 2, 8, 4, 1, 1, 1]
+    import aoe
+
+    store = aoe.Store(tmp_path / "networks")
+    font = store.create_font("fruity")
+    torch.manual_seed(0)
+    weights = {"w": torch.randn(100_000) * 0.02, "bf": (torch.randn(100_000) * 0.02).bfloat16(),
+               "steps": torch.arange(100_000)}
+    store.save_model(font, weights)
+    tree = store.open_run(font).manifest.weights
+    codecs = {}
+    for name in weights:
+        record = tree[name]  # a plain dict of tensors is stored as a plain map
+        stored = store.objects.backend.read(object_key(record.blob.chunks[0]))
+        codecs[name] = (HEADER.unpack_from(stored)[1], len(stored) / record.blob.size)
+    assert codecs["w"][0] == CODEC_PLANES and codecs["w"][1] < 0.85
+    assert codecs["bf"][0] == CODEC_PLANES and codecs["bf"][1] < 0.72
+    assert codecs["steps"][0] != CODEC_PLANES
+    assert all(torch.equal(store.load_model(font).weights[k], v) for k, v in weights.items())

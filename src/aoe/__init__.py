@@ -36,7 +36,7 @@ from .catalog import FontSummary
 from .manifests import FEEDBACK_SCHEMA, FORMAT, FORMAT_VERSION, WEIGHTS_VERSION
 from .store import COMPLETED, FAILED, INTERRUPTED, RUNNING, LoadedModel, Run, RunInfo, RunRecorder, Store
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "COMPLETED", "FAILED", "INTERRUPTED", "RUNNING",

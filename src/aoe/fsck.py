@@ -329,7 +329,7 @@ def _check_objects(
 
     def verify(digest: Digest) -> tuple[Digest, int, str | None]:
         try:
-            return digest, len(store.objects.get(digest)), None
+            return digest, store.objects.verify(digest), None
         except CorruptObjectError as exc:
             return digest, 0, f"object {digest} is corrupt: {exc.why}"
         except StoreError as exc:  # removed meanwhile, or unreadable

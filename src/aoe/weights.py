@@ -56,6 +56,14 @@ def raw_view(tensor: torch.Tensor) -> memoryview:
     return memoryview((ctypes.c_ubyte * nbytes).from_address(tensor.data_ptr())).cast("B")
 
 
+def plane_width(dtype: torch.dtype) -> int:
+    """The float element size whose bytes the objects layer splits into planes (1:
+    not floating-point, or one byte wide). A complex number is two floats."""
+    if dtype.is_complex:
+        return dtype.itemsize // 2
+    return dtype.itemsize if dtype.is_floating_point else 1
+
+
 @dataclass
 class _Pending:
     index: int
@@ -127,7 +135,8 @@ class PreparedTrees:
 
     def store(self, objects: ObjectStore) -> dict[str, Any]:
         """Write every queued tensor as a blob (in parallel); return the finished trees."""
-        blobs = objects.put_blobs(raw_view(t) for t in self.tensors)
+        blobs = objects.put_blobs((raw_view(t) for t in self.tensors),
+                                  (plane_width(t.dtype) for t in self.tensors))
         records = [TensorRecord(dtype, shape, blob) for (dtype, shape), blob in zip(self.shapes, blobs)]
         return {name: _resolve(tree, records) for name, tree in self.trees.items()}
 
