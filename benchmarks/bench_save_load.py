@@ -67,9 +67,13 @@ def raw_write_fsync(state: dict, path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def new_store(path: Path) -> None:
+    aoe.Store(path).create_font("bench")
+
+
 def aoe_save(state: dict, path: Path) -> None:
-    store = aoe.Store(path)
-    store.save_model(store.create_font("bench"), state)
+    """Into a store created beforehand (untimed), as a trainer's store exists already."""
+    aoe.Store(path).save_model("1-bench", state)
 
 
 def remove(path: Path) -> None:
@@ -77,12 +81,16 @@ def remove(path: Path) -> None:
 
 
 def take_turns(contenders: dict[str, Callable[[int], object]], repeats: int,
-               after: Callable[[str, int], object] | None = None) -> dict[str, float]:
-    """Median seconds of each contender, tried in turns (rotating who goes first)."""
+               after: Callable[[str, int], object] | None = None,
+               before: Callable[[str, int], object] | None = None) -> dict[str, float]:
+    """Median seconds of each contender, tried in turns (rotating who goes first);
+    ``before`` and ``after`` run untimed around each try."""
     times: dict[str, list[float]] = {name: [] for name in contenders}
     names = list(contenders)
     for attempt in range(repeats):
         for name in names[attempt % len(names):] + names[: attempt % len(names)]:
+            if before:
+                before(name, attempt)
             began = time.perf_counter()
             contenders[name](attempt)
             times[name].append(time.perf_counter() - began)
@@ -91,13 +99,13 @@ def take_turns(contenders: dict[str, Callable[[int], object]], repeats: int,
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def saves(state: dict, work: Path, repeats: int) -> dict[str, float]:
-    """Each save writes a new file or store, timed, then deleted."""
-    writers = {"aoe": aoe_save, "torch": torch_save_fsync, "safetensors": safetensors_save_fsync,
-               "raw": raw_write_fsync}
+def saves(state: dict, work: Path, repeats: int, writers: dict[str, Callable[[dict, Path], None]]) -> dict[str, float]:
+    """Median seconds of each writer; each try writes a new file or store, then deletes it."""
     return take_turns(
         {name: (lambda attempt, w=w, name=name: w(state, work / f"{name}-{attempt}")) for name, w in writers.items()},
-        repeats, after=lambda name, attempt: remove(work / f"{name}-{attempt}"),
+        repeats,
+        before=lambda name, attempt: new_store(work / f"{name}-{attempt}") if name == "aoe" else None,
+        after=lambda name, attempt: remove(work / f"{name}-{attempt}"),
     )
 
 
@@ -125,9 +133,11 @@ def run(work: Path, repeats: int) -> None:
     print(f"state_dict: {len(state)} tensors, {raw_bytes / 1e6:.1f} MB of float32, "
           f"{repeats} tries each, in turns (median)\n")
 
-    save = saves(state, work, repeats)
+    save = saves(state, work, repeats, {"aoe": aoe_save, "torch": torch_save_fsync,
+                                        "safetensors": safetensors_save_fsync, "raw": raw_write_fsync})
     store = aoe.Store(work / "store")
-    store.save_model(store.create_font("bench"), state)
+    new_store(store.root)
+    aoe_save(state, store.root)
     stored = stored_size(store.root)
     t_unchanged = take_turns({"aoe": lambda _: store.save_model("1-bench", state)}, repeats)["aoe"]
     added = stored_size(store.root) - stored
@@ -138,7 +148,7 @@ def run(work: Path, repeats: int) -> None:
     load = take_turns({
         "aoe": lambda _: store.load_model("1-bench"),
         "torch": lambda _: torch.load(pt, weights_only=True, map_location="cpu"),
-        "safetensors": lambda _: safetensors.torch.load_file(st),
+        "safetensors": lambda _: safetensors.torch.load(st.read_bytes()),  # load_file only maps it
     }, repeats)
     lazy = take_turns({
         "open": lambda _: store.open_weights("1-bench")["0.weight"],
@@ -166,7 +176,7 @@ def run(work: Path, repeats: int) -> None:
     row("save_model (new weights)", save["aoe"], save["safetensors"], "safetensors save_file+fsync")
     row("save_model (unchanged weights)", t_unchanged, save["torch"], "torch.save+fsync")
     row("load_model (every hash verified)", load["aoe"], load["torch"], "torch.load(weights_only)")
-    row("load_model (every hash verified)", load["aoe"], load["safetensors"], "safetensors load_file")
+    row("load_model (every hash verified)", load["aoe"], load["safetensors"], "safetensors load (reads all)")
     one = state["0.weight"].numel() * 4 / 1e6
     print(f"{'open_weights + read one tensor (' + f'{one:.0f} MB)':38} {lazy['open'] * 1000:7.1f}ms")
     print(f"{'load_model(keys=[one tensor])':38} {lazy['keys'] * 1000:7.1f}ms")
