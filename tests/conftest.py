@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,42 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
 def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("AOE_STORE", str(tmp_path / "networks"))
     return tmp_path / "networks"
+
+
+# -- object storage: a real S3-compatible server ----------------------------------
+
+from s3server import SeaweedServer  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remote stores cache objects and catalogs under $AOE_CACHE_DIR: never in $HOME here."""
+    monkeypatch.setenv("AOE_CACHE_DIR", str(tmp_path / "aoe-cache"))
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One SeaweedFS server for the session, reached with the standard AWS variables."""
+    server = SeaweedServer.start(tmp_path_factory.mktemp("seaweed"))
+    saved = {k: os.environ.get(k) for k in server.environment()}
+    os.environ.update(server.environment())
+    try:
+        yield server
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def s3_url(seaweed: SeaweedServer) -> str:
+    """A fresh, empty prefix of the test bucket."""
+    return seaweed.url(f"t-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def s3_store(s3_url: str) -> aoe.Store:
+    return aoe.Store(s3_url)

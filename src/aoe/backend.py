@@ -44,6 +44,14 @@ T = TypeVar("T")
 class Backend(Protocol):
     """What the layers above need from storage: a flat map of keys to bytes."""
 
+    folders: bool
+    """Whether folders exist apart from their keys (a local folder: yes; an object store:
+    no, a folder is there while a key is below it)."""
+
+    atomic_touch: bool
+    """Whether :meth:`touch` refreshes an mtime and :meth:`delete_if_untouched` works;
+    gc sweeps in two phases on backends without."""
+
     def read(self, key: str) -> bytes:
         """The bytes under ``key``; :class:`NotFoundError` when there are none."""
         ...
@@ -121,6 +129,15 @@ class Backend(Protocol):
         ...
 
 
+def open_backend(location: str | os.PathLike[str], *, endpoint: str | None = None) -> Backend:
+    """The backend for a store location: ``s3://bucket/prefix`` or a folder."""
+    if isinstance(location, str) and location.startswith("s3://"):
+        from .s3 import S3Backend
+
+        return S3Backend(location, endpoint=endpoint)
+    return LocalBackend(location)
+
+
 _BAD_KEY_PART = re.compile(r"(^|/)(\.{1,2})?(/|$)|[\x00-\x1f\x7f\\]|(^|/)" + re.escape(TEMP_PREFIX))
 
 
@@ -163,6 +180,9 @@ def storage_error(exc: OSError, what: str) -> StorageError:
 
 class LocalBackend:
     """Keys as files under a root folder, written crash-safely."""
+
+    folders = True
+    atomic_touch = True
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)

@@ -442,19 +442,12 @@ class Catalog:
 
     def read_infos(self, font_id: str, run_ids: list[str]) -> list[RunInfo]:
         """RunInfo of runs straight from their refs and manifests (and feedback, for the
-        metrics), read in parallel; a run that cannot be read is listed as unreadable."""
-        digests: dict[str, Any] = {}
-        for run_id in run_ids:
-            try:
-                digests[run_id] = self.refs.read_run(font_id, run_id)
-            except StoreError as exc:
-                digests[run_id] = exc
+        metrics); a run that cannot be read is listed as unreadable. On an object store,
+        where each read is a round trip, many are in flight at once."""
 
         def read(run_id: str) -> RunInfo:
-            digest = digests[run_id]
-            if isinstance(digest, StoreError):
-                return RunInfo.unreadable(font_id, run_id, str(digest))
             try:
+                digest = self.refs.read_run(font_id, run_id)
                 manifest = unpack(self.objects.get(digest))
                 metrics = manifest.metrics
                 if metrics is None:  # written before manifests kept them
@@ -463,7 +456,9 @@ class Catalog:
                 return RunInfo.unreadable(font_id, run_id, str(exc))
             return RunInfo.from_manifest(manifest, digest, metrics)
 
-        return [read(run_id) for run_id in run_ids]  # small objects: threads would only slow this
+        if self.refs.backend.folders:  # small local files: threads would only slow this
+            return [read(run_id) for run_id in run_ids]
+        return list(self.objects._parallel(read, run_ids))
 
     def rebuild(self) -> None:
         """Forget everything; the next query reads every ref and manifest again. A

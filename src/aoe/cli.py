@@ -89,11 +89,17 @@ def warn(message: str) -> None:
 def store_options(
     ctx: typer.Context,
     root: Annotated[
-        Optional[Path],
-        typer.Option("--root", envvar="AOE_STORE", help="The store folder [default: ./networks]."),
+        Optional[str],
+        typer.Option("--root", envvar="AOE_STORE",
+                     help="The store: a folder, or s3://bucket/prefix [default: ./networks]."),
+    ] = None,
+    endpoint: Annotated[
+        Optional[str],
+        typer.Option("--endpoint", envvar="AOE_S3_ENDPOINT",
+                     help="The S3-compatible server of an s3:// store [default: AWS S3]."),
     ] = None,
 ) -> None:
-    ctx.obj = Store(root)
+    ctx.obj = Store(root, endpoint=endpoint)
 
 
 @store_app.command("create-font")

@@ -13,8 +13,25 @@ cutoff), or was touched after gc started (kept too). Each removal is atomic agai
 concurrent touch (:meth:`Backend.delete_if_untouched`). Deleted runs (``aoe store rm``)
 are not marked: gc is what makes a deletion final, and it records that in the trash.
 
-One gc at a time: a lock that the operating system releases if gc crashes. Writers
-never wait for gc.
+One gc at a time: a lock that the operating system releases if gc crashes (on object
+storage, a lease that expires). Writers never wait for gc.
+
+**On object storage**, where an mtime cannot be refreshed cheaply nor a delete made
+atomic against a refresh, gc sweeps in two phases, and nothing depends on clocks but
+the server's (see ``docs/object-storage.md`` for the whole argument):
+
+1. *Set aside*: an unreachable object older than the grace period is copied to
+   ``.gc-pending/`` and deleted from ``.objects/``; then a stamp
+   (``.gc-pending/<aa>/<digest>.moved``) records, by its server mtime, a moment after
+   the delete. A save that finds the object gone stores it again; one that had already
+   found it present gets it back: readers look in ``.gc-pending/`` too, and a save
+   puts every object it needs back into ``.objects/`` right before creating its ref.
+2. *Purge or restore*, in a later run: a set-aside object that is reachable again is
+   put back; one still unreachable is deleted for good only once its stamp is older
+   than the grace period and older than every save still in progress (their
+   ``.inflight/`` markers are listed before marking). Any save that could have relied
+   on the object began before the stamp, so while one of them runs nothing is purged,
+   and once it has published, marking sees its run.
 """
 
 from __future__ import annotations
@@ -27,8 +44,11 @@ from typing import Any
 from .errors import StoreError
 from .fsck import TEMP_MIN_AGE, live_inflight_markers
 from .inputs import format_time
-from .objects import OBJECTS_PREFIX, parse_digest
+from .backend import LOCKS_FOLDER
+from .objects import OBJECTS_PREFIX, PENDING_PREFIX, object_key, parse_digest, pending_key
 from .store import Store, _now
+
+STAMP_SUFFIX = ".moved"
 
 DEFAULT_GRACE = 3600.0
 """Objects younger than this (seconds) are never swept."""
@@ -45,6 +65,8 @@ class GcReport:
     cutoff: float
     reachable: int = 0
     kept_young: int = 0
+    set_aside: int = 0
+    restored: int = 0
     swept: int = 0
     freed_bytes: int = 0
     temp_files_removed: int = 0
@@ -68,13 +90,40 @@ def collect_garbage(
     with store.backend.lock("gc", wait=False) as acquired:
         if not acquired:
             raise GcRunningError("another gc is running on this store; wait for it to finish")
-        started = time.time()
+        started = _server_time(store)
         saves = [mtime for _, mtime in live_inflight_markers(store)]
         cutoff = min([started - grace, *saves])
         report = GcReport(dry_run=dry_run, grace=grace, cutoff=cutoff)
         reachable = _mark(store)
         report.reachable = len(reachable)
-        for key in list(store.backend.list(OBJECTS_PREFIX)):
+        if not store.backend.atomic_touch:
+            _sweep_in_two_phases(store, report, reachable, started, min([float("inf"), *saves]), progress)
+        else:
+            _sweep(store, report, reachable, cutoff, progress)
+        if not dry_run:
+            _record_purges(store, report)
+            for name, mtime in list(store.backend.temp_files()):
+                if mtime < min(cutoff, started - TEMP_MIN_AGE):
+                    store.backend.remove_temp(name)
+                    report.temp_files_removed += 1
+        return report
+
+
+def _server_time(store: Store) -> float:
+    """Now, by the storage's clock: the mtime of the gc lock, just written, on an object
+    store (whose clock the mtimes compared with it come from); this host's otherwise."""
+    if not store.backend.atomic_touch:
+        stat = store.backend.stat(f"{LOCKS_FOLDER}/gc")
+        if stat is not None:
+            return stat[1]
+    return time.time()
+
+
+def _sweep(store: Store, report: GcReport, reachable: set[str], cutoff: float,
+           progress: Callable[[int], None] | None) -> None:
+    """Delete unreachable objects older than the cutoff, each atomically against a touch."""
+    dry_run = report.dry_run
+    for key in list(store.backend.list(OBJECTS_PREFIX)):
             if progress:
                 progress(1)
             digest = key.rsplit("/", 1)[1]
@@ -90,13 +139,66 @@ def collect_garbage(
             if dry_run or store.backend.delete_if_untouched(key, cutoff):
                 report.swept += 1
                 report.freed_bytes += size
+
+
+def _sweep_in_two_phases(store: Store, report: GcReport, reachable: set[str], now: float,
+                         oldest_save: float, progress: Callable[[int], None] | None) -> None:
+    """Purge or restore what earlier runs set aside, then set aside what is unreachable
+    now; see the module docstring."""
+    backend, dry_run = store.backend, report.dry_run
+    keys = set(backend.list(PENDING_PREFIX))
+    for key in sorted(k for k in keys if not k.endswith(STAMP_SUFFIX)):
+        if progress:
+            progress(1)
+        digest = parse_digest(key.rsplit("/", 1)[1])
+        stamp = backend.stat(key + STAMP_SUFFIX) if key + STAMP_SUFFIX in keys else None
+        if digest in reachable:
+            if not dry_run:
+                store.objects.touch(digest)  # puts it back into .objects/ if it is not there
+                backend.delete(key + STAMP_SUFFIX)
+                backend.delete(key)
+            report.restored += 1
+        elif stamp is None:  # the run that set it aside stopped before stamping it: stamp it now
+            if not dry_run:
+                backend.write(key + STAMP_SUFFIX, [b""], exclusive=False)
+            report.kept_young += 1
+        elif stamp[1] < now - report.grace and stamp[1] < oldest_save:
+            size = (backend.stat(key) or (0, 0.0))[0]
+            if not dry_run:
+                backend.delete(key)
+                backend.delete(key + STAMP_SUFFIX)
+            report.swept += 1
+            report.freed_bytes += size
+        else:
+            report.kept_young += 1
+    for key in list(backend.list(OBJECTS_PREFIX)):
+        if progress:
+            progress(1)
+        digest = key.rsplit("/", 1)[1]
+        if digest in reachable:
+            continue
+        stat = backend.stat(key)
+        if stat is None:
+            continue
+        if stat[1] >= now - report.grace:
+            report.kept_young += 1
+            continue
+        report.set_aside += 1
         if not dry_run:
-            _record_purges(store, report)
-            for name, mtime in list(store.backend.temp_files()):
-                if mtime < min(cutoff, started - TEMP_MIN_AGE):
-                    store.backend.remove_temp(name)
-                    report.temp_files_removed += 1
-        return report
+            _set_aside(store, parse_digest(digest))
+
+
+def _set_aside(store: Store, digest: str) -> None:
+    """Copy an object to .gc-pending/, delete it from .objects/, then stamp the copy."""
+    backend = store.backend
+    try:
+        stored = backend.read(object_key(digest))
+    except StoreError:  # gone meanwhile
+        return
+    pending = pending_key(digest)
+    backend.write(pending, [stored], exclusive=False)
+    backend.delete(object_key(digest))
+    backend.write(pending + STAMP_SUFFIX, [b""], exclusive=False)
 
 
 def _mark(store: Store) -> set[str]:

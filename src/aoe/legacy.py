@@ -175,7 +175,7 @@ def _font_for(store: Store, font_dir: Path, report: ImportReport) -> str | None:
     except InvalidNameError as exc:
         report.skipped.append((str(font_dir), str(exc)))
         return None
-    holder = store.refs.font_with_number(font_number(font_id)) if store.root.is_dir() else None
+    holder = store.refs.font_with_number(font_number(font_id)) if store.exists() else None
     if holder == font_id:
         return font_id
     if holder is not None:

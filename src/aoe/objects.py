@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import NewType, TypeVar
+from typing import Any, NewType, TypeVar
 
 import blake3
 import zstandard
@@ -32,6 +32,9 @@ Digest = NewType("Digest", str)
 """64 lowercase hex characters: the BLAKE3-256 of an object's uncompressed content."""
 
 OBJECTS_PREFIX = ".objects"
+PENDING_PREFIX = ".gc-pending"
+"""Where gc on object storage moves unreachable objects before deleting them for good
+(see ``gc.py``); a reader that misses an object looks here too."""
 MAGIC = b"AOE1"
 HEADER = struct.Struct("<4sBQ")  # magic, codec id, uncompressed size
 PLANE = struct.Struct("<BQ")  # a plane's codec id (raw or zstd) and stored length
@@ -80,6 +83,11 @@ def hash_bytes(data: Buffer) -> Digest:
 def object_key(digest: Digest) -> str:
     """Where an object lives: sharded by its first two hex characters."""
     return f"{OBJECTS_PREFIX}/{digest[:2]}/{digest}"
+
+
+def pending_key(digest: Digest) -> str:
+    """Where gc's first phase keeps an object it found unreachable."""
+    return f"{PENDING_PREFIX}/{digest[:2]}/{digest}"
 
 
 # -- codecs -------------------------------------------------------------------------
@@ -285,9 +293,15 @@ def chunk_views(data: Buffer, chunk_size: int | None = None) -> list[memoryview]
 class ObjectStore:
     """Put and get verified objects and chunked blobs through a backend."""
 
-    def __init__(self, backend: Backend, workers: int | None = None) -> None:
+    def __init__(self, backend: Backend, workers: int | None = None, *,
+                 cache: ObjectCache | None = None, inline_below: int = PARALLEL_MIN_BYTES) -> None:
         self.backend = backend
         self.workers = workers or os.cpu_count() or 1
+        self.cache = cache
+        """Local copies of a remote store's objects (None: read the backend every time)."""
+        self.inline_below = inline_below
+        """Objects smaller than this are read and written on the calling thread: 0 for
+        a remote backend, where every object is a round trip worth overlapping."""
         self.on_progress: Callable[[int], None] | None = None
         """Called with the byte count of each object put or got (for progress bars)."""
 
@@ -303,35 +317,63 @@ class ObjectStore:
 
     def get(self, digest: Digest) -> bytes:
         """The verified content of an object."""
-        return bytes(decode(self._read(digest), digest))
+        return bytes(self._decoded(digest))
 
     def read_into(self, digest: Digest, out: memoryview) -> None:
         """Decode an object's verified content straight into ``out``, which must be
         exactly its size (else :class:`SizeMismatch`)."""
-        decode(self._read(digest), digest, out)
+        self._decoded(digest, out)
 
-    def verify(self, digest: Digest) -> int:
-        """Read and verify an object without keeping it; its content size."""
-        stored = self._read(digest)
-        if len(stored) >= HEADER.size and stored[4] == CODEC_PLANES:
-            size = HEADER.unpack_from(stored)[2]
-            if size <= CHUNK_SIZE:  # decode into a buffer reused by this thread
-                scratch = getattr(_local, "scratch", None)
-                if scratch is None or len(scratch) < size:
-                    scratch = _local.scratch = memoryview(bytearray(CHUNK_SIZE))
-                return len(decode(stored, digest, scratch[:size]))
-        return len(decode(stored, digest))
+    def verify(self, digest: Digest, *, cached: bool = True) -> int:
+        """Read and verify an object without keeping it; its content size.
+        ``cached=False`` checks the backend's copy even when the cache has one."""
+        scratch = getattr(_local, "scratch", None)
+        if scratch is None:
+            scratch = _local.scratch = memoryview(bytearray(CHUNK_SIZE))
 
-    def _read(self, digest: Digest) -> bytes:
+        def into_scratch(stored: Buffer) -> memoryview | None:
+            # plane-coded chunks decode into a buffer this thread reuses
+            if len(stored) >= HEADER.size and stored[4] == CODEC_PLANES:
+                size = HEADER.unpack_from(stored)[2]
+                return scratch[:size] if size <= CHUNK_SIZE else None
+            return None
+
+        return len(self._decoded(digest, into_scratch, use_cache=cached))
+
+    def _decoded(self, digest: Digest, out: memoryview | Callable[[Buffer], memoryview | None] | None = None,
+                 *, use_cache: bool = True) -> Buffer:
+        """Read, decode and verify an object (into ``out``, or into what ``out`` picks
+        for the stored bytes). A cached copy that fails its check is dropped and the
+        backend's copy read instead, so a damaged cache heals itself."""
+        digest = parse_digest(digest)
+        cached = self.cache.get(digest) if self.cache is not None and use_cache else None
+        if cached is not None:
+            try:
+                return self._decode(cached, digest, out)
+            except CorruptObjectError:
+                self.cache.discard(digest)  # type: ignore[union-attr]
+        return self._decode(self._read(digest, keep=use_cache), digest, out)
+
+    def _decode(self, stored: Buffer, digest: Digest, out: Any) -> Buffer:
+        data = decode(stored, digest, out(stored) if callable(out) else out)
+        self._progress(len(data))
+        return data
+
+    def _read(self, digest: Digest, keep: bool = True) -> bytes:
+        """An object's stored bytes from the backend, or from where gc's first phase
+        moved it (see ``gc.py``); kept in the cache, if there is one and ``keep``."""
         try:
-            stored = self.backend.read(object_key(parse_digest(digest)))
+            stored = self.backend.read(object_key(digest))
         except NotFoundError:
-            raise ObjectNotFoundError(
-                f"object {digest} is missing from {OBJECTS_PREFIX}/; "
-                "run `aoe store fsck` to see what it affects"
-            ) from None
-        if len(stored) >= HEADER.size:
-            self._progress(HEADER.unpack_from(stored)[2])
+            try:
+                stored = self.backend.read(pending_key(digest))
+            except NotFoundError:
+                raise ObjectNotFoundError(
+                    f"object {digest} is missing from {OBJECTS_PREFIX}/; "
+                    "run `aoe store fsck` to see what it affects"
+                ) from None
+        if self.cache is not None and keep:
+            self.cache.put(digest, stored)
         return stored
 
     def _progress(self, nbytes: int) -> None:
@@ -339,8 +381,19 @@ class ObjectStore:
             self.on_progress(nbytes)
 
     def touch(self, digest: Digest) -> bool:
-        """Refresh an object's mtime (protecting it from gc); False if it is missing."""
-        return self.backend.touch(object_key(parse_digest(digest)))
+        """Refresh an object's mtime (protecting it from gc); False if it is missing.
+        An object gc's first phase set aside is put back first."""
+        key = object_key(parse_digest(digest))
+        if self.backend.touch(key):
+            return True
+        if self.backend.atomic_touch:
+            return False
+        try:
+            stored = self.backend.read(pending_key(digest))
+        except NotFoundError:
+            return False
+        self.backend.write(key, [stored], exclusive=True)
+        return True
 
     def stored_size(self, digest: str) -> int:
         """Bytes the object takes on disk (compressed, header included); 0 if missing."""
@@ -348,7 +401,10 @@ class ObjectStore:
         return stat[0] if stat else 0
 
     def has(self, digest: Digest) -> bool:
-        return self.backend.exists(object_key(parse_digest(digest)))
+        """Whether the object is stored (set aside by gc's first phase counts)."""
+        digest = parse_digest(digest)
+        return self.backend.exists(object_key(digest)) or (
+            not self.backend.atomic_touch and self.backend.exists(pending_key(digest)))
 
     def put_many(self, contents: Iterable[Buffer], widths: Iterable[int] | None = None) -> list[Digest]:
         """Store many contents; large ones are hashed, compressed and written in parallel."""
@@ -362,7 +418,7 @@ class ObjectStore:
         return self._parallel(self.get, items, list(sizes) if sizes is not None else None)
 
     def _parallel(self, action: Callable[[T], R], items: Sequence[T], sizes: Sequence[int] | None = None) -> Iterator[R]:
-        """``map(action, items)``, with the items of ``PARALLEL_MIN_BYTES`` or more (all,
+        """``map(action, items)``, with the items of ``inline_below`` bytes or more (all,
         when no sizes are given) on worker threads: blake3, zstd, numpy and file I/O
         release the GIL on large buffers, but for small ones a thread costs more than
         the work. At most two tasks per worker are in flight, so memory stays bounded."""
@@ -372,7 +428,7 @@ class ObjectStore:
         with ThreadPoolExecutor(self.workers) as pool:
             pending: deque[Future[R] | tuple[R]] = deque()
             for index, item in enumerate(items):
-                if sizes is not None and sizes[index] < PARALLEL_MIN_BYTES:
+                if sizes is not None and sizes[index] < self.inline_below:
                     pending.append((action(item),))
                 else:
                     pending.append(pool.submit(action, item))
@@ -450,3 +506,80 @@ class ObjectStore:
         out = bytearray(blob.size)
         self.read_blobs_into([(blob, memoryview(out))])
         return bytes(out)
+
+
+class ObjectCache:
+    """A remote store's objects kept on local disk, as stored (compressed), bounded in
+    size; the least recently used go first.
+
+    Objects are immutable under their address, so an entry is never stale, and every
+    read verifies it like any object: a damaged entry is dropped and fetched again.
+    Entries are written to a temporary file and renamed, without fsync (a cache may
+    lose entries, never hand out wrong ones), and any number of processes may share a
+    folder: each tolerates the others' evictions.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], max_bytes: int) -> None:
+        from pathlib import Path
+
+        self.folder = Path(folder)
+        self.max_bytes = max_bytes
+        self._size: int | None = None  # bytes in the folder, counted on first put
+        self._lock = threading.Lock()
+
+    def _path(self, digest: Digest):  # type: ignore[no-untyped-def]
+        return self.folder / digest[:2] / digest
+
+    def get(self, digest: Digest) -> bytes | None:
+        path = self._path(digest)
+        try:
+            data = path.read_bytes()
+            os.utime(path)  # most recently used
+        except OSError:
+            return None
+        return data
+
+    def put(self, digest: Digest, stored: Buffer) -> None:
+        size = memoryview(stored).nbytes
+        if size > self.max_bytes // 4:
+            return  # one object must not flush the rest
+        path = self._path(digest)
+        temp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{digest}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temp.write_bytes(stored)
+            os.replace(temp, path)
+        except OSError:  # a full or read-only cache disk costs speed, never correctness
+            temp.unlink(missing_ok=True)
+            return
+        with self._lock:
+            self._size = (self._size if self._size is not None else self._measure()) + size
+            if self._size > self.max_bytes:
+                self._evict()
+
+    def discard(self, digest: Digest) -> None:
+        self._path(digest).unlink(missing_ok=True)
+
+    def _measure(self) -> int:
+        return sum(size for _, _, size in self._entries())
+
+    def _entries(self) -> list[tuple[float, Any, int]]:
+        entries = []
+        for path in self.folder.glob("*/*"):
+            try:
+                info = path.stat()
+            except OSError:  # evicted by another process meanwhile
+                continue
+            entries.append((info.st_mtime, path, info.st_size))
+        return entries
+
+    def _evict(self) -> None:
+        """Remove the least recently used entries until the cache is at 80% of its bound."""
+        entries = sorted(self._entries(), key=lambda entry: entry[0])
+        total = sum(size for _, _, size in entries)
+        for _, path, size in entries:
+            if total <= self.max_bytes * 0.8:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
+        self._size = total

@@ -251,7 +251,9 @@ class Refs:
         self.backend.make_folder(runs_folder(font_id))
 
     def has_runs_folder(self, font_id: str) -> bool:
-        return self.backend.has_folder(runs_folder(font_id))
+        """Whether the font's runs/ folder is there (on an object store, where folders
+        are not things, always)."""
+        return not self.backend.folders or self.backend.has_folder(runs_folder(font_id))
 
     # -- deleting, with a record --
 

@@ -11,6 +11,7 @@ Torch is imported only by the calls that build or return tensors, so browsing a 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import secrets
@@ -27,7 +28,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from . import inputs
-from .backend import TEMP_PREFIX, LocalBackend, fsync_dir
+from .backend import TEMP_PREFIX, fsync_dir, open_backend
 from .catalog import COMPLETED, Catalog, FontSummary, Query, RunInfo, feedback_metrics
 from .errors import (
     CorruptObjectError,
@@ -44,7 +45,7 @@ from .errors import (
     StoreMissingError,
 )
 from .manifests import FEEDBACK_SCHEMA, Manifest, pack, unpack
-from .objects import Digest, ObjectStore, parse_digest
+from .objects import Digest, ObjectCache, ObjectStore, parse_digest
 from .refs import FONTS_PREFIX, Refs, TrashRecord, check_font_id, check_font_name, check_name, font_number
 
 if TYPE_CHECKING:
@@ -70,9 +71,25 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def default_root() -> Path:
-    """``$AOE_STORE`` if set, else ``./networks``."""
-    return Path(os.environ.get("AOE_STORE") or DEFAULT_ROOT)
+REMOTE_WORKERS = 16
+"""Requests in flight at once to an object store: there, latency, not CPU, bounds."""
+
+DEFAULT_CACHE_BYTES = 10 * 1024**3
+
+
+def default_root() -> Path | str:
+    """``$AOE_STORE`` if set (a folder, or an ``s3://`` URL), else ``./networks``."""
+    location = os.environ.get("AOE_STORE") or DEFAULT_ROOT
+    return location if location.startswith("s3://") else Path(location)
+
+
+def cache_folder() -> Path:
+    """Where remote stores keep local copies of objects, and their catalogs:
+    ``$AOE_CACHE_DIR``, else ``$XDG_CACHE_HOME/aoe``, else ``~/.cache/aoe``."""
+    explicit = os.environ.get("AOE_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aoe"
 
 
 class LoadedModel(NamedTuple):
@@ -84,21 +101,47 @@ class LoadedModel(NamedTuple):
 
 
 class Store:
-    """Fonts and runs under one root folder (created on first write)."""
+    """Fonts and runs under one root: a folder, or ``s3://bucket/prefix`` on an
+    S3-compatible object store (created on first write)."""
 
-    def __init__(self, root: str | os.PathLike[str] | None = None, *, workers: int | None = None) -> None:
-        self.root = Path(root) if root is not None else default_root()
-        self.backend = LocalBackend(self.root)
-        self.objects = ObjectStore(self.backend, workers=workers)
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        workers: int | None = None,
+        endpoint: str | None = None,
+        cache_bytes: int | None = None,
+    ) -> None:
+        """``endpoint`` (or ``$AOE_S3_ENDPOINT``) names an S3-compatible server;
+        ``cache_bytes`` bounds the local cache of a remote store's objects (0: none;
+        default ``$AOE_CACHE_BYTES``, else 10 GiB)."""
+        location = root if root is not None else default_root()
+        self.backend = open_backend(location, endpoint=endpoint)
+        self.remote = not self.backend.folders
+        self.root: Any = getattr(self.backend, "url", None) or Path(location)
+        """The store's folder (a Path), or its URL (a str) for an object store."""
+        if self.remote:
+            if cache_bytes is None:
+                cache_bytes = int(os.environ.get("AOE_CACHE_BYTES") or DEFAULT_CACHE_BYTES)
+            cache = ObjectCache(cache_folder() / "objects", cache_bytes) if cache_bytes else None
+            self.objects = ObjectStore(self.backend, workers=workers or REMOTE_WORKERS, cache=cache, inline_below=0)
+        else:
+            self.objects = ObjectStore(self.backend, workers=workers)
         self.refs = Refs(self.backend)
         self._catalog: Catalog | None = None
         self._local = threading.local()  # whether this thread is inside a save's marker
 
     @property
     def catalog(self) -> Catalog:
-        """The derived index behind listing and search (in memory if it cannot be kept on disk)."""
+        """The derived index behind listing and search (in memory if it cannot be kept on
+        disk). A remote store's index lives in the local cache folder."""
         if self._catalog is None:
-            catalog = Catalog(self.root / CATALOG_FILE, self.refs, self.objects)
+            if self.remote:
+                name = hashlib.sha256(self.root.encode()).hexdigest()[:24]
+                path = cache_folder() / "catalogs" / f"{name}.sqlite"
+            else:
+                path = self.root / CATALOG_FILE
+            catalog = Catalog(path, self.refs, self.objects)
             try:
                 catalog._db()
             except (OSError, sqlite3.Error):  # a read-only store: keep the index in memory
@@ -158,7 +201,18 @@ class Store:
         self._require_root()
         return self.refs.fonts()
 
+    def exists(self) -> bool:
+        """Whether the store has been created (by its first write)."""
+        return self.backend.has_folder(FONTS_PREFIX) if self.remote else self.root.is_dir()
+
     def _require_root(self) -> None:
+        if self.remote:
+            if not self.exists():
+                raise StoreMissingError(
+                    f"no store at {self.root}: check the URL and --endpoint / $AOE_S3_ENDPOINT; "
+                    "a new store is created by its first write (create_font / `aoe store create-font`)"
+                )
+            return
         if not (self.root / FONTS_PREFIX).is_dir() and self._looks_legacy():
             raise FormatError(
                 f"{self.root} is a plain-folder store of the old layout (<font>/runs/<time>/weights), "
