@@ -290,6 +290,19 @@ def chunk_views(data: Buffer, chunk_size: int | None = None) -> list[memoryview]
     return [view[i : i + chunk_size] for i in range(0, len(view), chunk_size)]
 
 
+def _scratch_for(stored: Buffer) -> memoryview | None:
+    """For a plane-coded chunk decoded only to be checked: a buffer this thread reuses."""
+    if len(stored) < HEADER.size or stored[4] != CODEC_PLANES:
+        return None
+    size = HEADER.unpack_from(stored)[2]
+    if size > CHUNK_SIZE:
+        return None
+    scratch = getattr(_local, "scratch", None)
+    if scratch is None:
+        scratch = _local.scratch = memoryview(bytearray(CHUNK_SIZE))
+    return scratch[:size]
+
+
 class ObjectStore:
     """Put and get verified objects and chunked blobs through a backend."""
 
@@ -327,18 +340,29 @@ class ObjectStore:
     def verify(self, digest: Digest, *, cached: bool = True) -> int:
         """Read and verify an object without keeping it; its content size.
         ``cached=False`` checks the backend's copy even when the cache has one."""
-        scratch = getattr(_local, "scratch", None)
-        if scratch is None:
-            scratch = _local.scratch = memoryview(bytearray(CHUNK_SIZE))
+        return len(self._decoded(digest, _scratch_for, use_cache=cached))
 
-        def into_scratch(stored: Buffer) -> memoryview | None:
-            # plane-coded chunks decode into a buffer this thread reuses
-            if len(stored) >= HEADER.size and stored[4] == CODEC_PLANES:
-                size = HEADER.unpack_from(stored)[2]
-                return scratch[:size] if size <= CHUNK_SIZE else None
-            return None
+    def read_stored(self, digest: Digest) -> bytes:
+        """An object as stored (encoded), after checking it decodes to its address:
+        what a transfer copies to another store."""
+        digest = parse_digest(digest)
+        stored = self._read(digest, keep=False)
+        self.verify_stored(digest, stored)
+        return stored
 
-        return len(self._decoded(digest, into_scratch, use_cache=cached))
+    def put_stored(self, digest: Digest, stored: Buffer) -> None:
+        """Store an object as it was stored elsewhere, after checking it (see
+        :meth:`read_stored`); nothing is written when the object is here already."""
+        digest = parse_digest(digest)
+        self.verify_stored(digest, stored)
+        key = object_key(digest)
+        if not self.backend.touch(key):
+            self.backend.write(key, [stored], exclusive=True)
+
+    @staticmethod
+    def verify_stored(digest: Digest, stored: Buffer) -> None:
+        """Raise :class:`CorruptObjectError` unless ``stored`` decodes to ``digest``."""
+        decode(stored, digest, _scratch_for(stored))
 
     def _decoded(self, digest: Digest, out: memoryview | Callable[[Buffer], memoryview | None] | None = None,
                  *, use_cache: bool = True) -> Buffer:

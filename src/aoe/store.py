@@ -120,6 +120,7 @@ class Store:
         self.remote = not self.backend.folders
         self.root: Any = getattr(self.backend, "url", None) or Path(location)
         """The store's folder (a Path), or its URL (a str) for an object store."""
+        self.backend_endpoint: str | None = getattr(self.backend, "endpoint", None) or endpoint
         if self.remote:
             if cache_bytes is None:
                 cache_bytes = int(os.environ.get("AOE_CACHE_BYTES") or DEFAULT_CACHE_BYTES)

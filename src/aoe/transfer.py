@@ -1,0 +1,168 @@
+"""Transfer: copy fonts and runs between any two stores (push, pull, clone).
+
+Objects are content-addressed, so a transfer copies only the objects the destination
+lacks, as stored (no re-compression), each verified against its address before it is
+written. A run's ref is created (or moved forward) only after every object its
+manifest and its history need is in the destination: an interrupted transfer leaves
+whole runs or none, and running it again resumes where it stopped, since present
+objects and runs are skipped. While it runs, the destination carries a save marker,
+so its gc spares the objects copied but not yet referenced.
+
+A run present on both sides with different manifests is moved forward when the
+destination's version is in the source's history (the source amended it), left alone
+when the source's is in the destination's history, and otherwise reported as a
+conflict. Deleted runs (the trash) are not transferred.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InvalidInputError, NotFoundError, StoreError
+from .objects import OBJECTS_PREFIX, Digest
+from .refs import check_font_id, font_number
+from .store import Store
+
+
+@dataclass
+class TransferReport:
+    fonts: int = 0
+    runs_copied: int = 0
+    runs_updated: int = 0
+    runs_up_to_date: int = 0
+    objects_copied: int = 0
+    bytes_copied: int = 0
+    conflicts: list[str] = field(default_factory=list)
+    """One line per run or font that could not be transferred, and why."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def transfer(
+    source: Store,
+    dest: Store,
+    *,
+    fonts: list[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> TransferReport:
+    """Copy every font (or those in ``fonts``) with its runs from ``source`` to ``dest``.
+
+    ``progress`` gets the byte count of each object copied (as stored).
+    """
+    source._require_root()
+    wanted = [check_font_id(f) for f in fonts] if fonts is not None else source.refs.fonts()
+    for font_id in wanted:
+        source.refs.require_font(font_id)
+    report = TransferReport()
+    present = _present_objects(dest)
+    with dest.saving():
+        for font_id in wanted:
+            if not _claim(dest, font_id, report):
+                continue
+            report.fonts += 1
+            plans = _plan_font(source, dest, font_id, report)
+            needed = {d for _, _, _, digests in plans for d in digests}
+            _copy_objects(source, dest, sorted(needed - present), report, progress)
+            present |= needed
+            for run_id, new, old, digests in plans:
+                dest._touch_all(digests)  # as a save does: nothing it needs may be swept now
+                if old is None:
+                    if dest.refs.create_run(font_id, run_id, new):
+                        report.runs_copied += 1
+                    else:
+                        report.conflicts.append(f"{font_id}/{run_id}: created in the destination meanwhile")
+                elif dest.refs.move_run(font_id, run_id, old, new):
+                    report.runs_updated += 1
+                else:
+                    report.conflicts.append(f"{font_id}/{run_id}: changed in the destination meanwhile")
+    return report
+
+
+def _present_objects(store: Store) -> set[Digest]:
+    """The objects a store holds, from one listing (cheaper than asking per object)."""
+    if not store.exists():
+        return set()
+    return {Digest(key.rsplit("/", 1)[1]) for key in store.backend.list(OBJECTS_PREFIX)}
+
+
+def _claim(dest: Store, font_id: str, report: TransferReport) -> bool:
+    """Make the font exist in the destination under the same id."""
+    holder = dest.refs.font_with_number(font_number(font_id)) if dest.exists() else None
+    if holder is None:
+        if not dest.refs.claim_font(font_id):
+            holder = dest.refs.font_with_number(font_number(font_id))
+    if holder is not None and holder != font_id:
+        report.conflicts.append(
+            f"{font_id}: the destination's font number {font_number(font_id)} is {holder!r}; "
+            "rename one of them (pull into an empty store, or create the font under a free number)"
+        )
+        return False
+    dest.refs.make_runs_folder(font_id)
+    return True
+
+
+def _plan_font(source: Store, dest: Store, font_id: str,
+               report: TransferReport) -> list[tuple[str, Digest, Digest | None, set[Digest]]]:
+    """(run id, source manifest, destination manifest or None, objects needed) of every
+    run to create or move forward; up-to-date runs and conflicts are reported."""
+    plans = []
+    for run_id in source.refs.runs(font_id):
+        new = source.refs.read_run(font_id, run_id)
+        try:
+            old: Digest | None = dest.refs.read_run(font_id, run_id)
+        except NotFoundError:
+            old = None
+        if old == new:
+            report.runs_up_to_date += 1
+            continue
+        history = list(source.versions(new))
+        if old is not None and old not in {digest for digest, _ in history}:
+            if _in_history(dest, old, new):
+                report.runs_up_to_date += 1  # the destination amended it further
+            else:
+                report.conflicts.append(
+                    f"{font_id}/{run_id}: amended differently on each side; keep one with "
+                    "`aoe store rm` on the other side, then transfer again"
+                )
+            continue
+        digests: set[Digest] = set()
+        for digest, manifest in history:
+            digests.add(digest)
+            digests.update(manifest.digests())
+        plans.append((run_id, new, old, digests))
+    return plans
+
+
+def _in_history(store: Store, head: Digest, digest: Digest) -> bool:
+    try:
+        return any(d == digest for d, _ in store.versions(head))
+    except StoreError:
+        return False
+
+
+def _copy_objects(source: Store, dest: Store, digests: list[Digest], report: TransferReport,
+                  progress: Callable[[int], None] | None) -> None:
+    """Copy objects as stored, each verified before it is written, many at once."""
+    def copy(digest: Digest) -> int:
+        stored = source.objects.read_stored(digest)
+        dest.objects.put_stored(digest, stored)
+        if progress:
+            progress(len(stored))
+        return len(stored)
+
+    for size in source.objects._parallel(copy, digests):
+        report.objects_copied += 1
+        report.bytes_copied += size
+
+
+def clone(source: Store, dest: Store, *, progress: Callable[[int], None] | None = None) -> TransferReport:
+    """Copy a whole store into a new, empty one."""
+    if dest.exists() and dest.refs.fonts():
+        raise InvalidInputError(
+            f"{dest.root} already holds fonts: clone makes a new store; use `aoe store pull` "
+            "to bring runs into an existing one"
+        )
+    return transfer(source, dest, progress=progress)
