@@ -281,3 +281,42 @@ def test_a_save_interrupted_by_the_server_stopping_fails_cleanly_and_can_be_retr
         assert report.clean
     finally:
         server.stop()
+
+
+def test_saves_on_other_machines_during_zero_grace_gcs_never_lose_an_object(s3_store: aoe.Store, tmp_path: Path) -> None:
+    """As on a local disk (test_gc.py), but on S3 with its two-phase gc: writer processes,
+    each with its own cache, save runs whose objects exist unreachable and old, while gc
+    runs over and over with no grace period. Garbage nobody uses must go."""
+    from test_concurrency import check_every_object_is_whole, check_every_run
+    from writer import expected_weights
+
+    font = s3_store.create_font("fruity")
+    seeds = [[100 * w + i for i in range(4)] for w in range(3)]
+    for seed in (s for group in seeds for s in group):
+        run_id = s3_store.save_model(font, expected_weights(seed, 0.5), [float(seed)], feedback={"seed": seed},
+                                     params={"seed": seed, "mb": 0.5})
+        s3_store.delete_run(font, run_id)
+    untouched = [s3_store.objects.put(os.urandom(1000)) for _ in range(10)]
+    time.sleep(1.1)
+    writers = [subprocess.Popen(
+        [sys.executable, str(WRITER), s3_store.root, font, str(group[0]), str(len(group)), "--mb", "0.5"],
+        env={**os.environ, "AOE_CACHE_DIR": str(tmp_path / f"machine-{i}")},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i, group in enumerate(seeds)]
+    for writer in writers:  # every writer is in the middle of its saves before gc starts
+        assert writer.stdout.readline(), writer.stderr.read()
+    reports = []
+    while True:
+        reports.append(collect_garbage(aoe.Store(s3_store.root), grace=0))
+        if all(w.poll() is not None for w in writers) and len(reports) >= 2:
+            break
+        time.sleep(0.5)
+    outputs = [w.communicate() for w in writers]
+    assert all(w.returncode == 0 for w in writers), [err for _, err in outputs]
+    for _ in range(2):  # no save in progress now: what is still unreachable goes, what is needed comes back
+        time.sleep(1.1)
+        reports.append(collect_garbage(s3_store, grace=0))
+    assert sum(r.set_aside for r in reports) > 0 and sum(r.swept for r in reports) > 0
+    assert check_every_run(aoe.Store(s3_store.root, cache_bytes=0)) == 12
+    check_every_object_is_whole(s3_store)
+    assert not any(s3_store.objects.has(d) for d in untouched)
+    assert fsck(s3_store, read_data=True).clean

@@ -514,6 +514,49 @@ def clone_store(
 
 
 @store_app.command()
+def diff(
+    ctx: typer.Context,
+    font_id: str,
+    run_a: str,
+    run_b: str,
+    values: Annotated[bool, typer.Option(
+        "--values/--no-values", help="Read changed tensors to say how much they changed.")] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """What differs between two runs: params, feedback, images, and which tensors changed by how much."""
+    from .diff import diff_runs, lines
+
+    result = diff_runs(ctx.obj, font_id, run_a, run_b, measure=values)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+        return
+    for line in lines(result):
+        print(line)
+
+
+@store_app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Where to listen; anything but loopback shows the store to the network.")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="The port (0: any free one).", min=0, max=65535)] = 8765,
+) -> None:
+    """Browse the store in a web browser: fonts, runs, samples, glyphs, comparisons (read only)."""
+    from .web import make_server
+
+    store: Store = ctx.obj
+    store._require_root()
+    server = make_server(store, host, port)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        warn(f"listening on {host}: anyone who can reach this machine can read the store")
+    print(f"serving {store.root} at http://{host}:{server.server_address[1]}/ (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+@store_app.command()
 def gc(
     ctx: typer.Context,
     grace: Annotated[str, typer.Option(help="Keep objects younger than this (e.g. 3600, 30m, 1h, 2d).")] = "1h",

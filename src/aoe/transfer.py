@@ -20,10 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InvalidInputError, NotFoundError, StoreError
+from .errors import InvalidInputError, StoreError
 from .objects import OBJECTS_PREFIX, Digest
 from .refs import check_font_id, font_number
 from .store import Store
+
+
+UP_TO_DATE = "up to date"
 
 
 @dataclass
@@ -57,8 +60,8 @@ def transfer(
     for font_id in wanted:
         source.refs.require_font(font_id)
     report = TransferReport()
-    present = _present_objects(dest)
-    with dest.saving():
+    with dest.saving():  # from here on, dest's gc spares what this copies
+        present = _present_objects(dest)
         for font_id in wanted:
             if not _claim(dest, font_id, report):
                 continue
@@ -67,18 +70,23 @@ def transfer(
             needed = {d for _, _, _, digests in plans for d in digests}
             _copy_objects(source, dest, sorted(needed - present), report, progress)
             present |= needed
-            for run_id, new, old, digests in plans:
-                dest._touch_all(digests)  # as a save does: nothing it needs may be swept now
-                if old is None:
-                    if dest.refs.create_run(font_id, run_id, new):
-                        report.runs_copied += 1
-                    else:
-                        report.conflicts.append(f"{font_id}/{run_id}: created in the destination meanwhile")
-                elif dest.refs.move_run(font_id, run_id, old, new):
+            dest._touch_all(needed)  # as a save does: nothing its runs need may be swept now
+            for run_id, outcome in zip([p[0] for p in plans], dest.objects._parallel(
+                    lambda plan: _publish(dest, font_id, plan), plans)):
+                if outcome == "created":
+                    report.runs_copied += 1
+                elif outcome == "moved":
                     report.runs_updated += 1
                 else:
-                    report.conflicts.append(f"{font_id}/{run_id}: changed in the destination meanwhile")
+                    report.conflicts.append(f"{font_id}/{run_id}: {outcome}")
     return report
+
+
+def _publish(dest: Store, font_id: str, plan: tuple[str, Digest, Digest | None, set[Digest]]) -> str:
+    run_id, new, old, _ = plan
+    if old is None:
+        return "created" if dest.refs.create_run(font_id, run_id, new) else "created in the destination meanwhile"
+    return "moved" if dest.refs.move_run(font_id, run_id, old, new) else "changed in the destination meanwhile"
 
 
 def _present_objects(store: Store) -> set[Digest]:
@@ -108,31 +116,34 @@ def _plan_font(source: Store, dest: Store, font_id: str,
                report: TransferReport) -> list[tuple[str, Digest, Digest | None, set[Digest]]]:
     """(run id, source manifest, destination manifest or None, objects needed) of every
     run to create or move forward; up-to-date runs and conflicts are reported."""
-    plans = []
-    for run_id in source.refs.runs(font_id):
+    in_dest = set(dest.refs.runs(font_id)) if dest.exists() else set()
+
+    def plan(run_id: str) -> tuple[str, Digest, Digest | None, set[Digest]] | str:
+        """What to do with one run, or why nothing (read on worker threads)."""
         new = source.refs.read_run(font_id, run_id)
-        try:
-            old: Digest | None = dest.refs.read_run(font_id, run_id)
-        except NotFoundError:
-            old = None
+        old = dest.refs.read_run(font_id, run_id) if run_id in in_dest else None
         if old == new:
-            report.runs_up_to_date += 1
-            continue
+            return UP_TO_DATE
         history = list(source.versions(new))
         if old is not None and old not in {digest for digest, _ in history}:
             if _in_history(dest, old, new):
-                report.runs_up_to_date += 1  # the destination amended it further
-            else:
-                report.conflicts.append(
-                    f"{font_id}/{run_id}: amended differently on each side; keep one with "
-                    "`aoe store rm` on the other side, then transfer again"
-                )
-            continue
+                return UP_TO_DATE  # the destination amended it further
+            return (f"{font_id}/{run_id}: amended differently on each side; keep one with "
+                    "`aoe store rm` on the other side, then transfer again")
         digests: set[Digest] = set()
         for digest, manifest in history:
             digests.add(digest)
             digests.update(manifest.digests())
-        plans.append((run_id, new, old, digests))
+        return run_id, new, old, digests
+
+    plans = []
+    for outcome in dest.objects._parallel(plan, source.refs.runs(font_id)):
+        if outcome == UP_TO_DATE:
+            report.runs_up_to_date += 1
+        elif isinstance(outcome, str):
+            report.conflicts.append(outcome)
+        else:
+            plans.append(outcome)
     return plans
 
 

@@ -1,0 +1,135 @@
+"""The web browser over HTTP: pages, content types and caching, safety, read-only."""
+
+from __future__ import annotations
+
+import io
+import threading
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_png
+
+import aoe
+from aoe.web import PAGE_SIZE, make_server
+
+EVIL = '<script>alert("x")</script>'
+
+
+@pytest.fixture
+def runs(store: aoe.Store, font: str) -> list[str]:
+    ids = []
+    for i in range(3):
+        weights = {"frozen": torch.ones(100), "head": torch.full((10,), float(i))}
+        ids.append(store.save_model(
+            font, weights, [float(i)], make_png(40 * i), {"A": make_png(i), "B": make_png(99)},
+            {"final_loss": 1 / (i + 1), "notes": EVIL}, params={"lr": 0.1 * (i + 1), "style": EVIL},
+            name=f"run {i} {EVIL}", description=EVIL, tags=["bold"] if i == 2 else []))
+    return ids
+
+
+@pytest.fixture
+def server(store: aoe.Store, runs: list[str]) -> Iterator[str]:
+    httpd = make_server(store, port=0)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def get(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def test_every_page_renders_and_escapes_user_strings(server: str, font: str, runs: list[str]) -> None:
+    pages = ["/", f"/font/{font}", f"/run/{font}/{runs[0]}", f"/compare/{font}?a={runs[0]}&b={runs[2]}",
+             "/search?q=run", f"/font/{font}?tag=bold", f"/font/{font}?where=params.lr%3E0.15&sort=-params.lr"]
+    for page in pages:
+        status, headers, body = get(server + page)
+        assert status == 200, (page, body[:300])
+        assert headers["Content-Type"] == "text/html; charset=utf-8"
+        assert b"<script>" not in body and b"&lt;script&gt;" in body or page == "/", page
+        assert "script-src" not in headers["Content-Security-Policy"]  # no script may run at all
+    _, _, body = get(f"{server}/font/{font}?tag=bold")
+    assert body.count(b'class=run-link') == 1 and runs[2].encode() in body
+    _, _, body = get(f"{server}/font/{font}?where=params.lr%3E0.15&sort=-params.lr")
+    assert body.index(runs[2].encode()) < body.index(runs[1].encode()) and runs[0].encode() not in body
+
+
+def test_images_are_served_by_address_with_their_type_and_cached_forever(server: str, store: aoe.Store,
+                                                                         font: str, runs: list[str]) -> None:
+    _, _, page = get(f"{server}/run/{font}/{runs[1]}")
+    sample = store.open_run(font, runs[1]).manifest.sample.chunks[0]
+    assert f"/blob/{sample}.png".encode() in page
+    status, headers, body = get(f"{server}/blob/{sample}.png")
+    assert status == 200 and body == make_png(40)
+    assert headers["Content-Type"] == "image/png" and "immutable" in headers["Cache-Control"]
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    status, _, body = get(f"{server}/blob/{sample}.png", headers={"If-None-Match": headers["ETag"]})
+    assert status == 304 and body == b""
+    status, headers, _ = get(f"{server}/blob/{sample}.bin")
+    assert status == 200 and headers["Content-Disposition"].startswith("attachment")
+
+
+def test_a_run_downloads_as_the_spec_folder_layout(server: str, store: aoe.Store, font: str, runs: list[str]) -> None:
+    status, headers, body = get(f"{server}/download/{font}/{runs[0]}.zip")
+    assert status == 200 and headers["Content-Type"] == "application/zip"
+    names = set(zipfile.ZipFile(io.BytesIO(body)).namelist())
+    prefix = f"{font}/runs/{runs[0]}/"
+    assert {prefix + n for n in ("weights.pt", "sample.png", "eval-glyphs/A.png", "feedback.json")} <= names
+    weights = torch.load(io.BytesIO(zipfile.ZipFile(io.BytesIO(body)).read(prefix + "weights.pt")), weights_only=True)
+    assert torch.equal(weights["head"], torch.zeros(10))
+
+
+@pytest.mark.parametrize("path, status", [
+    ("/font/..%2F..%2Fetc", 400), ("/font/../../etc/passwd", 404), ("/run/1-fruity/../../x", 404),
+    ("/blob/../../etc/passwd.png", 404), ("/blob/abc.png", 400), ("/blob/" + "0" * 64 + ".png", 404),
+    ("/blob/" + "0" * 64 + ".exe", 404), ("/run/1-fruity/not-a-run", 400), ("/font/9-nothing", 404),
+    ("/compare/1-fruity?a=x&b=y", 400), ("/font/1-fruity?page=0", 400), ("/.objects/", 404), ("/etc/passwd", 404),
+])
+def test_path_tricks_and_bad_input_are_refused(server: str, path: str, status: int) -> None:
+    code, headers, body = get(server + path)
+    assert code == status, body[:300]
+    assert headers["Content-Type"].startswith("text/html")
+
+
+def test_it_is_read_only(server: str, store: aoe.Store, font: str) -> None:
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        status, headers, _ = get(f"{server}/font/{font}", method=method)
+        assert status == 405 and headers["Allow"] == "GET, HEAD"
+    status, _, body = get(f"{server}/", method="HEAD")
+    assert status == 200 and body == b""
+    assert not (Path(store.root) / ".catalog").exists()  # its index lives in memory
+
+
+def test_a_big_font_pages(store: aoe.Store, font: str) -> None:
+    for i in range(PAGE_SIZE + 5):
+        store.save_model(font, {"w": torch.zeros(2)}, params={"i": i})
+    httpd = make_server(store, port=0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        _, _, first = get(f"{base}/font/{font}")
+        _, _, second = get(f"{base}/font/{font}?page=2")
+        assert first.count(b"class=run-link") == PAGE_SIZE and second.count(b"class=run-link") == 5
+        assert b"page 2 of 2" in second
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_the_serve_command_refuses_a_missing_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import run_cli
+
+    code, _, err = run_cli(capsys, "store", "--root", str(tmp_path / "nothing"), "serve", "--port", "0")
+    assert code == 3 and "no store at" in err
