@@ -133,3 +133,40 @@ def test_the_serve_command_refuses_a_missing_store(tmp_path: Path, capsys: pytes
 
     code, _, err = run_cli(capsys, "store", "--root", str(tmp_path / "nothing"), "serve", "--port", "0")
     assert code == 3 and "no store at" in err
+
+
+def test_it_serves_a_store_on_s3_too(s3_store: aoe.Store) -> None:
+    font = s3_store.create_font("fruity")
+    run = s3_store.save_model(font, {"w": torch.ones(4)}, [1.0], make_png(7), {"A": make_png(8)})
+    httpd = make_server(aoe.Store(s3_store.root), port=0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        status, _, page = get(f"{base}/run/{font}/{run}")
+        assert status == 200 and run.encode() in page
+        glyph = s3_store.open_run(font, run).manifest.glyphs["A"].chunks[0]
+        assert get(f"{base}/blob/{glyph}.png")[2] == make_png(8)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_big_tensor_streams_chunk_by_chunk(store: aoe.Store, font: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import aoe.objects
+
+    monkeypatch.setattr(aoe.objects, "CHUNK_SIZE", 4096)
+    tensor = torch.arange(5000, dtype=torch.float32)  # 20,000 bytes: 5 chunks
+    run = store.save_model(font, {"big": tensor})
+    blob = store.open_run(font, run).manifest.weights["big"].blob
+    assert len(blob.chunks) == 5
+    httpd = make_server(store, port=0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        status, headers, body = get(f"{base}/blob/{','.join(blob.chunks)}.bin")
+        assert status == 200 and "Content-Length" not in headers and body == tensor.numpy().tobytes()
+        _, _, page = get(f"{base}/run/{font}/{run}")
+        assert f"/blob/{','.join(blob.chunks)}.bin".encode() in page
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

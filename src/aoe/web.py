@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import io
+import itertools
 import json
 import re
 import shutil
@@ -24,7 +25,7 @@ import tempfile
 import threading
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -57,7 +58,7 @@ class Browser:
 
     # -- routing ------------------------------------------------------------------
 
-    def respond(self, target: str) -> tuple[int, dict[str, str], bytes]:
+    def respond(self, target: str) -> tuple[int, dict[str, str], bytes | Iterator[bytes]]:
         """Status, headers and body for a GET of ``target`` (path and query)."""
         parts = urlsplit(target)
         query = {k: v for k, v in parse_qs(parts.query, keep_blank_values=False).items()}
@@ -165,8 +166,9 @@ class Browser:
         neighbours = self.store.list_runs(font_id, where=[("run_id", "<", run_id)], sort="-run_id", limit=1)
         previous = neighbours[0].run_id if neighbours else None
         glyphs = "".join(
-            f'<figure>{self._thumb(blob, f"glyph {name}", css="glyph")}<figcaption>{h(name)}</figcaption></figure>'
-            for name, blob in sorted(manifest.glyphs.items()))
+            f'<figure><a href="{_blob_url(blob, "png")}">{self._thumb(blob, f"glyph {name}", css="glyph")}</a>'
+            f"<figcaption>{h(name)}</figcaption></figure>"
+            for name, blob in sorted(manifest.glyphs.items()) if blob.chunks)
         feedback = json.dumps(run.feedback(), indent=2, ensure_ascii=False) if manifest.feedback else "(none)"
         history = "".join(
             f"<tr><td>{h(_when(v.saved_at))}</td><td>{h(', '.join(v.tags))}</td><td>{h(v.description or '')}</td>"
@@ -229,9 +231,13 @@ class Browser:
 
     # -- content ------------------------------------------------------------------
 
-    def blob(self, digests: str, kind: str, query: dict[str, list[str]]) -> tuple[int, dict[str, str], bytes]:
+    def blob(self, digests: str, kind: str, query: dict[str, list[str]]) -> tuple[int, dict[str, str], Any]:
+        """A blob's content, a verified chunk at a time (a 512 MiB tensor is never held
+        whole); the first chunk is read before answering, so a missing blob is a 404."""
         chunks = tuple(parse_digest(d) for d in digests.split(","))
-        data = b"".join(self.store.objects.get(d) for d in chunks)  # each verified
+        first = self.store.objects.get(chunks[0])
+        data: Any = first if len(chunks) == 1 else itertools.chain(
+            [first], (self.store.objects.get(d) for d in chunks[1:]))
         headers = {"Content-Type": CONTENT_TYPES[kind], "Cache-Control": IMMUTABLE, "ETag": f'"{chunks[0]}"',
                    "X-Content-Type-Options": "nosniff"}
         if kind == "bin":
@@ -259,7 +265,7 @@ class Browser:
     def _thumb(self, blob: Blob | None, alt: str, css: str = "thumb") -> str:
         if blob is None or not blob.chunks:
             return f'<div class="{css} empty">none</div>'
-        return f'<img class="{css}" src="/blob/{",".join(blob.chunks)}.png" alt="{h(alt)}" loading="lazy">'
+        return f'<img class="{css}" src="{_blob_url(blob, "png")}" alt="{h(alt)}" loading="lazy">'
 
     def _run_table(self, runs: list[RunInfo], *, compare: bool) -> str:
         rows = []
@@ -293,13 +299,20 @@ class Browser:
         for name, record in table.items():
             same = name in before and before[name].blob == record.blob
             shared += record.blob.size if same else 0
+            raw = f'<a href="{_blob_url(record.blob, "bin")}">raw bytes</a>' if record.blob.chunks else ""
             rows.append(f"<tr><td>{h(name)}</td><td>{h(record.dtype)}</td><td>{h(list(record.shape))}</td>"
-                        f"<td>{record.blob.size:,}</td><td>{'shared' if same else 'new' if previous else ''}</td></tr>")
+                        f"<td>{record.blob.size:,}</td><td>{'shared' if same else 'new' if previous else ''}</td>"
+                        f"<td>{raw}</td></tr>")
         total = sum(r.blob.size for r in table.values())
         note = (f"{shared / 1e6:.2f} of {total / 1e6:.2f} MB shared with the previous run ({h(previous)}), "
                 "stored once" if previous else f"{total / 1e6:.2f} MB")
         return (f"<p>{len(table)} tensors, {note}</p><table><tr><th>tensor</th><th>dtype</th><th>shape</th>"
-                f"<th>bytes</th><th>vs previous run</th></tr>{''.join(rows)}</table>")
+                f"<th>bytes</th><th>vs previous run</th><th>download</th></tr>{''.join(rows)}</table>")
+
+
+def _blob_url(blob: Blob, kind: str) -> str:
+    """Where a blob is served: by the addresses of its chunks, so the URL never goes stale."""
+    return f"/blob/{','.join(blob.chunks)}.{kind}"
 
 
 def h(value: Any) -> str:
@@ -372,12 +385,14 @@ class _Handler(BaseHTTPRequestHandler):
         if etag and self.headers.get("If-None-Match") == etag:
             status, body = 304, b""
         self.send_response(status)
-        for name, value in {**headers, "Content-Length": str(len(body)),
-                            "Content-Security-Policy": CSP, "Referrer-Policy": "no-referrer"}.items():
+        length = {"Content-Length": str(len(body))} if isinstance(body, bytes) else {}  # else: until closed
+        for name, value in {**headers, **length, "Content-Security-Policy": CSP,
+                            "Referrer-Policy": "no-referrer"}.items():
             self.send_header(name, value)
         self.end_headers()
         if send_body and status != 304:
-            self.wfile.write(body)
+            for piece in [body] if isinstance(body, bytes) else body:
+                self.wfile.write(piece)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass  # quiet; errors reach the page
