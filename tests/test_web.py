@@ -170,3 +170,22 @@ def test_a_big_tensor_streams_chunk_by_chunk(store: aoe.Store, font: str, monkey
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_the_serve_command_serves_until_stopped(store: aoe.Store, runs: list[str]) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "aoe", "store", "--root", str(store.root), "serve", "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith(f"serving {store.root} at http://127.0.0.1:"), process.stderr.read()
+        url = line.split(" at ")[1].split()[0]
+        status, _, page = get(url + "font/1-fruity")
+        assert status == 200 and runs[0].encode() in page
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=20)
+    assert process.returncode == 130 and "Traceback" not in err

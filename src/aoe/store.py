@@ -138,7 +138,8 @@ class Store:
         disk). A remote store's index lives in the local cache folder."""
         if self._catalog is None:
             if self.remote:
-                name = hashlib.sha256(self.root.encode()).hexdigest()[:24]
+                where = f"{self.backend_endpoint or 'aws'} {self.root}"  # one index per server and store
+                name = hashlib.sha256(where.encode()).hexdigest()[:24]
                 path = cache_folder() / "catalogs" / f"{name}.sqlite"
             else:
                 path = self.root / CATALOG_FILE
