@@ -91,12 +91,12 @@ def store_options(
     root: Annotated[
         Optional[str],
         typer.Option("--root", envvar="AOE_STORE",
-                     help="The store: a folder, or s3://bucket/prefix [default: ./networks]."),
+                     help="The store: a folder, or s3://bucket/prefix (default: ./networks)."),
     ] = None,
     endpoint: Annotated[
         Optional[str],
         typer.Option("--endpoint", envvar="AOE_S3_ENDPOINT",
-                     help="The S3-compatible server of an s3:// store [default: AWS S3]."),
+                     help="The S3-compatible server of an s3:// store (default: AWS S3)."),
     ] = None,
 ) -> None:
     ctx.obj = Store(root, endpoint=endpoint)
