@@ -320,3 +320,16 @@ def test_saves_on_other_machines_during_zero_grace_gcs_never_lose_an_object(s3_s
     check_every_object_is_whole(s3_store)
     assert not any(s3_store.objects.has(d) for d in untouched)
     assert fsck(s3_store, read_data=True).clean
+
+
+def test_the_cache_size_comes_from_the_environment(s3_url: str, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import run_cli
+
+    monkeypatch.setenv("AOE_CACHE_BYTES", "2G")
+    assert aoe.Store(s3_url).objects.cache.max_bytes == 2 * 1024**3
+    monkeypatch.setenv("AOE_CACHE_BYTES", "0")
+    assert aoe.Store(s3_url).objects.cache is None
+    monkeypatch.setenv("AOE_CACHE_BYTES", "lots")
+    code, _, err = run_cli(capsys, "store", "--root", s3_url, "ls")
+    assert code == 2 and "AOE_CACHE_BYTES='lots' is not a size" in err

@@ -83,6 +83,21 @@ def default_root() -> Path | str:
     return location if location.startswith("s3://") else Path(location)
 
 
+def _cache_bytes(text: str | None) -> int:
+    """``$AOE_CACHE_BYTES``: a byte count, or a number with K, M, G or T (powers of 1024)."""
+    if not text:
+        return DEFAULT_CACHE_BYTES
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    number, unit = (text[:-1], units[text[-1].upper()]) if text[-1:].upper() in units else (text, 1)
+    try:
+        value = int(float(number) * unit)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise InvalidInputError(f"AOE_CACHE_BYTES={text!r} is not a size: use bytes or e.g. 500M, 10G (0: no cache)")
+    return value
+
+
 def cache_folder() -> Path:
     """Where remote stores keep local copies of objects, and their catalogs:
     ``$AOE_CACHE_DIR``, else ``$XDG_CACHE_HOME/aoe``, else ``~/.cache/aoe``."""
@@ -123,7 +138,7 @@ class Store:
         self.backend_endpoint: str | None = getattr(self.backend, "endpoint", None) or endpoint
         if self.remote:
             if cache_bytes is None:
-                cache_bytes = int(os.environ.get("AOE_CACHE_BYTES") or DEFAULT_CACHE_BYTES)
+                cache_bytes = _cache_bytes(os.environ.get("AOE_CACHE_BYTES"))
             cache = ObjectCache(cache_folder() / "objects", cache_bytes) if cache_bytes else None
             self.objects = ObjectStore(self.backend, workers=workers or REMOTE_WORKERS, cache=cache, inline_below=0)
         else:
