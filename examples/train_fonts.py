@@ -120,7 +120,8 @@ def main() -> None:
     for font_id in store.list_fonts():
         runs = store.list_runs(font_id)
         print(f"  {font_id}: {len(runs)} runs, newest {runs[-1].run_id}")
-    print("Browse it with `aoe store ls`, `aoe store show FONT_ID`, `aoe store get FONT_ID DEST`.")
+    print("Browse it with `aoe store serve` (a web page), `aoe store ls`, `aoe store show FONT_ID`,")
+    print("`aoe store diff FONT_ID RUN_A RUN_B`, or `aoe store get FONT_ID DEST`.")
 
 
 if __name__ == "__main__":
