@@ -66,6 +66,14 @@ def test_every_page_renders_and_escapes_user_strings(server: str, font: str, run
     assert body.index(runs[2].encode()) < body.index(runs[1].encode()) and runs[0].encode() not in body
 
 
+def test_a_run_page_says_which_tensors_other_runs_share(server: str, font: str, runs: list[str]) -> None:
+    _, _, page = get(f"{server}/run/{font}/{runs[1]}")
+    weights = page[page.index(b"<table id=weights>"):].decode()
+    frozen, head = weights.split("<td>frozen</td>")[1], weights.split("<td>head</td>")[1]
+    assert "<td>shared</td><td class=nearby>2 of 2</td>" in frozen  # every run has the same frozen layer
+    assert "<td>new</td><td class=nearby>0 of 2</td>" in head  # each run its own head
+
+
 def test_images_are_served_by_address_with_their_type_and_cached_forever(server: str, store: aoe.Store,
                                                                          font: str, runs: list[str]) -> None:
     _, _, page = get(f"{server}/run/{font}/{runs[1]}")

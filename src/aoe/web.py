@@ -40,6 +40,8 @@ from .refs import RUN_ID_RE, check_font_id
 from .store import Store
 
 PAGE_SIZE = 100
+NEARBY = 25
+"""A run page says which tensors the runs up to this many before and after it share."""
 IMMUTABLE = "public, max-age=31536000, immutable"
 CONTENT_TYPES = {"png": "image/png", "json": "application/json", "bin": "application/octet-stream"}
 MANIFEST_CACHE = 20_000
@@ -188,7 +190,7 @@ class Browser:
             f"<h3>Details</h3>{_table(self._details(info))}"
             f"<h3>History</h3><table><tr><th>saved</th><th>tags</th><th>description</th><th>manifest</th></tr>"
             f"{history}</table>"
-            f"<h3>Weights</h3>{self._weights(font_id, manifest, previous)}")
+            f"<h3>Weights</h3>{self._weights(font_id, run_id, manifest, previous)}")
         return self._page(200, f"{font_id} {run_id}", body)
 
     def compare_page(self, font_id: str, query: dict[str, list[str]]) -> tuple[int, dict[str, str], bytes]:
@@ -290,24 +292,33 @@ class Browser:
                 ("weights version", info.weights_version), ("feedback schema", info.feedback_schema),
                 ("manifest", info.manifest), ("amends", info.parent or "")]
 
-    def _weights(self, font_id: str, manifest: Manifest, previous: str | None) -> str:
+    def _weights(self, font_id: str, run_id: str, manifest: Manifest, previous: str | None) -> str:
+        """Every tensor, and what it shares: with the previous run, and with the runs
+        around this one (up to NEARBY on each side; their manifests are cached)."""
         from .diff import tensor_table
 
         table = tensor_table(manifest.weights)
-        before = tensor_table(self.store.open_run(font_id, previous).manifest.weights) if previous else {}
+        before = tensor_table(self.manifest(self.store.get_run_info(font_id, previous).manifest).weights) \
+            if previous else {}
+        nearby = self.store.list_runs(font_id, where=[("run_id", "<", run_id)], sort="-run_id", limit=NEARBY) + \
+            self.store.list_runs(font_id, where=[("run_id", ">", run_id)], sort="run_id", limit=NEARBY)
+        blob_sets = [{r.blob for r in tensor_table(self.manifest(info.manifest).weights).values()}
+                     for info in nearby if info.manifest]
         rows, shared = [], 0
         for name, record in table.items():
             same = name in before and before[name].blob == record.blob
             shared += record.blob.size if same else 0
+            also = sum(record.blob in blobs for blobs in blob_sets)
             raw = f'<a href="{_blob_url(record.blob, "bin")}">raw bytes</a>' if record.blob.chunks else ""
             rows.append(f"<tr><td>{h(name)}</td><td>{h(record.dtype)}</td><td>{h(list(record.shape))}</td>"
                         f"<td>{record.blob.size:,}</td><td>{'shared' if same else 'new' if previous else ''}</td>"
-                        f"<td>{raw}</td></tr>")
+                        f"<td class=nearby>{also} of {len(blob_sets)}</td><td>{raw}</td></tr>")
         total = sum(r.blob.size for r in table.values())
         note = (f"{shared / 1e6:.2f} of {total / 1e6:.2f} MB shared with the previous run ({h(previous)}), "
                 "stored once" if previous else f"{total / 1e6:.2f} MB")
-        return (f"<p>{len(table)} tensors, {note}</p><table><tr><th>tensor</th><th>dtype</th><th>shape</th>"
-                f"<th>bytes</th><th>vs previous run</th><th>download</th></tr>{''.join(rows)}</table>")
+        return (f"<p>{len(table)} tensors, {note}</p><table id=weights><tr><th>tensor</th><th>dtype</th>"
+                f"<th>shape</th><th>bytes</th><th>vs previous run</th><th>same bytes in nearby runs</th>"
+                f"<th>download</th></tr>{''.join(rows)}</table>")
 
 
 def _blob_url(blob: Blob, kind: str) -> str:
