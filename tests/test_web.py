@@ -197,3 +197,44 @@ def test_the_serve_command_serves_until_stopped(store: aoe.Store, runs: list[str
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=20)
     assert process.returncode == 130 and "Traceback" not in err
+
+
+def test_the_server_starts_from_the_store_index_without_writing_it(store: aoe.Store, font: str,
+                                                                  runs: list[str], monkeypatch) -> None:
+    store.list_runs(font)  # the store's own index, on disk, knows every run
+    store.catalog.close()  # as when the process that wrote it ends: its WAL is checkpointed
+    catalog = Path(store.root) / ".catalog"
+    before = {p.name: p.stat().st_mtime_ns for p in catalog.iterdir()}
+    server_store = aoe.Store(store.root)
+    reads: list[str] = []
+    real_read = server_store.backend.read
+    monkeypatch.setattr(server_store.backend, "read", lambda key: reads.append(key) or real_read(key))
+    httpd = make_server(server_store, port=0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        status, _, page = get(f"http://127.0.0.1:{httpd.server_address[1]}/font/{font}")
+        assert status == 200 and all(r.encode() in page for r in runs)
+        assert not [k for k in reads if "/runs/" in k]  # no ref read again: the seed knew them
+        extra = server_store.save_model(font, {"w": torch.ones(1)})  # a save while serving shows up
+        assert extra.encode() in get(f"http://127.0.0.1:{httpd.server_address[1]}/font/{font}")[2]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    after = {p.name: p.stat().st_mtime_ns for p in catalog.iterdir()}
+    assert set(after) == set(before) and all(after[n] == before[n] for n in before if not n.endswith(("-wal", "-shm")))
+
+
+def test_a_damaged_store_index_is_no_seed(store: aoe.Store, font: str, runs: list[str]) -> None:
+    store.list_runs(font)
+    store.catalog.close()
+    index = Path(store.root) / ".catalog" / "index.sqlite"
+    index.write_bytes(b"not a database" * 100)
+    httpd = make_server(aoe.Store(store.root), port=0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        status, _, page = get(f"http://127.0.0.1:{httpd.server_address[1]}/font/{font}")
+        assert status == 200 and all(r.encode() in page for r in runs)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert index.read_bytes() == b"not a database" * 100  # left as it was: serve writes nothing

@@ -344,10 +344,12 @@ def _rebuilt_if_damaged(method: Callable[..., T]) -> Callable[..., T]:
 
 
 class Catalog:
-    """The derived index of run metadata; ``path`` None keeps it in memory."""
+    """The derived index of run metadata; ``path`` None keeps it in memory, starting
+    from a copy of the index at ``seed`` if there is one (read, never written)."""
 
-    def __init__(self, path: Path | None, refs: Refs, objects: ObjectStore) -> None:
+    def __init__(self, path: Path | None, refs: Refs, objects: ObjectStore, *, seed: Path | None = None) -> None:
         self.path = path
+        self.seed = seed
         self.refs = refs
         self.objects = objects
         self._connection: sqlite3.Connection | None = None
@@ -363,7 +365,10 @@ class Catalog:
 
     def _open(self) -> sqlite3.Connection:
         if self.path is None:
-            return self._prepare(sqlite3.connect(":memory:", check_same_thread=False))
+            memory = sqlite3.connect(":memory:", check_same_thread=False)
+            if self.seed is not None and self.seed.is_file():
+                self._copy_seed(memory)
+            return self._prepare(memory)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             return self._prepare(sqlite3.connect(self.path, timeout=30, check_same_thread=False))
@@ -383,6 +388,20 @@ class Catalog:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         db.executescript(SCHEMA)
         return db
+
+    def _copy_seed(self, memory: sqlite3.Connection) -> None:
+        """Start from the on-disk index, opened as immutable: no lock, no -shm, nothing
+        written. A copy torn by a concurrent writer, or stale, is harmless: every ref's
+        token is checked on sync, and a copy that cannot be read is dropped."""
+        try:
+            source = sqlite3.connect(f"{self.seed.as_uri()}?immutable=1", uri=True)  # type: ignore[union-attr]
+            try:
+                source.backup(memory)
+            finally:
+                source.close()
+            memory.execute("SELECT count(*) FROM runs").fetchone()
+        except sqlite3.Error:
+            memory.executescript("DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS fonts; DROP TABLE IF EXISTS meta;")
 
     def _remove_files(self) -> None:
         assert self.path is not None

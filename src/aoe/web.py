@@ -37,7 +37,7 @@ from .errors import InvalidInputError, InvalidNameError, NotFoundError, StoreErr
 from .manifests import Manifest
 from .objects import Blob, parse_digest
 from .refs import RUN_ID_RE, check_font_id
-from .store import Store
+from .store import CATALOG_FILE, Store
 
 PAGE_SIZE = 100
 NEARBY = 25
@@ -53,8 +53,8 @@ class Browser:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        if not store.remote:  # read only: the index lives in memory, never in the store
-            store._catalog = Catalog(None, store.refs, store.objects)
+        if not store.remote:  # read only: the index lives in memory, seeded from the store's
+            store._catalog = Catalog(None, store.refs, store.objects, seed=store.root / CATALOG_FILE)
         self._manifests: OrderedDict[str, Manifest] = OrderedDict()
         self._lock = threading.Lock()
 
