@@ -23,6 +23,8 @@ from pathlib import Path
 ACCESS_KEY = "aoe-test-key"
 SECRET_KEY = "aoe-test-secret-not-a-real-one"
 BUCKET = "aoe-test"
+PROBE = "_probe"
+"""A key outside every test's prefix, written and read to tell that the server is up."""
 PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
               "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc")
 
@@ -102,9 +104,13 @@ class SeaweedServer:
                                           response_checksum_validation="when_required"))
 
     def _bucket_answers(self) -> bool:
+        """Whether objects can be written and read back: listing alone answers as soon as
+        the metadata server is up, before the volume server that holds the data (after a
+        restart, reads failed with 500 for a few seconds more)."""
         try:
-            self.client().list_objects_v2(Bucket=BUCKET, MaxKeys=1)
-            return True
+            client = self.client()
+            client.put_object(Bucket=BUCKET, Key=PROBE, Body=b"up")
+            return client.get_object(Bucket=BUCKET, Key=PROBE)["Body"].read() == b"up"
         except Exception:  # noqa: BLE001 - not up yet
             return False
 

@@ -267,7 +267,7 @@ def test_a_save_interrupted_by_the_server_stopping_fails_cleanly_and_can_be_retr
 
         monkeypatch.setattr(store.backend, "write", stop_midway)
         big = {"w": torch.randn(3 * 1024 * 1024)}  # 12 MB: two chunks and more
-        with pytest.raises(StorageError, match="cannot reach"):
+        with pytest.raises(StorageError, match="cannot reach|server answered 5"):  # refused, or 500 while stopping
             store.save_model(font, big)
         monkeypatch.undo()
         for key, value in server.environment().items():

@@ -121,6 +121,11 @@ class S3Backend:
                     "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ~/.aws/credentials) "
                     "and the bucket's permissions"
                 ) from None
+            if isinstance(status, int) and status >= 500:
+                raise StorageError(
+                    f"{what} failed on {self.url}: the server answered {status} {code} after retries; "
+                    "nothing half-written was published: try again, and check the server if it persists"
+                ) from None
             raise StorageError(f"{what} failed on {self.url}: {code or status} {exc}") from None
         except errors.BotoCoreError as exc:
             if isinstance(exc, errors.NoCredentialsError):
