@@ -90,7 +90,7 @@ def collect_garbage(
     with store.backend.lock("gc", wait=False) as acquired:
         if not acquired:
             raise GcRunningError("another gc is running on this store; wait for it to finish")
-        started = _server_time(store)
+        started = _storage_now(store)
         saves = [mtime for _, mtime in live_inflight_markers(store)]
         cutoff = min([started - grace, *saves])
         report = GcReport(dry_run=dry_run, grace=grace, cutoff=cutoff)
@@ -109,7 +109,7 @@ def collect_garbage(
         return report
 
 
-def _server_time(store: Store) -> float:
+def _storage_now(store: Store) -> float:
     """Now, by the storage's own clock, which stamps the mtimes gc compares with it: the
     mtime of the gc lock, refreshed (a local folder) or just written (an object store).
     time.time() would not do: Linux stamps files with a coarse clock unless the file was

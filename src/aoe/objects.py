@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NewType, TypeVar
 
 import blake3
@@ -343,16 +344,13 @@ class ObjectStore:
         return len(self._decoded(digest, _scratch_for, use_cache=cached))
 
     def read_stored(self, digest: Digest) -> bytes:
-        """An object as stored (encoded), after checking it decodes to its address:
-        what a transfer copies to another store."""
-        digest = parse_digest(digest)
-        stored = self._read(digest, keep=False)
-        self.verify_stored(digest, stored)
-        return stored
+        """An object as stored (encoded), unchecked: what a transfer copies to another
+        store, whose :meth:`put_stored` checks it on arrival."""
+        return self._read(parse_digest(digest), keep=False)
 
     def put_stored(self, digest: Digest, stored: Buffer) -> None:
-        """Store an object as it was stored elsewhere, after checking it (see
-        :meth:`read_stored`); nothing is written when the object is here already."""
+        """Store an object as it was stored elsewhere, after checking that it decodes to
+        its address; nothing is written when the object is here already."""
         digest = parse_digest(digest)
         self.verify_stored(digest, stored)
         key = object_key(digest)
@@ -544,14 +542,12 @@ class ObjectCache:
     """
 
     def __init__(self, folder: str | os.PathLike[str], max_bytes: int) -> None:
-        from pathlib import Path
-
         self.folder = Path(folder)
         self.max_bytes = max_bytes
         self._size: int | None = None  # bytes in the folder, counted on first put
         self._lock = threading.Lock()
 
-    def _path(self, digest: Digest):  # type: ignore[no-untyped-def]
+    def _path(self, digest: Digest) -> Path:
         return self.folder / digest[:2] / digest
 
     def get(self, digest: Digest) -> bytes | None:
@@ -587,7 +583,7 @@ class ObjectCache:
     def _measure(self) -> int:
         return sum(size for _, _, size in self._entries())
 
-    def _entries(self) -> list[tuple[float, Any, int]]:
+    def _entries(self) -> list[tuple[float, Path, int]]:
         entries = []
         for path in self.folder.glob("*/*"):
             try:

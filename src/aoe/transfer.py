@@ -156,7 +156,7 @@ def _in_history(store: Store, head: Digest, digest: Digest) -> bool:
 
 def _copy_objects(source: Store, dest: Store, digests: list[Digest], report: TransferReport,
                   progress: Callable[[int], None] | None) -> None:
-    """Copy objects as stored, each verified before it is written, many at once."""
+    """Copy objects as stored, many at once; each is verified on arrival, before it is written."""
     def copy(digest: Digest) -> int:
         stored = source.objects.read_stored(digest)
         dest.objects.put_stored(digest, stored)

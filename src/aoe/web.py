@@ -15,6 +15,7 @@ pages but a few lines for the compare form. Safe by default:
 
 from __future__ import annotations
 
+import functools
 import html
 import io
 import itertools
@@ -22,9 +23,7 @@ import json
 import re
 import shutil
 import tempfile
-import threading
 import zipfile
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,7 +33,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from .catalog import Catalog, RunInfo
 from .errors import InvalidInputError, InvalidNameError, NotFoundError, StoreError
-from .manifests import Manifest
+from .manifests import Manifest, unpack
 from .objects import Blob, parse_digest
 from .refs import RUN_ID_RE, check_font_id
 from .store import CATALOG_FILE, Store
@@ -55,8 +54,8 @@ class Browser:
         self.store = store
         if not store.remote:  # read only: the index lives in memory, seeded from the store's
             store._catalog = Catalog(None, store.refs, store.objects, seed=store.root / CATALOG_FILE)
-        self._manifests: OrderedDict[str, Manifest] = OrderedDict()
-        self._lock = threading.Lock()
+        self.manifest = functools.lru_cache(maxsize=MANIFEST_CACHE)(self._read_manifest)
+        """A manifest by address (thread-safe; manifests never change, so never stale)."""
 
     # -- routing ------------------------------------------------------------------
 
@@ -93,19 +92,8 @@ class Browser:
         document = PAGE.format(title=h(title), root=h(str(self.store.root)), body=body)
         return status, {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-cache"}, document.encode()
 
-    def manifest(self, digest: str) -> Manifest:
-        with self._lock:
-            if digest in self._manifests:
-                self._manifests.move_to_end(digest)
-                return self._manifests[digest]
-        from .manifests import unpack
-
-        manifest = unpack(self.store.objects.get(parse_digest(digest)))
-        with self._lock:
-            self._manifests[digest] = manifest
-            while len(self._manifests) > MANIFEST_CACHE:
-                self._manifests.popitem(last=False)
-        return manifest
+    def _read_manifest(self, digest: str) -> Manifest:
+        return unpack(self.store.objects.get(parse_digest(digest)))
 
     # -- pages --------------------------------------------------------------------
 
@@ -138,13 +126,9 @@ class Browser:
             "where": [w for w in query.get("where", []) if w],
         }
         text, sort = one(query, "q"), one(query, "sort") or "-time"
-        if text:
-            runs = self.store.search(text, font=font_id, sort=sort, limit=PAGE_SIZE,
-                                     offset=(page - 1) * PAGE_SIZE, **filters)
-            total = len(self.store.search(text, font=font_id, **filters))
-        else:
-            runs = self.store.list_runs(font_id, sort=sort, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, **filters)
-            total = self.store.count_runs(font_id, **filters)
+        runs = self.store.search(text, font=font_id, sort=sort, limit=PAGE_SIZE,
+                                 offset=(page - 1) * PAGE_SIZE, **filters)  # no text: every run
+        total = self.store.count_runs(font_id, text=text or None, **filters)
         pages = max(1, -(-total // PAGE_SIZE))
         form = FILTER_FORM.format(
             font=u(font_id), q=h(text), status=h(filters["status"] or ""), tag=h(",".join(filters["tags"])),
@@ -199,10 +183,10 @@ class Browser:
         font_id = check_font_id(font_id)
         run_a, run_b = _run_id(one(query, "a")), _run_id(one(query, "b"))
         result = diff_runs(self.store, font_id, run_a, run_b)
-        first, second = self.store.open_run(font_id, run_a), self.store.open_run(font_id, run_b)
-        images = [("sample", first.manifest.sample, second.manifest.sample)] + [
-            (f"glyph {g}", first.manifest.glyphs.get(g), second.manifest.glyphs.get(g))
-            for g in sorted(set(first.manifest.glyphs) | set(second.manifest.glyphs))]
+        first, second = self.manifest(result.a.manifest), self.manifest(result.b.manifest)
+        images = [("sample", first.sample, second.sample)] + [
+            (f"glyph {g}", first.glyphs.get(g), second.glyphs.get(g))
+            for g in sorted(set(first.glyphs) | set(second.glyphs))]
         rows = "".join(
             f"<tr class='{'same' if a == b else 'differs'}'><th>{h(name)}</th>"
             f"<td>{self._thumb(a, name + ' A', css='glyph')}</td><td>{self._thumb(b, name + ' B', css='glyph')}</td></tr>"
