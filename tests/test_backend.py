@@ -96,16 +96,16 @@ def test_fsync_failure_is_reported_and_cleaned_up(local: LocalBackend, monkeypat
 def test_transient_errors_are_retried_with_backoff(local: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
     sleeps: list[float] = []
     monkeypatch.setattr(backend_module.time, "sleep", sleeps.append)
-    real_open = open
+    real_open = os.open
     failures = iter([True, True, False])
 
-    def flaky_open(path: object, mode: str = "r", *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+    def flaky_open(path: object, flags: int, *args: object) -> int:
         if next(failures, False):
             raise OSError(errno.EBUSY, "Device or resource busy", str(path))
-        return real_open(path, mode, *args, **kwargs)
+        return real_open(path, flags, *args)  # type: ignore[arg-type]
 
     local.write("k", [b"v"], exclusive=True)
-    monkeypatch.setattr("builtins.open", flaky_open)
+    monkeypatch.setattr(os, "open", flaky_open)
     assert local.read("k") == b"v"
     assert sleeps == [0.05, 0.2]
 

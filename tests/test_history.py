@@ -15,6 +15,7 @@ from aoe.errors import (
     FontFolderMissingError,
     FontNotFoundError,
     NotFoundError,
+    RunExistsError,
     RunNotFoundError,
     StoreMissingError,
 )
@@ -59,7 +60,7 @@ def test_a_run_id_taken_again_blocks_its_restore(store: aoe.Store, font: str, ru
     digest = store.refs.read_run(font, run_id)
     store.delete_run(font, run_id)
     store.refs.create_run(font, run_id, digest)  # e.g. imported again meanwhile
-    with pytest.raises(FontExistsError, match="exists again"):
+    with pytest.raises(RunExistsError, match="exists again"):
         store.restore_run(font, run_id)
 
 

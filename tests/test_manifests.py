@@ -63,10 +63,11 @@ def test_packing_is_deterministic_with_sorted_keys() -> None:
 
 
 def test_absent_optional_fields_are_omitted_not_null() -> None:
-    minimal = Manifest(font_id="1-a", run_id="r", status="failed", saved_at="t", weights_version=None)
+    run_id, saved_at = "20260111T083000.000000Z-0000", "2026-01-11T09:00:00.000000Z"
+    minimal = Manifest(font_id="1-a", run_id=run_id, status="failed", saved_at=saved_at, weights_version=None)
     fields = msgpack.unpackb(pack(minimal))
-    assert fields == {"format": FORMAT, "version": FORMAT_VERSION, "font_id": "1-a", "run_id": "r",
-                      "status": "failed", "saved_at": "t"}
+    assert fields == {"format": FORMAT, "version": FORMAT_VERSION, "font_id": "1-a", "run_id": run_id,
+                      "status": "failed", "saved_at": saved_at}
     assert unpack(pack(minimal)) == minimal
 
 

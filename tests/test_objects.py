@@ -238,9 +238,9 @@ def planes_object(data: bytes) -> bytearray:
         (lambda b: b.__setitem__(HEADER.size, 3), "bad plane table"),
         (lambda b: b.__setitem__(HEADER.size, 0), "bad plane table"),
         (lambda b: b.__delitem__(slice(HEADER.size + 5, None)), "bad plane table"),
-        (lambda b: b.__setitem__(HEADER.size + 1, 7), "unknown codec id 7 for plane 0"),
-        (lambda b: b.__delitem__(slice(-10, None)), "zstd cannot decode|decodes to"),
-        (lambda b: b.extend(b"extra"), "5 bytes after the last plane"),
+        (lambda b: b.__setitem__(HEADER.size + 1, 7), "plane 0 has codec 7"),
+        (lambda b: b.__delitem__(slice(-10, None)), "planes take .* of a payload"),
+        (lambda b: b.extend(b"extra"), "planes take .* of a payload"),
         (lambda b: b.__setitem__(HEADER.size + 40, b[HEADER.size + 40] ^ 1), "does not match its address"),
     ],
 )
@@ -260,7 +260,7 @@ def test_a_plane_of_the_wrong_length_is_corrupt() -> None:
     codec, length = PLANE.unpack_from(stored, entry)
     stored[entry : entry + PLANE.size] = PLANE.pack(codec, length - 1)
     del stored[HEADER.size + 1 + 4 * PLANE.size]
-    with pytest.raises(CorruptObjectError, match="plane 0 decodes to 999 bytes, not 1000"):
+    with pytest.raises(CorruptObjectError, match="plane 0 has codec 0 and 999 bytes for 1000 elements"):
         decode(bytes(stored), hash_bytes(data))
 
 

@@ -10,14 +10,8 @@ import pytest
 from aoe.backend import LocalBackend
 from aoe.errors import FontNotFoundError, FormatError, InvalidNameError, RunNotFoundError
 from aoe.objects import hash_bytes
-from aoe.refs import (
-    Refs,
-    check_font_id,
-    check_name,
-    check_run_id,
-    run_id_for,
-    run_time,
-)
+from aoe.names import check_font_id, check_name, check_run_id
+from aoe.refs import Refs, run_id_for, run_time
 
 MOMENT = datetime(2026, 1, 11, 8, 30, 0, 500, tzinfo=timezone.utc)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .catalog import FontSummary
 from .errors import (
     CorruptObjectError,
     FontExistsError,
@@ -32,7 +33,6 @@ from .errors import (
     StoreMissingError,
     UnsupportedValueError,
 )
-from .catalog import FontSummary
 from .manifests import FEEDBACK_SCHEMA, FORMAT, FORMAT_VERSION, WEIGHTS_VERSION
 from .store import COMPLETED, FAILED, INTERRUPTED, RUNNING, LoadedModel, Run, RunInfo, RunRecorder, Store
 

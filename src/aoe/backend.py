@@ -16,13 +16,15 @@ import fcntl
 import os
 import re
 import secrets
+import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from .errors import InvalidNameError, NotFoundError, StorageError, StorageFullError
+from .errors import InvalidNameError, NotFoundError, StorageError, StorageFullError, UnexpectedFileError
+from .limits import MAX_OBJECT_BYTES, MAX_STORED_OVERHEAD
 
 Buffer = bytes | bytearray | memoryview
 
@@ -37,6 +39,10 @@ TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EBUSY, errno.ETXTBSY, errno.EI
 
 RETRY_DELAYS = (0.05, 0.2, 0.8)
 """Exponential backoff between the at most three retries of a transient error."""
+
+MAX_KEY_BYTES = MAX_OBJECT_BYTES + MAX_STORED_OVERHEAD
+"""No key holds more than this (the largest stored object); a larger file is refused
+unread, so a damaged or hostile store cannot make a reader allocate without bound."""
 
 T = TypeVar("T")
 
@@ -196,17 +202,36 @@ class LocalBackend:
         return self.root.joinpath(*check_key(key).split("/"))
 
     def read(self, key: str) -> bytes:
+        """The file's bytes: only a regular file (never through a symlink at its own name,
+        never a FIFO or device) of at most :data:`MAX_KEY_BYTES`, read to its size."""
         path = self.path(key)
 
         def read_file() -> bytes:
-            with open(path, "rb") as f:
-                return f.read()
+            fd = os.open(path, os.O_RDONLY | _O_BINARY | _O_NOFOLLOW | os.O_NONBLOCK)
+            try:
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode):
+                    raise UnexpectedFileError(f"{key} under {self.root} is not a regular file; aoe reads only files")
+                if info.st_size > MAX_KEY_BYTES:
+                    raise UnexpectedFileError(
+                        f"{key} under {self.root} holds {info.st_size:,} bytes, more than aoe ever writes there")
+                data = os.read(fd, info.st_size + 1) if info.st_size else b""
+                while len(data) <= info.st_size:  # a short read: read on to the size seen
+                    more = os.read(fd, info.st_size + 1 - len(data))
+                    if not more:
+                        break
+                    data += more
+                return data[: info.st_size]
+            finally:
+                os.close(fd)
 
         try:
             return with_retries(read_file, f"reading {path}")
         except StorageError as exc:
             if isinstance(exc.__cause__, FileNotFoundError):
                 raise NotFoundError(f"{key} not found under {self.root}") from None
+            if isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ELOOP:
+                raise UnexpectedFileError(f"{key} under {self.root} is a symlink; aoe does not follow them") from None
             raise
 
     def exists(self, key: str) -> bool:
@@ -214,7 +239,7 @@ class LocalBackend:
 
     def touch(self, key: str) -> bool:
         path = self.path(key)
-        return _unless_missing(lambda: os.utime(path), f"refreshing {path}")
+        return _unless_missing(lambda: os.utime(path, follow_symlinks=False), f"refreshing {path}")
 
     def delete(self, key: str) -> bool:
         path = self.path(key)
@@ -247,7 +272,7 @@ class LocalBackend:
         check_key(name)
         folder = self.root / LOCKS_FOLDER
         self._ensure_dir(folder)
-        fd = os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(folder / name, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW, 0o666)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -352,6 +377,7 @@ class LocalBackend:
 
     def _write_once(self, path: Path, parts: Sequence[Buffer], exclusive: bool) -> bool:
         temp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}-{path.name}")
+        self._ensure_dir(path.parent)  # once per folder: it is real, not a symlink
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
         except FileNotFoundError:  # the folder is new, or was removed under us
@@ -382,12 +408,22 @@ class LocalBackend:
                 pass
 
     def _ensure_dir(self, folder: Path) -> None:
-        """Create ``folder`` and its missing parents, fsyncing each new entry."""
+        """Create ``folder`` and its missing parents, fsyncing each new entry. A folder
+        inside the store that is a symlink is refused: aoe never writes through one."""
         if folder in self._known_dirs:
             return
-        if not folder.is_dir():
-            if folder.parent != folder:
-                self._ensure_dir(folder.parent)
+        inside = self.root in folder.parents
+        if folder.parent != folder and (inside or not folder.exists()):
+            self._ensure_dir(folder.parent)
+        try:
+            info: os.stat_result | None = os.lstat(folder)
+        except FileNotFoundError:
+            info = None
+        if info is not None and inside and not stat.S_ISDIR(info.st_mode):
+            raise UnexpectedFileError(
+                f"{folder} is a symlink or file where the store keeps a folder; aoe does not write "
+                "through symlinks: replace it with a real folder")
+        if info is None:
             try:
                 os.mkdir(folder)
             except FileExistsError:
@@ -397,6 +433,7 @@ class LocalBackend:
 
 
 _O_BINARY = getattr(os, "O_BINARY", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def _unless_missing(action: Callable[[], object], what: str) -> bool:

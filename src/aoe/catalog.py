@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -33,9 +35,11 @@ import msgpack
 
 from . import inputs
 from .errors import InvalidInputError, StorageError, StoreError
-from .manifests import Manifest, unpack
+from .limits import parse_json
+from .manifests import Manifest, check_location, unpack
+from .names import RUN_ID_RE, format_time, parse_time
 from .objects import ObjectStore
-from .refs import RUN_ID_RE, Refs, run_time, runs_folder
+from .refs import Refs, run_time, runs_folder
 
 COMPLETED = "completed"
 ASSETS = ("weights", "personality_vector", "sample", "eval_glyphs", "feedback")
@@ -98,9 +102,9 @@ class RunInfo:
             font_id=manifest.font_id,
             run_id=manifest.run_id,
             status=manifest.status,
-            saved_at=inputs.parse_time(manifest.saved_at),  # type: ignore[arg-type]
-            started_at=inputs.parse_time(manifest.started_at),
-            ended_at=inputs.parse_time(manifest.ended_at),
+            saved_at=parse_time(manifest.saved_at),  # type: ignore[arg-type]
+            started_at=parse_time(manifest.started_at),
+            ended_at=parse_time(manifest.ended_at),
             params=manifest.params,
             name=manifest.name,
             description=manifest.description,
@@ -126,7 +130,7 @@ class RunInfo:
         out: dict[str, Any] = {}
         for key, value in self.__dict__.items():
             if isinstance(value, datetime):
-                value = inputs.format_time(value)
+                value = format_time(value)
             elif isinstance(value, tuple):
                 value = list(value)
             out[key] = value
@@ -161,8 +165,8 @@ def feedback_metrics(data: bytes) -> dict[str, float]:
     """The numbers in a feedback document: top-level fields, and one level down as
     ``outer.inner`` (per-glyph losses). Booleans are not numbers here."""
     try:
-        feedback = json.loads(data)
-    except ValueError:
+        feedback = parse_json(data)
+    except ValueError:  # malformed, or nested too deep (a reader never crashes on a feedback)
         return {}
     metrics: dict[str, float] = {}
     if not isinstance(feedback, dict):
@@ -186,7 +190,7 @@ class FontSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {"font_id": self.font_id, "runs": self.runs, "newest_run": self.newest_run,
-                "newest_saved_at": inputs.format_time(self.newest_saved_at) if self.newest_saved_at else None}
+                "newest_saved_at": format_time(self.newest_saved_at) if self.newest_saved_at else None}
 
 
 # -- queries ---------------------------------------------------------------------------
@@ -195,6 +199,8 @@ COLUMNS = {"font_id", "run_id", "status", "saved_at", "started_at", "ended_at", 
 """Fields to filter and sort on besides ``params.*`` and ``metrics.*``; ``time`` is the
 run's time (its start, else when it was saved), the one its run id is made of."""
 OPERATORS = ("<=", ">=", "!=", "=", "<", ">")
+MAX_PAGE = 2**62
+"""The largest limit or offset a query takes (SQLite's integers end at 2**63)."""
 _CONDITION = re.compile(r"\s*([A-Za-z_][\w.\-]*)\s*(<=|>=|!=|=|<|>)\s*(.*?)\s*$", re.S)
 
 
@@ -288,6 +294,8 @@ def build_query(query: Query, select: str) -> tuple[str, list[Any]]:
             args.append(inputs.timestamp(bound, "time bound"))
     for name, op, value in map(parse_condition, query.where):
         expr = _field_sql(name)
+        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            value = float(value)  # beyond SQLite's integers: compare as a float
         if value is None:
             clauses.append(f"{expr} IS {'NOT ' if op == '!=' else ''}NULL")
         else:
@@ -301,6 +309,9 @@ def build_query(query: Query, select: str) -> tuple[str, list[Any]]:
     direction = "DESC" if query.descending != query.sort.startswith("-") else "ASC"
     order = _field_sql(sort)
     sql = f"SELECT {select} FROM runs{where} ORDER BY {order} IS NULL, {order} {direction}, font_id, run_id"
+    for bound, what in ((query.limit, "limit"), (query.offset, "offset")):
+        if bound is not None and not (isinstance(bound, int) and 0 <= bound <= MAX_PAGE):
+            raise InvalidInputError(f"{what} {bound!r}: use a whole number from 0 to {MAX_PAGE:,}")
     if query.limit is not None or query.offset:
         sql += " LIMIT ? OFFSET ?"
         args += [-1 if query.limit is None else query.limit, query.offset]
@@ -324,23 +335,53 @@ CREATE INDEX IF NOT EXISTS runs_time ON runs (font_id, time);
 
 def _rebuilt_if_damaged(method: Callable[..., T]) -> Callable[..., T]:
     """Run a catalog method; if the database turns out damaged or of a foreign layout,
-    start it afresh (it is only a cache) and run the method once more."""
+    start it afresh (it is only a cache), sync again every font it knew, and run the
+    method once more. Any other database error is one clear StorageError: an index
+    that cannot answer never answers "no runs"."""
 
     @functools.wraps(method)
     def wrapper(self: Catalog, *args: Any, **kwargs: Any) -> T:
         try:
             return method(self, *args, **kwargs)
-        except sqlite3.DatabaseError:
-            self._start_afresh()
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in NOT_DAMAGE:  # busy, full, read-only...
+                raise _unusable(self, exc) from None
         try:
+            self._start_afresh()
             return method(self, *args, **kwargs)
         except sqlite3.Error as exc:  # still failing (a locked or unwritable file): say so plainly
-            raise StorageError(
-                f"the catalog index {self.path or '(in memory)'} cannot be used ({exc}); "
-                "retry, or remove it: it is only a cache, rebuilt by `aoe store reindex`"
-            ) from None
+            raise _unusable(self, exc) from None
 
     return wrapper
+
+
+NOT_DAMAGE = frozenset({3, 5, 6, 7, 8, 10, 13, 14})
+"""SQLite's primary result codes for a database that is fine but cannot be used now (PERM,
+BUSY, LOCKED, NOMEM, READONLY, IOERR, FULL, CANTOPEN): rebuilding would not help."""
+
+
+def _unusable(catalog: Catalog, exc: sqlite3.Error) -> StorageError:
+    return StorageError(
+        f"the catalog index {catalog.path or '(in memory)'} cannot be used ({exc}); "
+        "retry, or remove it: it is only a cache, rebuilt by `aoe store reindex`"
+    )
+
+
+def index_json(value: Any) -> str:
+    """JSON for the index's filter and sort columns. SQLite's JSON has no NaN or
+    Infinity: NaN becomes null (it matches no comparison and sorts last) and an
+    infinity the largest float of its sign (it sorts beyond every finite number). The
+    exact values stay in the RunInfo row, for display."""
+    def finite(item: Any) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None if math.isnan(item) else math.copysign(sys.float_info.max, item)
+        if isinstance(item, dict):
+            return {k: finite(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [finite(v) for v in item]
+        return item
+
+    return json.dumps(finite(value))
 
 
 class Catalog:
@@ -354,6 +395,7 @@ class Catalog:
         self.objects = objects
         self._connection: sqlite3.Connection | None = None
         self._lock = threading.RLock()
+        self._synced: set[str] = set()
         self._built: dict[str, tuple[int, dict[str, RunInfo]]] = {}
         """Per font: the generation of its rows, and the RunInfo objects built from them
         (immutable, so shared by every answer until the font's rows change)."""
@@ -369,6 +411,7 @@ class Catalog:
             if self.seed is not None and self.seed.is_file():
                 self._copy_seed(memory)
             return self._prepare(memory)
+        self._remove_symlinks()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             return self._prepare(sqlite3.connect(self.path, timeout=30, check_same_thread=False))
@@ -403,6 +446,14 @@ class Catalog:
         except sqlite3.Error:
             memory.executescript("DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS fonts; DROP TABLE IF EXISTS meta;")
 
+    def _remove_symlinks(self) -> None:
+        """A symlink where the index or its folder should be is removed (the link, never
+        what it points at): SQLite would follow it and write into another database."""
+        assert self.path is not None
+        for path in (self.path.parent, *(Path(f"{self.path}{s}") for s in ("", "-wal", "-shm", "-journal"))):
+            if path.is_symlink():
+                path.unlink()
+
     def _remove_files(self) -> None:
         assert self.path is not None
         for suffix in ("", "-wal", "-shm"):
@@ -421,6 +472,7 @@ class Catalog:
         with self._lock:
             for font_id in font_ids:
                 self._sync_font(font_id)
+                self._synced.add(font_id)
 
     def _sync_font(self, font_id: str) -> None:
         folder = runs_folder(font_id)
@@ -453,10 +505,10 @@ class Catalog:
         for run_id, info in zip(run_ids, self.read_infos(font_id, run_ids)):
             yield (
                 font_id, run_id, tokens[run_id], info.manifest, info.status,
-                inputs.format_time(info.started_at or run_time(run_id)),
-                inputs.format_time(info.saved_at), _text(info.started_at), _text(info.ended_at),
-                info.name, info.description, json.dumps(list(info.tags)), json.dumps(info.params),
-                json.dumps(info.metrics), info._row(),
+                format_time(info.started_at or run_time(run_id)),
+                format_time(info.saved_at), _text(info.started_at), _text(info.ended_at),
+                info.name, info.description, json.dumps(list(info.tags)), index_json(info.params),
+                index_json(info.metrics), info._row(),
             )
 
     def read_infos(self, font_id: str, run_ids: list[str]) -> list[RunInfo]:
@@ -467,7 +519,7 @@ class Catalog:
         def read(run_id: str) -> RunInfo:
             try:
                 digest = self.refs.read_run(font_id, run_id)
-                manifest = unpack(self.objects.get(digest))
+                manifest = check_location(unpack(self.objects.get(digest)), font_id, run_id)
                 metrics = manifest.metrics
                 if metrics is None:  # written before manifests kept them
                     metrics = feedback_metrics(self.objects.get_blob(manifest.feedback)) if manifest.feedback else {}
@@ -490,12 +542,15 @@ class Catalog:
                 self._start_afresh()
 
     def _start_afresh(self) -> None:
+        """A damaged index is removed and built again for every font it had synced."""
         with self._lock:
             self.close()
             self._built.clear()
             if self.path is not None:
                 self._remove_files()
             self._db()
+            for font_id in sorted(self._synced):
+                self._sync_font(font_id)
 
     # -- answering --
 
@@ -539,7 +594,7 @@ class Catalog:
                 "(SELECT font_id, max(run_id) FROM runs GROUP BY font_id)"
             ).fetchall())
         return [
-            FontSummary(f, newest.get(f, (0, None))[0], newest.get(f, (0, None))[1], inputs.parse_time(saved.get(f)))
+            FontSummary(f, newest.get(f, (0, None))[0], newest.get(f, (0, None))[1], parse_time(saved.get(f)))
             for f in font_ids
         ]
 
@@ -565,4 +620,4 @@ class Catalog:
 
 
 def _text(moment: datetime | None) -> str | None:
-    return inputs.format_time(moment) if moment else None
+    return format_time(moment) if moment else None

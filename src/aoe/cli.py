@@ -8,6 +8,7 @@ tensors (put, get).
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ from .errors import (
     StorageFullError,
     StoreError,
 )
-from .refs import check_font_id
+from .names import check_font_id, printable
 from .store import Store
 
 EXIT_CODES: list[tuple[type[BaseException], int]] = [
@@ -60,7 +61,7 @@ def main() -> None:
     except typer.TyperException as exc:  # bad usage: one line, and where to look
         ctx = getattr(exc, "ctx", None)
         if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
-            print(ctx.get_help())
+            say(ctx.get_help())
             raise SystemExit(0) from None
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         fail(exc.format_message() + hint, getattr(exc, "exit_code", 2))
@@ -76,13 +77,20 @@ def main() -> None:
         raise SystemExit(code)
 
 
+def say(*parts: Any, file: Any = None, flush: bool = False) -> None:
+    """Print for a person: every character a terminal would act on (escape sequences,
+    bell, bidi overrides) is shown escaped, since names and tags come from the store."""
+    text = " ".join(str(p) for p in parts)
+    print("\n".join(printable(line) for line in text.split("\n")), file=file, flush=flush)
+
+
 def fail(message: str, code: int) -> NoReturn:
-    print(f"aoe: error: {message}", file=sys.stderr)
+    say(f"aoe: error: {message}", file=sys.stderr)
     raise SystemExit(code)
 
 
 def warn(message: str) -> None:
-    print(f"aoe: warning: {message}", file=sys.stderr)
+    say(f"aoe: warning: {message}", file=sys.stderr)
 
 
 @store_app.callback()
@@ -105,7 +113,7 @@ def store_options(
 @store_app.command("create-font")
 def create_font(ctx: typer.Context, name: str) -> None:
     """Create a font: NAME takes the next free number, or give a whole id like 7-fruity."""
-    print(ctx.obj.create_font(name))
+    say(ctx.obj.create_font(name))
 
 
 @store_app.command()
@@ -150,7 +158,7 @@ def put(
     info = store.get_run_info(font_id, run_id)
     if info.missing:
         warn(f"run {run_id} is incomplete: no {', '.join(info.missing)}")
-    print(run_id)
+    say(run_id)
 
 
 @store_app.command("import")
@@ -166,19 +174,19 @@ def import_(
     with counter("importing", None) as advance:
         report = import_legacy(ctx.obj, legacy_dir, progress=advance)
     if as_json:
-        print(json.dumps(report.to_dict(), indent=2))
+        say(json.dumps(report.to_dict(), indent=2))
         return
     for font_id in report.fonts_created:
-        print(f"created font {font_id}")
+        say(f"created font {font_id}")
     for run in report.imported:
-        print(f"imported {run}")
+        say(f"imported {run}")
     for line in report.incomplete:
-        print(f"incomplete: {line}")
+        say(f"incomplete: {line}")
     for line in report.notes:
         warn(line)
     for path, why in report.skipped:
         warn(f"skipped {path}: {why}")
-    print(f"{len(report.imported)} runs imported, {len(report.already_imported)} already there, "
+    say(f"{len(report.imported)} runs imported, {len(report.already_imported)} already there, "
           f"{len(report.incomplete)} incomplete, {len(report.skipped)} skipped")
 
 
@@ -211,7 +219,7 @@ def get(
     run_id, dest = (None, run_and_dest[0]) if len(run_and_dest) == 1 else run_and_dest
     run = store.open_run(font_id, run_id)
     with progress(store, "fetching", run.logical_bytes):
-        print(run.export(dest))
+        say(run.export(dest))
 
 
 @contextmanager
@@ -277,14 +285,14 @@ def ls(
     if font_id is None:
         summaries = store.font_summaries()
         if as_json:
-            print(json.dumps([s.to_dict() for s in summaries]))
+            say(json.dumps([s.to_dict() for s in summaries]))
         else:
             table(["font", "runs", "newest run"], [[s.font_id, s.runs, s.newest_run or "-"] for s in summaries])
         return
     filters = dict(status=status, tags=tag or (), all_tags=all_tags, since=since, until=until,
                    where=where or (), sort=sort, descending=desc, limit=limit, offset=offset)
     if count:
-        print(store.count_runs(font_id, **filters))
+        say(store.count_runs(font_id, **filters))
         return
     show_runs(store.list_runs(font_id, **filters), sort, as_json)
 
@@ -310,7 +318,7 @@ def search(
     runs = store.search(text, font=font, status=status, tags=tag or (), all_tags=all_tags, where=where or (),
                         sort=sort, descending=desc, limit=None if count else limit, offset=0 if count else offset)
     if count:
-        print(len(runs))
+        say(len(runs))
         return
     show_runs(runs, sort, as_json, with_font=font is None)
 
@@ -318,7 +326,7 @@ def search(
 def show_runs(runs: list[Any], sort: str, as_json: bool, *, with_font: bool = False) -> None:
     """Runs as a table (with the sort field when it is a param or metric), or JSON."""
     if as_json:
-        print(json.dumps([info.to_dict() for info in runs]))
+        say(json.dumps([info.to_dict() for info in runs]))
         return
     field = sort.lstrip("-")
     extra = field if field.startswith(("params.", "metrics.")) else None
@@ -349,14 +357,14 @@ def show(
     """Show one run (the newest by default): metadata, assets and what is missing."""
     info = ctx.obj.get_run_info(font_id, run_id).to_dict()
     if as_json:
-        print(json.dumps(info, indent=2))
+        say(json.dumps(info, indent=2))
         return
     for key, value in info.items():
         if value in (None, [], {}):
             continue
         if isinstance(value, (dict, list)):
             value = json.dumps(value)
-        print(f"{key:>16}: {value}")
+        say(f"{key:>16}: {printable(str(value))}")
 
 
 @store_app.command()
@@ -369,10 +377,10 @@ def cat(ctx: typer.Context, object_id: Annotated[str, typer.Argument(metavar="OB
 
 def table(headers: list[str], rows: list[list[Any]]) -> None:
     """Aligned plain-text columns (no colours, so it pipes well)."""
-    cells = [headers, *[[str(c) for c in row] for row in rows]]
+    cells = [headers, *[[printable(str(c)) for c in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        say("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
 # -- integrity and upkeep ---------------------------------------------------------
@@ -402,21 +410,21 @@ def fsck_command(
         report = fsck(ctx.obj, read_data=read_data or part is not None, subset=part, repair=repair,
                       progress=advance)
     if as_json:
-        print(json.dumps(report.to_dict(), indent=2))
+        say(json.dumps(report.to_dict(), indent=2))
     else:
         shown: dict[str, int] = {}
         for finding in report.findings:
             shown[finding.kind] = shown.get(finding.kind, 0) + 1
             if shown[finding.kind] <= SHOWN_PER_KIND:
-                print(f"{finding.severity}: {finding.kind}: {finding.message}")
+                say(f"{finding.severity}: {finding.kind}: {finding.message}")
         for kind, count in shown.items():
             if count > SHOWN_PER_KIND:
-                print(f"... and {count - SHOWN_PER_KIND} more {kind} (all are in --json)")
+                say(f"... and {count - SHOWN_PER_KIND} more {kind} (all are in --json)")
         for line in report.repaired:
-            print(f"repaired: {line}")
+            say(f"repaired: {line}")
         counts = report.to_dict()["counts"]
         read = f", {report.objects_read} re-hashed ({report.bytes_read / 1e6:.1f} MB)" if read_data or part else ""
-        print(f"checked {report.fonts} fonts, {report.runs} runs, {report.objects} objects{read}: "
+        say(f"checked {report.fonts} fonts, {report.runs} runs, {report.objects} objects{read}: "
               f"{counts['error']} errors, {counts['warning']} warnings, {counts['info']} notices")
     if not report.clean:
         raise SystemExit(EXIT_FSCK_ERRORS)
@@ -443,7 +451,7 @@ def parse_duration(text: str) -> float:
         value = float(number) * DURATION_UNITS[unit]
     except ValueError:
         value = -1
-    if value < 0:
+    if not math.isfinite(value) or value < 0:
         raise InvalidInputError(f"invalid duration {text!r}: use seconds or a number with s, m, h or d (e.g. 1h)")
     return value
 
@@ -461,9 +469,9 @@ def _transfer(source: Store, dest: Store, fonts: list[str] | None, as_json: bool
     with counter(f"copying to {dest.root}", None, in_bytes=True) as advance:
         report = clone(source, dest, progress=advance) if new else transfer(source, dest, fonts=fonts, progress=advance)
     if as_json:
-        print(json.dumps(report.to_dict(), indent=2))
+        say(json.dumps(report.to_dict(), indent=2))
     else:
-        print(f"{report.runs_copied} runs copied and {report.runs_updated} moved forward in {report.fonts} fonts "
+        say(f"{report.runs_copied} runs copied and {report.runs_updated} moved forward in {report.fonts} fonts "
               f"({report.objects_copied} objects, {report.bytes_copied / 1e6:.1f} MB); "
               f"{report.runs_up_to_date} runs were up to date")
         for line in report.conflicts:
@@ -528,10 +536,10 @@ def diff(
 
     result = diff_runs(ctx.obj, font_id, run_a, run_b, measure=values)
     if as_json:
-        print(json.dumps(result.to_dict(), indent=2, default=str))
+        say(json.dumps(result.to_dict(), indent=2, default=str))
         return
     for line in lines(result):
-        print(line)
+        say(line)
 
 
 @store_app.command()
@@ -549,7 +557,7 @@ def serve(
     server = make_server(store, host, port)
     if host not in ("127.0.0.1", "localhost", "::1"):
         warn(f"listening on {host}: anyone who can reach this machine can read the store")
-    print(f"serving {store.root} at http://{host}:{server.server_address[1]}/ (Ctrl-C to stop)", flush=True)
+    say(f"serving {store.root} at http://{host}:{server.server_address[1]}/ (Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()
     finally:
@@ -569,18 +577,18 @@ def gc(
     with counter("collecting", None) as advance:
         report = collect_garbage(ctx.obj, grace=parse_duration(grace), dry_run=dry_run, progress=advance)
     if as_json:
-        print(json.dumps(report.to_dict(), indent=2))
+        say(json.dumps(report.to_dict(), indent=2))
         return
     verb = "would free" if dry_run else "freed"
-    print(f"{verb} {report.freed_bytes / 1e6:.1f} MB in {report.swept} objects; kept {report.reachable} "
+    say(f"{verb} {report.freed_bytes / 1e6:.1f} MB in {report.swept} objects; kept {report.reachable} "
           f"objects that runs need and {report.kept_young} younger than the grace period")
     if report.set_aside or report.restored:
-        print(f"object storage: set aside {report.set_aside} unreachable objects (a later gc deletes them), "
+        say(f"object storage: set aside {report.set_aside} unreachable objects (a later gc deletes them), "
               f"put back {report.restored} that runs need again")
     if report.temp_files_removed:
-        print(f"removed {report.temp_files_removed} leftover temporary files")
+        say(f"removed {report.temp_files_removed} leftover temporary files")
     for run in report.runs_purged:
-        print(f"deleted run {run} can no longer be restored")
+        say(f"deleted run {run} can no longer be restored")
 
 
 @store_app.command()
@@ -601,11 +609,11 @@ def rm(
         raise InvalidInputError("give run ids or --font, not both")
     if font:
         records = store.delete_font(font_id)
-        print(f"deleted font {font_id} and {len(records)} runs; `aoe store restore {font_id}` undoes it until a gc")
+        say(f"deleted font {font_id} and {len(records)} runs; `aoe store restore {font_id}` undoes it until a gc")
         return
     for run_id in run_ids or []:
         store.delete_run(font_id, run_id)
-        print(f"deleted {font_id} {run_id}")
+        say(f"deleted {font_id} {run_id}")
 
 
 @store_app.command()
@@ -618,11 +626,11 @@ def restore(
     store: Store = ctx.obj
     if not run_ids:
         for run_id in store.restore_font(font_id):
-            print(f"restored {font_id} {run_id}")
-        print(f"restored font {font_id}")
+            say(f"restored {font_id} {run_id}")
+        say(f"restored font {font_id}")
         return
     for run_id in run_ids:
-        print(f"restored {font_id} {store.restore_run(font_id, run_id).run_id}")
+        say(f"restored {font_id} {store.restore_run(font_id, run_id).run_id}")
 
 
 @store_app.command()
@@ -635,7 +643,7 @@ def trash(
     records = ctx.obj.trashed(font_id)
     rows = [{k: v for k, v in r.__dict__.items()} for r in records]
     if as_json:
-        print(json.dumps(rows, indent=2))
+        say(json.dumps(rows, indent=2))
         return
     table(["font", "run", "deleted at", "restorable"],
           [[r.font_id, r.run_id or "(the font)", r.deleted_at, "no (purged)" if r.purged_at else "yes"]
@@ -658,7 +666,7 @@ def amend(
     """Add what a run lacks, or change its texts: a new manifest, history kept."""
     run = ctx.obj.amend_run(font_id, run_id, sample_image=sample, eval_glyphs=glyphs, feedback=feedback,
                             personality_vector=personality, name=name, description=description, tags=tag)
-    print(f"amended {font_id} {run_id}: now manifest {run.digest}")
+    say(f"amended {font_id} {run_id}: now manifest {run.digest}")
     if run.info.missing:
         warn(f"still incomplete: no {', '.join(run.info.missing)}")
 
@@ -673,10 +681,10 @@ def log(
     """A run's history: every version its amends and edits left, newest first."""
     history = ctx.obj.run_history(font_id, run_id)
     if as_json:
-        print(json.dumps([info.to_dict() for info in history], indent=2))
+        say(json.dumps([info.to_dict() for info in history], indent=2))
         return
     for info in history:
-        print(f"{info.manifest}  {inputs_time(info.saved_at)}  {info.status}  "
+        say(f"{info.manifest}  {inputs_time(info.saved_at)}  {info.status}  "
               f"name={info.name or '-'}  tags={','.join(info.tags) or '-'}  missing={','.join(info.missing) or '-'}")
 
 
@@ -699,7 +707,7 @@ def tag(
     if not tags and not remove:
         raise InvalidInputError("name tags to add, or --remove TAG")
     info = ctx.obj.tag_run(font_id, run_id, add=tags or (), remove=remove or ())
-    print(f"{font_id} {run_id}: tags {','.join(info.tags) or '(none)'}")
+    say(f"{font_id} {run_id}: tags {','.join(info.tags) or '(none)'}")
 
 
 @store_app.command()
@@ -714,13 +722,13 @@ def describe(
     if name is None and description is None:
         raise InvalidInputError("give --name and/or --description")
     info = ctx.obj.describe_run(font_id, run_id, name=name, description=description)
-    print(f"{font_id} {run_id}: name {info.name!r}, description {info.description!r}")
+    say(f"{font_id} {run_id}: name {info.name!r}, description {info.description!r}")
 
 
 @store_app.command()
 def reindex(ctx: typer.Context) -> None:
     """Rebuild the catalog index from the refs and manifests (it is only a cache)."""
-    print(f"indexed {ctx.obj.reindex()} runs")
+    say(f"indexed {ctx.obj.reindex()} runs")
 
 
 @store_app.command()
@@ -728,7 +736,7 @@ def du(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Logical bytes (what runs hold) against stored bytes (on disk), per font: the dedup ratio."""
     usage = ctx.obj.disk_usage()
     if as_json:
-        print(json.dumps(usage, indent=2))
+        say(json.dumps(usage, indent=2))
         return
     rows = [[font_id, f["runs"], _megabytes(f["logical_bytes"]), _megabytes(f["stored_bytes"]), f["dedup_ratio"] or "-"]
             for font_id, f in usage["fonts"].items()]
@@ -736,7 +744,7 @@ def du(ctx: typer.Context, as_json: JsonFlag = False) -> None:
                  _megabytes(usage["stored_bytes"]), usage["dedup_ratio"] or "-"])
     table(["font", "runs", "logical MB", "stored MB", "ratio"], rows)
     if usage["unreferenced_objects"]:
-        print(f"{usage['unreferenced_objects']} objects no run needs (deleted runs, interrupted saves): `aoe store gc`")
+        say(f"{usage['unreferenced_objects']} objects no run needs (deleted runs, interrupted saves): `aoe store gc`")
 
 
 def _megabytes(count: int) -> str:

@@ -72,6 +72,15 @@ class FormatError(StoreError):
     """A manifest or ref is malformed or of a format version this aoe cannot read."""
 
 
+class NewerFormatError(FormatError):
+    """A manifest of a format version newer than this aoe reads: upgrade aoe."""
+
+
+class UnexpectedFileError(FormatError):
+    """A file in the store is not what aoe writes there: a symlink, a FIFO or device, or
+    larger than any object. It is refused unread."""
+
+
 class StorageError(StoreError, OSError):
     """The storage underneath failed (I/O error, permission, removed folder)."""
 

@@ -13,7 +13,6 @@ content again heals every run that needs it.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sqlite3
@@ -23,12 +22,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import CorruptObjectError, FormatError, InvalidNameError, NotFoundError, StoreError
+from .errors import (
+    CorruptObjectError,
+    FormatError,
+    InvalidNameError,
+    NewerFormatError,
+    NotFoundError,
+    StoreError,
+)
+from .limits import parse_json
 from .manifests import Manifest, unpack
+from .names import RUN_ID_RE, check_font_id, font_number, format_time
 from .objects import OBJECTS_PREFIX, Digest, object_key, parse_digest, pending_key
-from .refs import FONTS_PREFIX, RUN_ID_RE, check_font_id, font_number, runs_folder
+from .refs import FONTS_PREFIX, TrashRecord, run_key, runs_folder
 from .store import INFLIGHT_PREFIX, RunInfo, Store, _now
-from .inputs import format_time
 
 ERROR = "error"
 WARNING = "warning"
@@ -99,7 +106,7 @@ def live_inflight_markers(store: Store) -> list[tuple[str, float]]:
 
 def _is_stale_marker(store: Store, key: str) -> bool:
     try:
-        marker = json.loads(store.backend.read(key))
+        marker = parse_json(store.backend.read(key))
         pid, host = int(marker["pid"]), str(marker["host"])
     except NotFoundError:
         return False  # finished meanwhile
@@ -276,19 +283,26 @@ def _read_manifest(
     try:
         return unpack(data)
     except FormatError as exc:
-        kind = "unknown-version" if "newer aoe" in str(exc) else "malformed-manifest"
+        kind = "unknown-version" if isinstance(exc, NewerFormatError) else "malformed-manifest"
         report.add(ERROR, kind, f"manifest {digest} of {where}: {exc}", object=digest, ref=key, runs=(where,))
         return None
 
 
 def _check_trash(store: Store, report: Report, needed: dict[Digest, list[str]]) -> None:
-    """Deleted runs keep their objects until a gc; they are not orphans meanwhile."""
+    """Deleted runs keep their objects until a gc; they are not orphans meanwhile. A
+    record of a run or font that is still there is a deletion that was interrupted."""
     try:
         records = store.refs.trashed()
     except FormatError as exc:
         report.add(WARNING, "malformed-trash", f"{exc}", ref=".trash")
         return
     for record in records:
+        if _still_there(store, record):
+            what = f"run {record.font_id}/{record.run_id}" if record.run_id else f"font {record.font_id}"
+            report.add(WARNING, "interrupted-delete",
+                       f"{what} is listed as deleted but is still there (a deletion that stopped midway); "
+                       "`aoe store fsck --repair` drops the record and keeps it, `aoe store rm` deletes it",
+                       ref=record.key, runs=(f"{record.font_id}/{record.run_id}",) if record.run_id else ())
         if record.manifest is None or record.purged_at:
             continue
         holder = f"{record.font_id}/{record.run_id} (deleted)"
@@ -300,6 +314,12 @@ def _check_trash(store: Store, report: Report, needed: dict[Digest, list[str]]) 
             needed.setdefault(digest, [])
             if holder not in needed[digest]:
                 needed[digest].append(holder)
+
+
+def _still_there(store: Store, record: TrashRecord) -> bool:
+    if record.run_id is None:
+        return store.refs.font_with_number(font_number(record.font_id)) == record.font_id
+    return store.backend.exists(run_key(record.font_id, record.run_id))
 
 
 def _check_objects(
@@ -382,9 +402,25 @@ def _check_leftovers(store: Store, report: Report, repair: bool) -> None:
                 report.repaired.append(f"removed stale save marker {key}")
 
 
+UNREADABLE_RUN = ("malformed-manifest", "mismatched-manifest")
+"""Findings of a run whose manifest is there but breaks the format: repair sets it aside."""
+
+
 def _repair(store: Store, report: Report) -> None:
     when = format_time(_now())
+    for finding in report.findings:
+        if finding.kind == "interrupted-delete" and finding.ref:
+            record = next((r for r in store.refs.trashed() if r.key == finding.ref), None)
+            if record is not None and _still_there(store, record):
+                store.refs.forget_trashed(record)
+                report.repaired.append(f"dropped the record of the interrupted deletion {finding.ref}")
     for finding in report.errors:
+        if finding.kind in UNREADABLE_RUN and finding.ref and finding.object:
+            font_id, _, run_id = finding.ref.split("/")
+            if store.refs.trash_run(font_id, run_id, parse_digest(finding.object), when):
+                report.repaired.append(
+                    f"set aside run {font_id}/{run_id}, whose manifest cannot be read (in the trash: "
+                    f"`aoe store restore {font_id} {run_id}` brings it back as it is)")
         if finding.kind == "dangling-ref" and finding.ref and finding.object:
             font_id, _, run_id = finding.ref.split("/")
             if store.refs.trash_run(font_id, run_id, parse_digest(finding.object), when):

@@ -41,10 +41,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import StoreError
-from .fsck import TEMP_MIN_AGE, live_inflight_markers
-from .inputs import format_time
 from .backend import LOCKS_FOLDER
+from .errors import FormatError, InvalidInputError, StoreError
+from .fsck import TEMP_MIN_AGE, live_inflight_markers
+from .names import format_time
 from .objects import OBJECTS_PREFIX, PENDING_PREFIX, object_key, parse_digest, pending_key
 from .store import Store, _now
 
@@ -84,8 +84,8 @@ def collect_garbage(
     progress: Callable[[int], None] | None = None,
 ) -> GcReport:
     """Sweep unreachable objects older than the grace period; see the module docstring."""
-    if grace < 0:
-        raise StoreError(f"the grace period must be 0 seconds or more, not {grace}")
+    if not 0 <= grace < float("inf"):
+        raise InvalidInputError(f"the grace period must be a number of seconds, 0 or more, not {grace}")
     store._require_root()
     with store.backend.lock("gc", wait=False) as acquired:
         if not acquired:
@@ -221,7 +221,7 @@ def _mark(store: Store) -> set[str]:
                     reachable.add(digest)
                     reachable.update(manifest.digests())
             except StoreError as exc:
-                raise StoreError(
+                raise FormatError(
                     f"gc stopped before removing anything: run {run_id} of {font_id} cannot be read "
                     f"({exc}); run `aoe store fsck` and deal with the damage first"
                 ) from None

@@ -9,18 +9,16 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
-from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInputError
-from .refs import check_name
+from .limits import MAX_DEPTH, parse_json
+from .names import check_name, format_time, shown
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-STATUS_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-MAX_TAG_LENGTH = 100
 
 ImageInput = bytes | bytearray | memoryview | str | os.PathLike[str] | Any
 """PNG bytes, a path to a PNG file, or a PIL image."""
@@ -61,7 +59,13 @@ def glyph_images(value: Mapping[str, ImageInput] | str | os.PathLike[str]) -> di
                 f"eval glyphs folder {folder} holds entries that are not .png files: "
                 f"{', '.join(others[:5])}; move them out so nothing is silently left behind"
             )
-        value = {p.stem: p for p in files}
+        value = {}
+        for path in files:
+            if path.stem in value:  # A.png and A.PNG: which one is glyph A?
+                raise InvalidInputError(
+                    f"eval glyphs folder {folder} holds both {value[path.stem].name} and {path.name}, "
+                    f"two images for glyph {path.stem!r}; keep one")
+            value[path.stem] = path
     if not isinstance(value, Mapping):
         raise InvalidInputError(
             f"eval glyphs: cannot use a {type(value).__name__}; pass a mapping of glyph name to "
@@ -82,14 +86,14 @@ def feedback_bytes(value: Mapping[str, Any] | str | os.PathLike[str] | bytes) ->
     elif isinstance(value, Mapping):
         try:
             data = json.dumps(value, indent=2, ensure_ascii=False).encode()
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise InvalidInputError(f"feedback cannot be written as JSON: {exc}") from None
     else:
         raise InvalidInputError(
             f"feedback: cannot use a {type(value).__name__}; pass a dict or a path to a JSON file"
         )
     try:
-        json.loads(data)
+        parse_json(data)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidInputError(f"feedback is not valid JSON: {exc}") from None
     return data
@@ -104,11 +108,15 @@ def read_file(path: Path, what: str) -> bytes:
         raise InvalidInputError(f"{what} {path} cannot be read: {exc.strerror}") from None
 
 
-def plain_json(value: Any, path: str) -> Any:
+def plain_json(value: Any, path: str, depth: int = 0) -> Any:
     """A JSON-like copy of ``value`` (tuples become lists), or an error naming the key."""
+    if depth > MAX_DEPTH:
+        raise InvalidInputError(f"{path}: nested deeper than {MAX_DEPTH} levels")
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
+        if not -(2**63) <= value < 2**64:
+            raise InvalidInputError(f"{path}: the integer {value} does not fit in 64 bits")
         return int(value)
     if isinstance(value, float):
         return float(value)
@@ -117,16 +125,26 @@ def plain_json(value: Any, path: str) -> Any:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidInputError(f"{path}: key {key!r} is not a string; params use string keys")
-            out[key] = plain_json(item, f"{path}[{key!r}]")
+            out[key] = plain_json(item, f"{path}[{key!r}]", depth + 1)
         return out
     if isinstance(value, (list, tuple)):
-        return [plain_json(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return [plain_json(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
     if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return plain_json(value.item(), path)
+        return plain_json(value.item(), path, depth)
     raise InvalidInputError(
         f"{path}: a {type(value).__name__} is not a plain value; params hold strings, numbers, "
         "bools, None, and lists and mappings of those"
     )
+
+
+def params(value: Any) -> dict[str, Any]:
+    """Run params: a mapping of names to plain values."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(f"params must be a mapping of names to values, not a {type(value).__name__}")
+    result: dict[str, Any] = plain_json(value, "params")
+    return result
 
 
 def timestamp(value: datetime | str | None, what: str) -> str | None:
@@ -137,51 +155,10 @@ def timestamp(value: datetime | str | None, what: str) -> str | None:
         try:
             value = datetime.fromisoformat(value)
         except ValueError:
-            raise InvalidInputError(f"{what} {value!r} is not an ISO 8601 time") from None
+            raise InvalidInputError(f"{what} {shown(value)} is not an ISO 8601 time") from None
     if not isinstance(value, datetime):
         raise InvalidInputError(f"{what} must be a datetime or ISO 8601 text, not {type(value).__name__}")
-    return format_time(value)
-
-
-def format_time(moment: datetime) -> str:
-    """``2026-01-11T08:30:00.000000Z``: UTC, microseconds, a Z."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
-
-
-def status(value: str) -> str:
-    if not isinstance(value, str) or not STATUS_RE.fullmatch(value):
-        raise InvalidInputError(
-            f"invalid status {value!r}: use a short lowercase word such as 'completed', "
-            "'failed' or 'running'"
-        )
-    return value
-
-
-def tags(values: Iterable[str]) -> tuple[str, ...]:
-    """Tags without duplicates, in the order given."""
-    if isinstance(values, str):
-        values = [values]
-    out: list[str] = []
-    for tag in values:
-        if (
-            not isinstance(tag, str)
-            or not tag.strip()
-            or len(tag) > MAX_TAG_LENGTH
-            or any(ord(c) < 32 for c in tag)
-        ):
-            raise InvalidInputError(
-                f"invalid tag {tag!r}: use 1 to {MAX_TAG_LENGTH} printable characters"
-            )
-        if tag.strip() not in out:
-            out.append(tag.strip())
-    return tuple(out)
-
-
-def optional_text(value: str | None, what: str) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise InvalidInputError(f"{what} must be text, not {type(value).__name__}")
-    return value
+    try:
+        return format_time(value)
+    except (OverflowError, ValueError):  # year 1 an hour east of UTC is before year 1 in UTC
+        raise InvalidInputError(f"{what} {value.isoformat()} cannot be expressed in UTC") from None

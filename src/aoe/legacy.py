@@ -9,7 +9,6 @@ A run folder holds ``weights`` (or ``weights.pt`` / ``weights.pth``), optionally
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -17,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FontExistsError, InvalidInputError, InvalidNameError, NotFoundError, StoreError
-from .inputs import format_time
-from .refs import RUN_ID_RE, check_font_id, font_number, run_id_for
+from .limits import parse_json
+from .names import RUN_ID_RE, check_font_id, font_number, format_time
+from .refs import run_id_for
 from .store import Store, run_metadata
 
 WEIGHT_FILES = ("weights.pt", "weights", "weights.pth")
@@ -100,7 +100,7 @@ def read_run_folder(run_dir: Path, *, checkpoint: bool = False) -> RunFolder:
 
 def _json_object(path: Path) -> dict[str, Any]:
     try:
-        value = json.loads(path.read_bytes())
+        value = parse_json(path.read_bytes())
     except ValueError as exc:
         raise InvalidInputError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -130,9 +130,11 @@ def legacy_run_time(name: str) -> datetime | None:
     taken as UTC so the imported run id keeps the same digits; None if it is not a time."""
     try:
         moment = datetime.fromisoformat(name.replace("Z", "+00:00"))
-    except ValueError:
+        moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+        moment.astimezone(timezone.utc)  # year 1 an hour east of UTC has no UTC time
+    except (ValueError, OverflowError):
         return None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+    return moment
 
 
 def import_legacy(

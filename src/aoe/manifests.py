@@ -14,6 +14,9 @@ Three msgpack extension types keep them exact without pickle:
 
 from __future__ import annotations
 
+import math
+import re
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +24,9 @@ from typing import Any
 
 import msgpack
 
-from .errors import FormatError, UnsupportedValueError
+from .errors import FormatError, InvalidInputError, InvalidNameError, NewerFormatError, UnsupportedValueError
+from .limits import MAX_DEPTH, MAX_MANIFEST_BYTES, MAX_OBJECT_BYTES, depth_exceeds
+from .names import check_font_id, check_name, check_run_id, check_status, check_tags, check_text, check_time
 from .objects import Blob, Digest, parse_digest
 
 FORMAT = "aoe.run"
@@ -36,6 +41,26 @@ FEEDBACK_SCHEMA = "1.0"
 EXT_TENSOR = 1
 EXT_TUPLE = 2
 EXT_STATE_DICT = 3
+
+MAX_EXT_DEPTH = 16
+"""Extension types nest at most this deep (real trees: 2 or 3). Each level is decoded by
+a nested call of msgpack's C decoder, which keeps tens of KiB on the C stack, so this
+bound is what keeps a crafted manifest from overflowing it (a thread's stack included)."""
+
+DTYPE_SIZES: dict[str, int] = {
+    "bool": 1, "uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "uint32": 4, "int32": 4,
+    "uint64": 8, "int64": 8, "float16": 2, "bfloat16": 2, "float32": 4, "float64": 8,
+    "complex32": 4, "complex64": 8, "complex128": 16,
+    "float8_e4m3fn": 1, "float8_e4m3fnuz": 1, "float8_e5m2": 1, "float8_e5m2fnuz": 1, "float8_e8m0fnu": 1,
+    "float4_e2m1fn_x2": 1, "qint8": 1, "quint8": 1, "qint32": 4, "quint4x2": 1, "quint2x4": 1,
+    "bits8": 1, "bits16": 2, "bits1x8": 1, "bits2x4": 1, "bits4x2": 1,
+    **{f"uint{n}": 1 for n in range(1, 8)}, **{f"int{n}": 1 for n in range(1, 8)},
+}
+"""Bytes per element of every dtype a manifest may name (docs/format.md, *Dtypes*). A
+tensor's blob holds exactly ``prod(shape) * DTYPE_SIZES[dtype]`` bytes. A name outside
+this table (a dtype of a newer torch) is listed but not loaded."""
+
+DTYPE_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
 @dataclass(frozen=True)
@@ -53,6 +78,10 @@ class StateDict:
 
     items: dict[Any, Any]
     metadata: dict[Any, Any] | None = None
+
+    def children(self) -> list[Any]:
+        """What it holds, for walks over a tree (see ``limits.depth_exceeds``)."""
+        return [self.items, self.metadata]
 
 
 @dataclass(frozen=True)
@@ -119,11 +148,174 @@ def tensors(tree: Any) -> Iterator[TensorRecord]:
             yield from tensors(value)
 
 
+# -- checking -------------------------------------------------------------------
+
+
+class BadManifest(ValueError):
+    """A manifest breaks a rule of the format (internal: the caller says whose)."""
+
+
+def check(manifest: Manifest, *, writing: bool = False) -> Manifest:
+    """Every rule of the format, checked on each manifest written and read: names that
+    become paths, times, tags, params and metrics, every tensor's size against its dtype
+    and shape, every blob's size against its chunks. Raises :class:`BadManifest` naming
+    the first field that breaks one.
+
+    ``writing`` adds the rules for texts a terminal prints (no control characters in
+    names, descriptions and tags): older aoe did not check them, so readers accept them
+    and escape them on output instead."""
+    text = check_text if writing else _optional_text
+    fields = {
+        "font_id": lambda v: check_font_id(v),
+        "run_id": lambda v: v == "" or check_run_id(v),  # "": a manifest being built
+        "status": check_status,
+        "saved_at": lambda v: check_time(v, "saved_at"),
+        "started_at": lambda v: v is None or check_time(v, "started_at"),
+        "ended_at": lambda v: v is None or check_time(v, "ended_at"),
+        "name": lambda v: text(v, "name"),
+        "description": lambda v: text(v, "description", lines=True),
+        "weights_version": lambda v: _optional_str(v),
+        "feedback_schema": lambda v: _optional_str(v),
+        "parent": lambda v: v is None or parse_digest(v),
+    }
+    try:
+        for name, rule in fields.items():
+            try:
+                rule(getattr(manifest, name))
+            except (InvalidInputError, InvalidNameError, TypeError) as exc:
+                raise BadManifest(f"{name}: {exc}") from None
+        if not isinstance(manifest.tags, tuple) or not all(isinstance(t, str) for t in manifest.tags):
+            raise BadManifest(f"tags {manifest.tags!r} are not texts")
+        if writing and check_tags(manifest.tags) != manifest.tags:
+            raise BadManifest(f"tags {manifest.tags!r} are not distinct, trimmed, printable texts")
+        _plain(manifest.params, "params", mapping=True)
+        _plain(manifest.source, "source", mapping=True)
+        if manifest.metrics is not None:
+            _metrics(manifest.metrics)
+        for what, files in (("glyph", manifest.glyphs), ("extra", manifest.extras)):
+            if not isinstance(files, dict):
+                raise BadManifest(f"{what}s must be a mapping")
+            for key in files:
+                check_name(key, f"{what} name")
+        for blob in (manifest.sample, manifest.feedback, *manifest.glyphs.values()):
+            if blob is not None:
+                check_blob(blob)
+        if manifest.personality is not None:
+            check_tensor(manifest.personality)
+        for tree in (manifest.weights, *manifest.extras.values()):
+            check_tree(tree)
+    except (InvalidInputError, InvalidNameError) as exc:
+        raise BadManifest(str(exc)) from None
+    return manifest
+
+
+def check_blob(blob: Any) -> Blob:
+    """A blob's size agrees with its chunks: none for an empty blob, else at least one
+    byte and at most :data:`MAX_OBJECT_BYTES` per chunk. A reader may then allocate
+    ``size`` bytes, which the chunks it can read must fill exactly."""
+    if not isinstance(blob, Blob) or not isinstance(blob.size, int) or isinstance(blob.size, bool):
+        raise BadManifest(f"not a blob: {blob!r}")
+    count = len(blob.chunks)
+    if blob.size < 0 or (blob.size == 0) != (count == 0) or not count <= blob.size <= count * MAX_OBJECT_BYTES:
+        raise BadManifest(f"a blob of {blob.size} bytes cannot be held by {count} chunks")
+    for digest in blob.chunks:
+        parse_digest(digest)
+    return blob
+
+
+def check_tensor(record: Any) -> TensorRecord:
+    """A tensor's dtype is a name, its shape non-negative ints, and its blob holds exactly
+    ``prod(shape) * element size`` bytes (for the dtypes this format knows)."""
+    if not isinstance(record, TensorRecord):
+        raise BadManifest(f"not a tensor record: {type(record).__name__}")
+    if not isinstance(record.dtype, str) or not DTYPE_NAME_RE.fullmatch(record.dtype):
+        raise BadManifest(f"bad tensor dtype {record.dtype!r}")
+    shape = record.shape
+    if not isinstance(shape, tuple) or len(shape) > MAX_DEPTH or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        raise BadManifest(f"bad tensor shape {shape!r}")
+    check_blob(record.blob)
+    size = DTYPE_SIZES.get(record.dtype)
+    if size is not None and math.prod(shape) * size != record.blob.size:
+        raise BadManifest(f"a {record.dtype} tensor of shape {list(shape)} cannot hold {record.blob.size} bytes")
+    return record
+
+
+_LEAVES = (type(None), bool, int, float, str, bytes)
+
+
+def check_tree(tree: Any) -> None:
+    """A weights tree holds only plain values, tuples, state dicts and valid tensors,
+    nested at most :data:`MAX_DEPTH` deep (checked without recursion)."""
+    if depth_exceeds(tree):
+        raise BadManifest(f"a weights tree nests deeper than {MAX_DEPTH}")
+    stack = [tree]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, TensorRecord):
+            check_tensor(item)
+        elif isinstance(item, StateDict):
+            if not isinstance(item.items, dict) or not isinstance(item.metadata, (dict, StateDict, type(None))):
+                raise BadManifest("a state dict must hold a mapping and a metadata mapping or nil")
+            stack += item.children()
+        elif isinstance(item, dict):
+            for key in item:
+                if not isinstance(key, (str, int, bool, float, type(None), bytes, tuple)):
+                    raise BadManifest(f"a weights mapping has a key of type {type(key).__name__}")
+            stack += item.values()
+        elif isinstance(item, (list, tuple)):
+            stack += item
+        elif not isinstance(item, _LEAVES):
+            raise BadManifest(f"a weights tree holds a {type(item).__name__}")
+
+
+def _plain(value: Any, what: str, *, mapping: bool = False) -> None:
+    """JSON-like: string keys, plain values, at most :data:`MAX_DEPTH` deep."""
+    if mapping and not isinstance(value, dict):
+        raise BadManifest(f"{what} must be a mapping, not {type(value).__name__}")
+    if depth_exceeds(value):
+        raise BadManifest(f"{what} nests deeper than {MAX_DEPTH}")
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                if not isinstance(key, str):
+                    raise BadManifest(f"{what} has a key of type {type(key).__name__}: keys are texts")
+                stack.append(inner)
+        elif isinstance(item, list):
+            stack += item
+        elif not isinstance(item, (type(None), bool, int, float, str)):
+            raise BadManifest(f"{what} holds a {type(item).__name__}: only JSON values are allowed")
+
+
+def _metrics(metrics: Any) -> None:
+    if not isinstance(metrics, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in metrics.items()):
+        raise BadManifest("metrics must map texts to numbers")
+
+
+def _optional_text(value: Any, what: str, lines: bool = False) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{what} must be text, not {type(value).__name__}")
+
+
+def _optional_str(value: Any) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"expected text, got {type(value).__name__}")
+
+
 # -- packing --------------------------------------------------------------------
 
 
 def pack(manifest: Manifest) -> bytes:
-    """The manifest's bytes: a msgpack map with sorted keys, absent fields omitted."""
+    """The manifest's bytes: a msgpack map with sorted keys, absent fields omitted.
+    A manifest that breaks a rule of the format is refused (:class:`InvalidInputError`):
+    aoe never publishes what a reader would refuse."""
+    try:
+        check(manifest, writing=True)
+    except BadManifest as exc:
+        raise InvalidInputError(f"cannot publish this run: {exc}") from None
     fields: dict[str, Any] = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -150,12 +342,20 @@ def pack(manifest: Manifest) -> bytes:
         "metrics": manifest.metrics or None,
     }
     present = {k: fields[k] for k in sorted(fields) if fields[k] is not None}
-    return pack_tree(present)
+    data = pack_tree(present)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise InvalidInputError(
+            f"this run's manifest would take {len(data):,} bytes, more than the {MAX_MANIFEST_BYTES:,} "
+            "a manifest may; store fewer, larger tensors (or bundle small values into one tensor)")
+    return data
 
 
 def pack_tree(tree: Any) -> bytes:
     """msgpack bytes of a tree of plain values, tensor records, tuples and state dicts."""
-    return msgpack.packb(tree, default=_ext, strict_types=True, use_bin_type=True)
+    try:
+        return msgpack.packb(tree, default=_ext, strict_types=True, use_bin_type=True)
+    except (OverflowError, ValueError) as exc:  # ints over 64 bits, too deep for msgpack
+        raise UnsupportedValueError(f"cannot store this value: {exc}") from None
 
 
 def _ext(value: Any) -> msgpack.ExtType:
@@ -180,51 +380,67 @@ def _tensor_map(record: TensorRecord) -> dict[str, Any]:
 
 
 def unpack(data: bytes) -> Manifest:
-    """Parse and validate manifest bytes; refuse unknown formats and newer versions."""
+    """Parse and check manifest bytes; refuse unknown formats, newer versions and any
+    manifest that breaks a rule of the format (:func:`check`)."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise FormatError(f"a manifest of {len(data):,} bytes is larger than any aoe writes; run `aoe store fsck`")
     try:
         fields = unpack_tree(data)
     except FormatError:
         raise
-    except Exception as exc:  # msgpack raises many types for malformed input
+    except (BadManifest, InvalidNameError) as exc:  # raised by a tensor record, from an extension type
+        raise FormatError(f"malformed run manifest ({exc}); run `aoe store fsck`") from None
+    except Exception as exc:  # noqa: BLE001 - msgpack raises many types for malformed input
         raise FormatError(f"manifest is not valid msgpack ({exc}); run `aoe store fsck`") from None
     if not isinstance(fields, dict) or fields.get("format") != FORMAT:
         raise FormatError(f"not an aoe run manifest (no format marker {FORMAT!r})")
     version = fields.get("version")
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise FormatError(f"manifest has an invalid format version {version!r}")
     if version > FORMAT_VERSION:
-        raise FormatError(
+        raise NewerFormatError(
             f"run manifest format version {version} needs a newer aoe "
             f"(this one reads versions up to {FORMAT_VERSION}); upgrade aoe"
         )
     if version < FORMAT_VERSION:
         fields = migrate(fields, version)
     try:
-        return Manifest(
-            font_id=_str(fields["font_id"]),
-            run_id=_str(fields["run_id"]),
-            status=_str(fields["status"]),
-            saved_at=_str(fields["saved_at"]),
-            started_at=_opt_str(fields.get("started_at")),
-            ended_at=_opt_str(fields.get("ended_at")),
-            params=dict(fields.get("params") or {}),
+        return check(Manifest(
+            font_id=fields["font_id"],
+            run_id=fields["run_id"],
+            status=fields["status"],
+            saved_at=fields["saved_at"],
+            started_at=fields.get("started_at"),
+            ended_at=fields.get("ended_at"),
+            params=fields.get("params", {}),
             personality=_tensor(fields["personality"]) if "personality" in fields else None,
             weights=fields.get("weights"),
             sample=_blob(fields["sample"]) if "sample" in fields else None,
-            glyphs={_str(k): _blob(v) for k, v in (fields.get("glyphs") or {}).items()},
+            glyphs={k: _blob(v) for k, v in _mapping(fields.get("glyphs", {})).items()},
             feedback=_blob(fields["feedback"]) if "feedback" in fields else None,
-            extras={_str(k): v for k, v in (fields.get("extras") or {}).items()},
-            name=_opt_str(fields.get("name")),
-            description=_opt_str(fields.get("description")),
-            tags=tuple(_str(t) for t in fields.get("tags") or ()),
-            weights_version=_opt_str(fields.get("weights_version")),
-            feedback_schema=_opt_str(fields.get("feedback_schema")),
-            parent=parse_digest(fields["parent"]) if "parent" in fields else None,
-            source=dict(fields.get("source") or {}),
-            metrics=dict(fields["metrics"]) if "metrics" in fields else None,
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise FormatError(f"malformed run manifest ({exc!r}); run `aoe store fsck`") from None
+            extras=fields.get("extras", {}),
+            name=fields.get("name"),
+            description=fields.get("description"),
+            tags=tuple(_sequence(fields.get("tags", []))),
+            weights_version=fields.get("weights_version"),
+            feedback_schema=fields.get("feedback_schema"),
+            parent=fields.get("parent"),
+            source=fields.get("source", {}),
+            metrics=fields.get("metrics"),
+        ))
+    except (KeyError, TypeError, ValueError, AttributeError, InvalidNameError) as exc:
+        why = str(exc) if isinstance(exc, (BadManifest, InvalidNameError)) else repr(exc)
+        raise FormatError(f"malformed run manifest ({why}); run `aoe store fsck`") from None
+
+
+def check_location(manifest: Manifest, font_id: str, run_id: str) -> Manifest:
+    """A manifest read through the ref ``font_id/runs/run_id`` must be that run's: a ref
+    copied or edited to name another run's manifest is refused, not shown as that run."""
+    if (manifest.font_id, manifest.run_id) != (font_id, run_id):
+        raise FormatError(
+            f"the ref of run {run_id} of {font_id} names the manifest of run {manifest.run_id} of "
+            f"{manifest.font_id} (a ref copied or edited by hand); run `aoe store fsck`")
+    return manifest
 
 
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
@@ -251,9 +467,23 @@ def migrate(fields: dict[str, Any], version: int) -> dict[str, Any]:
     return fields
 
 
+_depth = threading.local()
+
+
 def unpack_tree(data: bytes) -> Any:
-    """The inverse of :func:`pack_tree`."""
-    return msgpack.unpackb(data, ext_hook=_from_ext, strict_map_key=False, raw=False)
+    """The inverse of :func:`pack_tree`, refusing extension types nested deeper than
+    :data:`MAX_EXT_DEPTH` and any nesting deeper than :data:`MAX_DEPTH`."""
+    level = getattr(_depth, "level", 0)
+    if level >= MAX_EXT_DEPTH:
+        raise FormatError(f"manifest nests extension types deeper than {MAX_EXT_DEPTH}; run `aoe store fsck`")
+    _depth.level = level + 1
+    try:
+        tree = msgpack.unpackb(data, ext_hook=_from_ext, strict_map_key=False, raw=False)
+    finally:
+        _depth.level = level
+    if level == 0 and depth_exceeds(tree):
+        raise FormatError(f"manifest nests deeper than {MAX_DEPTH}; run `aoe store fsck`")
+    return tree
 
 
 def _from_ext(code: int, payload: bytes) -> Any:
@@ -261,32 +491,30 @@ def _from_ext(code: int, payload: bytes) -> Any:
     if code == EXT_TENSOR:
         return _tensor(value)
     if code == EXT_TUPLE:
-        return tuple(value)
+        return tuple(_sequence(value))
     if code == EXT_STATE_DICT:
-        items, metadata = value
-        return StateDict(dict(items), metadata)
+        items, metadata = _sequence(value)
+        return StateDict(_mapping(items), metadata)
     raise FormatError(f"unknown msgpack extension type {code} in a manifest; upgrade aoe")
 
 
-def _blob(value: Any) -> Blob:
-    size = value["size"]
-    if not isinstance(size, int) or size < 0:
-        raise ValueError(f"bad blob size {size!r}")
-    return Blob(size, tuple(parse_digest(c) for c in value["chunks"]))
-
-
-def _tensor(value: Any) -> TensorRecord:
-    shape = tuple(value["shape"])
-    if not all(isinstance(n, int) and n >= 0 for n in shape):
-        raise ValueError(f"bad tensor shape {shape!r}")
-    return TensorRecord(_str(value["dtype"]), shape, _blob(value))
-
-
-def _str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {type(value).__name__}")
+def _mapping(value: Any) -> dict[Any, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a mapping, got {type(value).__name__}")
     return value
 
 
-def _opt_str(value: Any) -> str | None:
-    return None if value is None else _str(value)
+def _sequence(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(f"expected an array, got {type(value).__name__}")
+    return value
+
+
+def _blob(value: Any) -> Blob:
+    value = _mapping(value)
+    return check_blob(Blob(value["size"], tuple(_sequence(value["chunks"]))))
+
+
+def _tensor(value: Any) -> TensorRecord:
+    value = _mapping(value)
+    return check_tensor(TensorRecord(value["dtype"], tuple(_sequence(value["shape"])), _blob(value)))

@@ -14,56 +14,27 @@ Every name that becomes part of a path is validated here first.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .backend import Backend
-from .errors import FontNotFoundError, FormatError, InvalidNameError, NotFoundError, RunNotFoundError, StoreError
+from .errors import (
+    FontNotFoundError,
+    FormatError,
+    InvalidNameError,
+    NotFoundError,
+    RunNotFoundError,
+    StoreError,
+)
+from .limits import parse_json
+from .names import RUN_ID_RE, check_font_id, check_run_id, font_number
 from .objects import Digest, parse_digest
 
 FONTS_PREFIX = ".fonts"
 TRASH_PREFIX = ".trash"
 FONT_RECORD = "font"
-FONT_ID_RE = re.compile(r"([1-9][0-9]{0,8})-([a-z0-9]+(?:-[a-z0-9]+)*)")
-FONT_NAME_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
-RUN_ID_RE = re.compile(r"[0-9]{8}T[0-9]{6}\.[0-9]{6}Z-[0-9]{4}")
-MAX_NAME_LENGTH = 100
 SEQUENCE_LIMIT = 10_000
-FONT_ID_FORM = (
-    "'{number}-{name}', with a number from 1 and a name of lowercase letters, digits "
-    "and single hyphens (e.g. '1-fruity', '3-aggressive-sans')"
-)
-
-
-def check_font_id(font_id: str) -> str:
-    """Refuse anything that is not ``{number}-{name}`` in lowercase."""
-    if not isinstance(font_id, str) or len(font_id) > MAX_NAME_LENGTH or not FONT_ID_RE.fullmatch(font_id):
-        raise InvalidNameError(f"invalid font id {font_id!r}: expected {FONT_ID_FORM}")
-    return font_id
-
-
-def check_font_name(name: str) -> str:
-    if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or not FONT_NAME_RE.fullmatch(name):
-        raise InvalidNameError(
-            f"invalid font name {name!r}: use lowercase letters, digits and single hyphens "
-            f"(e.g. 'fruity'), or a whole font id {FONT_ID_FORM}"
-        )
-    return name
-
-
-def font_number(font_id: str) -> int:
-    return int(check_font_id(font_id).split("-", 1)[0])
-
-
-def check_run_id(run_id: str) -> str:
-    if not isinstance(run_id, str) or not RUN_ID_RE.fullmatch(run_id):
-        raise InvalidNameError(
-            f"invalid run id {run_id!r}: expected a UTC time and a sequence number, "
-            "like '20260111T083000.123456Z-0000' (see `aoe store ls FONT_ID`)"
-        )
-    return run_id
 
 
 def run_id_for(moment: datetime, sequence: int = 0) -> str:
@@ -78,23 +49,6 @@ def run_id_for(moment: datetime, sequence: int = 0) -> str:
 def run_time(run_id: str) -> datetime:
     """The moment a run id was made from."""
     return datetime.fromisoformat(check_run_id(run_id)[:22] + "+00:00")
-
-
-def check_name(name: str, what: str) -> str:
-    """A name that becomes a path part (glyph, extra): no separators, dots-only or control chars."""
-    if (
-        not isinstance(name, str)
-        or not name
-        or len(name) > MAX_NAME_LENGTH
-        or name in (".", "..")
-        or name.startswith(".")
-        or any(c in '/\\:*?"<>|' or ord(c) < 32 or ord(c) == 127 for c in name)
-    ):
-        raise InvalidNameError(
-            f"invalid {what} {name!r}: use 1 to {MAX_NAME_LENGTH} characters, not starting with "
-            "'.', without path separators, control characters or any of :*?\"<>|"
-        )
-    return name
 
 
 def run_key(font_id: str, run_id: str) -> str:
@@ -125,7 +79,7 @@ class TrashRecord:
     @classmethod
     def parse(cls, key: str, data: bytes) -> TrashRecord:
         try:
-            fields = json.loads(data)
+            fields = parse_json(data)
             record = cls(fields["font_id"], fields.get("run_id"), fields.get("manifest"),
                          fields["deleted_at"], fields.get("purged_at"))
             if record.manifest is not None:
@@ -230,18 +184,37 @@ class Refs:
         """Create a run ref with exactly this id; False if it exists.
 
         If the write fails after the ref appeared (its folder could not be made
-        durable), the ref is taken back, so a failed save never leaves a run.
+        durable), the ref is taken back, so a failed save never leaves a run. A run
+        published while its font is being deleted is taken back too (or, if the
+        deletion already moved it to the trash, left there with its font), and the
+        caller is told: nothing reported as saved is ever lost with a font.
         """
         key, content = run_key(font_id, run_id), _ref_bytes(digest)
         try:
-            return self.backend.write(key, [content], exclusive=True)
+            created = self.backend.write(key, [content], exclusive=True)
         except StoreError:
-            try:
-                if self.backend.read(key) == content:  # ours: no other manifest has this digest
-                    self.backend.delete(key)
-            except StoreError:
-                pass  # the error being raised says what matters
+            self._take_back(key, content)
             raise
+        if created and self.font_being_deleted(font_id):
+            if self._take_back(key, content):
+                raise FontNotFoundError(
+                    f"font {font_id} was deleted while run {run_id} was being saved; nothing was "
+                    "published (restore the font with `aoe store restore`, then save again)")
+            raise FontNotFoundError(
+                f"font {font_id} was deleted while run {run_id} was being saved; the run went to the "
+                f"trash with the font: `aoe store restore {font_id}` brings both back")
+        return created
+
+    def _take_back(self, key: str, content: bytes) -> bool:
+        """Remove a ref this writer just created, if it still holds what it wrote."""
+        try:
+            return self.backend.compare_and_swap(key, content, None)
+        except StoreError:
+            return False  # the error being raised says what matters
+
+    def font_being_deleted(self, font_id: str) -> bool:
+        """Whether a deletion of the font has begun (its trash record exists)."""
+        return self.backend.exists(TrashRecord(font_id, None, None, "").key)
 
     def move_run(self, font_id: str, run_id: str, old: Digest, new: Digest) -> bool:
         """Point a run at a new manifest if it still points at ``old`` (compare-and-swap)."""
@@ -266,10 +239,14 @@ class Refs:
         self.backend.delete(record.key)
         return False
 
-    def trash_font(self, font_id: str, when: str) -> None:
-        """Remove a font's claim (its runs first), keeping a record that holds its number."""
+    def begin_font_deletion(self, font_id: str, when: str) -> None:
+        """Record that the font is being deleted (holding its number), before any of its
+        runs is trashed: from here on a run published into it is taken back."""
         record = TrashRecord(font_id, None, None, when)
         self.backend.write(record.key, [record.to_bytes()], exclusive=False)
+
+    def end_font_deletion(self, font_id: str) -> None:
+        """Remove the font's claim, once its runs are in the trash."""
         self.backend.delete(f"{FONTS_PREFIX}/{font_number(font_id)}")
 
     def trashed(self, font_id: str | None = None) -> list[TrashRecord]:

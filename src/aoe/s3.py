@@ -37,8 +37,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from .backend import LOCKS_FOLDER, Buffer, check_key
-from .errors import InvalidNameError, NotFoundError, StorageError, StoreMissingError
+from .backend import LOCKS_FOLDER, MAX_KEY_BYTES, Buffer, check_key
+from .errors import InvalidNameError, NotFoundError, StorageError, StoreMissingError, UnexpectedFileError
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 """Contents larger than this are uploaded in parts (S3 takes up to 5 GiB in one PUT)."""
@@ -147,6 +147,10 @@ class S3Backend:
         """The bytes under ``key`` and their ETag."""
         def get() -> tuple[bytes, str]:
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            if response["ContentLength"] > MAX_KEY_BYTES:
+                response["Body"].close()
+                raise UnexpectedFileError(
+                    f"{key} holds {response['ContentLength']:,} bytes, more than aoe ever writes there")
             return response["Body"].read(), response["ETag"]
 
         return self._call(f"reading {key}", get)

@@ -25,7 +25,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, TypeVar
 
 from . import inputs
 from .backend import TEMP_PREFIX, fsync_dir, open_backend
@@ -44,9 +44,21 @@ from .errors import (
     StoreError,
     StoreMissingError,
 )
-from .manifests import FEEDBACK_SCHEMA, Manifest, pack, unpack
+from .limits import parse_json
+from .manifests import FEEDBACK_SCHEMA, Manifest, check_location, pack, unpack
+from .names import (
+    check_font_id,
+    check_font_name,
+    check_name,
+    check_status,
+    check_tags,
+    check_text,
+    font_number,
+    format_time,
+    parse_time,
+)
 from .objects import Digest, ObjectCache, ObjectStore, parse_digest
-from .refs import FONTS_PREFIX, Refs, TrashRecord, check_font_id, check_font_name, check_name, font_number
+from .refs import FONTS_PREFIX, Refs, TrashRecord
 
 if TYPE_CHECKING:
     import torch
@@ -91,7 +103,7 @@ def _cache_bytes(text: str | None) -> int:
     number, unit = (text[:-1], units[text[-1].upper()]) if text[-1:].upper() in units else (text, 1)
     try:
         value = int(float(number) * unit)
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, NaN, infinity
         value = -1
     if value < 0:
         raise InvalidInputError(f"AOE_CACHE_BYTES={text!r} is not a size: use bytes or e.g. 500M, 10G (0: no cache)")
@@ -356,7 +368,7 @@ class Store:
             yield ""
             return
         key = f"{INFLIGHT_PREFIX}/{secrets.token_hex(8)}"
-        marker = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": inputs.format_time(_now())}
+        marker = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": format_time(_now())}
         try:
             self.backend.write(key, [json.dumps(marker).encode()], exclusive=True)
             self._local.saving = True
@@ -382,6 +394,10 @@ class Store:
         sample = inputs.image_bytes(sample_image, "sample image") if sample_image is not None else None
         glyphs = inputs.glyph_images(eval_glyphs) if eval_glyphs is not None else {}
         feedback_data = inputs.feedback_bytes(feedback) if feedback is not None else None
+        if feedback_schema is not None and not isinstance(feedback_schema, str):
+            raise InvalidInputError(f"feedback_schema must be text such as '1.0', not {type(feedback_schema).__name__}")
+        if extras is not None and not isinstance(extras, Mapping):
+            raise InvalidInputError(f"extras must be a mapping of names to state, not a {type(extras).__name__}")
         extras = dict(extras or {})
         parts: dict[str, Any] = {}
         if weights is not None or personality_vector is not None or extras:
@@ -425,9 +441,9 @@ class Store:
         now = _now()
         fields = {
             "font_id": check_font_id(font_id),
-            "saved_at": inputs.format_time(now),
+            "saved_at": format_time(now),
             **metadata,
-            "ended_at": metadata["ended_at"] or inputs.format_time(now),
+            "ended_at": metadata["ended_at"] or format_time(now),
             **{k: v for k, v in parts.items() if v is not None},
             **({"source": source} if source else {}),
         }
@@ -441,7 +457,7 @@ class Store:
             if not self.refs.create_run(font_id, run_id, self.objects.put(pack(Manifest(run_id=run_id, **fields)))):
                 raise RunExistsError(f"run {run_id} of {font_id} exists already; nothing was published")
             return run_id
-        moment = inputs.parse_time(fields["started_at"]) or now
+        moment = parse_time(fields["started_at"]) or now
 
         def write_manifest(candidate: str) -> Digest:
             return self.objects.put(pack(Manifest(run_id=candidate, **fields)))
@@ -501,10 +517,10 @@ class Store:
         to (or replace) the run's glyphs. Returns the amended run.
         """
         self._require_font(font_id)
-        texts = {"name": inputs.optional_text(name, "name"),
-                 "description": inputs.optional_text(description, "description")}
-        new_tags = inputs.tags(tags) if tags is not None else None
-        adding, removing = inputs.tags(add_tags), set(inputs.tags(remove_tags))
+        texts = {"name": check_text(name, "name"),
+                 "description": check_text(description, "description", lines=True)}
+        new_tags = check_tags(tags) if tags is not None else None
+        adding, removing = check_tags(add_tags), set(check_tags(remove_tags))
         with self.saving():
             parts = self._write_assets(None, personality_vector, sample_image, eval_glyphs, feedback)
             for _ in range(MAX_MOVE_ATTEMPTS):
@@ -519,7 +535,7 @@ class Store:
                 if new_tags is not None or adding or removing:
                     base = new_tags if new_tags is not None else old.tags
                     changes["tags"] = tuple(t for t in dict.fromkeys((*base, *adding)) if t not in removing)
-                new = replace(old, **changes, parent=current.digest, saved_at=inputs.format_time(_now()))
+                new = replace(old, **changes, parent=current.digest, saved_at=format_time(_now()))
                 self._touch_all(new.digests())
                 digest = self.objects.put(pack(new))
                 if self.refs.move_run(font_id, run_id, current.digest, digest):
@@ -594,7 +610,7 @@ class Store:
         self._require_font(font_id)
         for _ in range(MAX_MOVE_ATTEMPTS):
             digest = self.refs.read_run(font_id, run_id)
-            record = TrashRecord(font_id, run_id, digest, inputs.format_time(_now()))
+            record = TrashRecord(font_id, run_id, digest, format_time(_now()))
             if self.refs.trash_run(font_id, run_id, digest, record.deleted_at):
                 return record
         raise StoreError(  # pragma: no cover - needs 10 editors racing on one run
@@ -604,8 +620,9 @@ class Store:
     def delete_font(self, font_id: str) -> list[TrashRecord]:
         """Remove a font and all its runs, recoverable with :meth:`restore_font` until a gc."""
         self._require_font(font_id)
+        self.refs.begin_font_deletion(font_id, format_time(_now()))  # saves into it now fail cleanly
         records = [self.delete_run(font_id, run_id) for run_id in self.refs.runs(font_id)]
-        self.refs.trash_font(font_id, inputs.format_time(_now()))
+        self.refs.end_font_deletion(font_id)
         return records
 
     def trashed(self, font_id: str | None = None) -> list[TrashRecord]:
@@ -626,11 +643,16 @@ class Store:
                 f"by a gc on {record.purged_at}; it cannot be restored"
             )
         with self.saving():  # like a save: no gc may sweep what the ref is about to need
-            manifest = unpack(self.objects.get(record.manifest))
-            self._touch_all([record.manifest, *manifest.digests()])
+            try:
+                manifest: Manifest | None = unpack(self.objects.get(record.manifest))
+            except FormatError:  # set aside by fsck as unreadable: it comes back as it was
+                manifest = None
+            self._touch_all([record.manifest, *(manifest.digests() if manifest else ())])
             if not self.refs.create_run(font_id, run_id, record.manifest):
-                raise FontExistsError(f"a run {run_id} of {font_id} exists again; nothing was restored")
+                raise RunExistsError(f"a run {run_id} of {font_id} exists again; nothing was restored")
         self.refs.forget_trashed(record)
+        if manifest is None:
+            return RunInfo.unreadable(font_id, run_id, "restored as it was set aside: its manifest cannot be read")
         return Run(self, manifest, record.manifest).info
 
     def restore_font(self, font_id: str) -> list[str]:
@@ -739,7 +761,7 @@ class Store:
         run_id = run_id or self.newest_run(font_id)
         digest = self.refs.read_run(font_id, run_id)
         try:
-            manifest = unpack(self.objects.get(digest))
+            manifest = check_location(unpack(self.objects.get(digest)), font_id, run_id)
         except StoreError as exc:
             named = type(exc)(f"{exc} (the manifest of run {run_id} of {font_id})")
             named.__dict__.update(exc.__dict__)
@@ -808,19 +830,19 @@ def run_metadata(
 ) -> dict[str, Any]:
     """Validated manifest fields describing a run (checked before any blob is written)."""
     return {
-        "status": inputs.status(status),
+        "status": check_status(status),
         "started_at": inputs.timestamp(started_at, "started_at"),
         "ended_at": inputs.timestamp(ended_at, "ended_at"),
-        "params": inputs.plain_json(dict(params or {}), "params"),
-        "name": inputs.optional_text(name, "name"),
-        "description": inputs.optional_text(description, "description"),
-        "tags": inputs.tags(tags),
+        "params": inputs.params(params),
+        "name": check_text(name, "name"),
+        "description": check_text(description, "description", lines=True),
+        "tags": check_tags(tags),
     }
 
 
 def _feedback_schema(data: bytes) -> str:
     """The schema a feedback file declares (``"feedback_schema"``), else the current one."""
-    parsed = json.loads(data)
+    parsed = parse_json(data)
     declared = parsed.get("feedback_schema") if isinstance(parsed, dict) else None
     return declared if isinstance(declared, str) else FEEDBACK_SCHEMA
 
@@ -913,7 +935,10 @@ class Run:
     def feedback(self, with_defaults: bool = False) -> Any:
         """The feedback; ``with_defaults`` fills the optional fields its schema
         defines (:data:`FEEDBACK_DEFAULTS`) that an older trainer left out."""
-        feedback = json.loads(self.feedback_bytes())
+        try:
+            feedback = parse_json(self.feedback_bytes())
+        except ValueError as exc:  # verified bytes, but not what a save accepts
+            raise FormatError(f"the feedback of {self._what} is not readable JSON ({exc})") from None
         if with_defaults and isinstance(feedback, dict):
             defaults = FEEDBACK_DEFAULTS.get(self.manifest.feedback_schema or FEEDBACK_SCHEMA, {})
             feedback = {**json.loads(json.dumps(defaults)), **feedback}
@@ -955,6 +980,8 @@ class Run:
         import torch
 
         dest = Path(dest)
+        if dest.is_symlink():
+            raise InvalidInputError(f"{dest} is a symlink; export writes only into a real, new folder")
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
             raise InvalidInputError(f"{dest} already exists and is not empty; choose a new folder")
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -964,22 +991,29 @@ class Run:
             manifest = self.manifest
             if manifest.weights is not None:
                 weights, vector, _ = self.load()
-                torch.save(weights, temp / "weights.pt")
+                with _create(temp / "weights.pt") as f:
+                    torch.save(weights, f)
             if manifest.personality is not None:
-                torch.save(self.personality_vector(), temp / "personality_vector.pt")
+                with _create(temp / "personality_vector.pt") as f:
+                    torch.save(self.personality_vector(), f)
             for name in manifest.extras:
                 (temp / "extras").mkdir(exist_ok=True)
-                torch.save(self.extra(name), temp / "extras" / f"{name}.pt")
+                with _create(temp / "extras" / f"{name}.pt") as f:
+                    torch.save(self.extra(name), f)
             if manifest.sample is not None:
-                (temp / "sample.png").write_bytes(self.sample())
+                with _create(temp / "sample.png") as f:
+                    f.write(self.sample())
             if manifest.glyphs:
                 (temp / "eval-glyphs").mkdir()
                 for glyph, data in self.glyphs().items():
-                    (temp / "eval-glyphs" / f"{glyph}.png").write_bytes(data)
+                    with _create(temp / "eval-glyphs" / f"{glyph}.png") as f:
+                        f.write(data)
             if manifest.feedback is not None:
-                (temp / "feedback.json").write_bytes(self.feedback_bytes())
+                with _create(temp / "feedback.json") as f:
+                    f.write(self.feedback_bytes())
             meta = {k: v for k, v in self.info.to_dict().items() if v not in (None, [], {})}
-            (temp / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
+            with _create(temp / "run.json") as f:
+                f.write((json.dumps(meta, indent=2) + "\n").encode())
             for path in sorted(temp.rglob("*"), reverse=True):  # files, then their folders
                 _fsync(path)
             _fsync(temp)
@@ -1002,6 +1036,19 @@ class Run:
                 f"`aoe store ls {self.manifest.font_id}`"
             )
         return value
+
+
+def _create(path: Path) -> BinaryIO:
+    """A new file to write, never an existing one nor through a symlink: two names that
+    one file system takes as the same (glyphs ``A`` and ``a`` where case is ignored)
+    are an error, not one file silently overwriting the other."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except FileExistsError:
+        raise InvalidInputError(
+            f"{path.name} would overwrite another file of this run in {path.parent} (a file system "
+            "that ignores case?); export to a case-sensitive file system") from None
+    return os.fdopen(fd, "wb")
 
 
 def _fsync(path: Path) -> None:

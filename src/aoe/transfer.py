@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InvalidInputError, StoreError
+from .names import check_font_id, font_number
 from .objects import OBJECTS_PREFIX, Digest
-from .refs import check_font_id, font_number
 from .store import Store
-
 
 UP_TO_DATE = "up to date"
 

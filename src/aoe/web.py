@@ -34,8 +34,8 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 from .catalog import Catalog, RunInfo
 from .errors import InvalidInputError, InvalidNameError, NotFoundError, StoreError
 from .manifests import Manifest, unpack
+from .names import RUN_ID_RE, check_font_id
 from .objects import Blob, parse_digest
-from .refs import RUN_ID_RE, check_font_id
 from .store import CATALOG_FILE, Store
 
 PAGE_SIZE = 100
