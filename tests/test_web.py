@@ -172,7 +172,7 @@ def test_a_big_tensor_streams_chunk_by_chunk(store: aoe.Store, font: str, monkey
     try:
         base = f"http://127.0.0.1:{httpd.server_address[1]}"
         status, headers, body = get(f"{base}/blob/{','.join(blob.chunks)}.bin")
-        assert status == 200 and "Content-Length" not in headers and body == tensor.numpy().tobytes()
+        assert status == 200 and headers["Content-Length"] == "20000" and body == tensor.numpy().tobytes()
         _, _, page = get(f"{base}/run/{font}/{run}")
         assert f"/blob/{','.join(blob.chunks)}.bin".encode() in page
     finally:
@@ -238,3 +238,115 @@ def test_a_damaged_store_index_is_no_seed(store: aoe.Store, font: str, runs: lis
         httpd.shutdown()
         httpd.server_close()
     assert index.read_bytes() == b"not a database" * 100  # left as it was: serve writes nothing
+
+
+# -- hostile requests and damaged stores ------------------------------------------------
+
+
+def test_requests_for_another_host_name_are_refused(server: str, font: str) -> None:
+    """DNS rebinding: a page at evil.example whose name now resolves to 127.0.0.1 sends
+    Host: evil.example; it must get nothing of the store."""
+    status, headers, body = get(server + f"/font/{font}", headers={"Host": "evil.example"})
+    assert status == 421 and font.encode() not in body
+    assert headers["Cache-Control"] == "no-store"
+    port = server.rsplit(":", 1)[1]
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}"):
+        assert get(server + "/", headers={"Host": host})[0] == 200
+
+
+def test_allowed_host_names_are_answered(store: aoe.Store, runs: list[str]) -> None:
+    httpd = make_server(store, port=0, allow_hosts=["fonts.lab"])
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/"
+        assert get(url, headers={"Host": "fonts.lab"})[0] == 200
+        assert get(url, headers={"Host": "fonts.lab:8080"})[0] == 200
+        assert get(url, headers={"Host": "other.lab"})[0] == 421
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_page_number_beyond_reason_is_a_clear_400(server: str, font: str) -> None:
+    status, headers, body = get(server + f"/font/{font}?page={10**25}")
+    assert status == 400 and b"pages are numbered" in body
+    assert headers["Cache-Control"] == "no-store"
+
+
+def test_a_damaged_later_chunk_aborts_the_download(store: aoe.Store, font: str, tmp_path: Path) -> None:
+    import http.client
+
+    from aoe.objects import object_key
+
+    run_id = store.save_model(font, {"big": torch.arange(3 * 1024 * 1024, dtype=torch.float32)})
+    blob = store.open_run(font, run_id).manifest.weights["big"].blob
+    assert len(blob.chunks) == 2
+    path = store.backend.path(object_key(blob.chunks[1]))
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    httpd = make_server(store, port=0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/blob/{','.join(blob.chunks)}.bin"
+        with urllib.request.urlopen(url) as response:
+            assert int(response.headers["Content-Length"]) == blob.size
+            with pytest.raises(http.client.IncompleteRead):
+                response.read()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_an_unreadable_newest_run_does_not_take_the_front_page_down(server: str, store: aoe.Store, font: str) -> None:
+    import msgpack
+
+    from aoe.manifests import FORMAT
+
+    bad = msgpack.packb({"format": FORMAT, "version": 1, "font_id": font, "run_id": "29990101T000000.000000Z-0000",
+                         "status": "completed", "saved_at": "yesterday"})
+    store.refs.create_run(font, "29990101T000000.000000Z-0000", store.objects.put(bad))
+    status, _, body = get(server + "/")
+    assert status == 200 and b"unreadable" in body
+    status, _, body = get(server + f"/font/{font}")
+    assert status == 200 and b"unreadable" in body
+
+
+def test_the_readme_flow_with_a_relative_root_answers_every_linked_page(tmp_path: Path) -> None:
+    """As a new user runs it: the example in a fresh folder (it saves into ./networks),
+    then `aoe store serve` with its defaults; every page linked from / answers 200."""
+    import re
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    work = tmp_path / "fresh"
+    work.mkdir()
+    env = {k: v for k, v in __import__("os").environ.items() if k != "AOE_STORE"}
+    example = Path(__file__).parent.parent / "examples" / "train_fonts.py"
+    subprocess.run([sys.executable, str(example)], cwd=work, env=env, check=True, capture_output=True, timeout=120)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "aoe", "store", "serve", "--port", str(port)], cwd=work, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "serving networks" in server.stdout.readline()
+        seen: set[str] = set()
+        todo = ["/"]
+        while todo and len(seen) < 60:
+            path = todo.pop(0)
+            if path in seen:
+                continue
+            seen.add(path)
+            status, headers, body = get(f"http://127.0.0.1:{port}{path}")
+            assert status == 200, (path, body[:300])
+            if headers["Content-Type"].startswith("text/html"):
+                todo += [link.replace("&amp;", "&") for link in re.findall(r'(?:href|src)="(/[^"]*)"', body.decode())]
+        assert len(seen) > 20 and any(p.startswith("/download/") for p in seen)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        time.sleep(0)

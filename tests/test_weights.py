@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from aoe.backend import LocalBackend
-from aoe.errors import InvalidInputError, UnsupportedValueError
+from aoe.errors import FormatError, InvalidInputError, UnsupportedValueError
 from aoe.manifests import pack_tree, tensors, unpack_tree
 from aoe.objects import CHUNK_SIZE, ObjectStore
 from aoe.weights import PreparedTrees, as_tensor, dtype_from_name, dtype_name, load_trees
@@ -157,7 +157,7 @@ def test_a_tensor_whose_size_disagrees_with_its_blob_is_refused(objects: ObjectS
     prepared.add("w", torch.ones(4))
     record = prepared.store(objects)["w"]
     forged = type(record)("float32", (5,), record.blob)
-    with pytest.raises(InvalidInputError, match="manifest is damaged"):
+    with pytest.raises(FormatError, match="manifest is damaged"):
         load_trees(objects, [forged])
 
 

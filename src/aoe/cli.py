@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,6 +44,9 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
 ]
 """Exit code per error type, first match wins; 0 is success, 2 also bad usage."""
 
+EXIT_INTERNAL = 70
+"""An error aoe did not expect (a bug): one line, like every other (EX_SOFTWARE)."""
+
 PROGRESS_MIN_BYTES = 32 * 1024 * 1024
 """Smaller puts and gets finish too fast to need a progress bar."""
 
@@ -73,6 +77,11 @@ def main() -> None:
         fail("interrupted; nothing half-written was published", 130)
     except OSError as exc:
         fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), 1)
+    except Exception as exc:  # a bug of aoe's: still one line, and how to see more
+        if os.environ.get("AOE_DEBUG"):
+            raise
+        fail(f"internal error ({type(exc).__name__}: {exc}); please report it (AOE_DEBUG=1 shows the "
+             "traceback)", EXIT_INTERNAL)
     if isinstance(code, int) and code:
         raise SystemExit(code)
 
@@ -548,13 +557,16 @@ def serve(
     host: Annotated[str, typer.Option(help="Where to listen; anything but loopback shows the store to the network.")]
     = "127.0.0.1",
     port: Annotated[int, typer.Option(help="The port (0: any free one).", min=0, max=65535)] = 8765,
+    allow_host: Annotated[Optional[list[str]], typer.Option(
+        "--allow-host", help="Also answer requests for this host name (repeat for more); by default only "
+        "the address it listens on and localhost, so other web pages cannot read the store.")] = None,
 ) -> None:
     """Browse the store in a web browser: fonts, runs, samples, glyphs, comparisons (read only)."""
     from .web import make_server
 
     store: Store = ctx.obj
     store._require_root()
-    server = make_server(store, host, port)
+    server = make_server(store, host, port, allow_host or ())
     if host not in ("127.0.0.1", "localhost", "::1"):
         warn(f"listening on {host}: anyone who can reach this machine can read the store")
     say(f"serving {store.root} at http://{host}:{server.server_address[1]}/ (Ctrl-C to stop)", flush=True)

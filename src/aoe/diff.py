@@ -86,7 +86,6 @@ def diff_runs(store: Store, font_id: str, run_a: str, run_b: str, *, measure: bo
         if a != b:
             result.images.append(Change(f"glyph {glyph}", a, b))
     left, right = tensor_table(first.manifest.weights), tensor_table(second.manifest.weights)
-    lazy: list[Any] = []
     for name in list(left) + [n for n in right if n not in left]:
         a, b = left.get(name), right.get(name)
         shown_a, shown_b = (_shown(a) if a else None), (_shown(b) if b else None)
@@ -100,9 +99,7 @@ def diff_runs(store: Store, font_id: str, run_a: str, run_b: str, *, measure: bo
         else:
             relative = largest = None
             if measure and a.dtype.startswith(("float", "bfloat", "complex")):
-                if not lazy:
-                    lazy.extend((first.open_weights(), second.open_weights()))
-                relative, largest = _how_much(lazy[0][name], lazy[1][name])
+                relative, largest = _how_much(store, a, b)
             result.tensors.append(TensorChange(name, "changed", shown_a, shown_b, a.blob.size, relative, largest))
     return result
 
@@ -147,10 +144,17 @@ def _shown(record: TensorRecord) -> str:
     return f"{record.dtype}{list(record.shape)}"
 
 
-def _how_much(a: Any, b: Any) -> tuple[float, float]:
+def _how_much(store: Store, first: TensorRecord, second: TensorRecord) -> tuple[float | None, float | None]:
+    """Relative L2 change and largest absolute difference of two tensors (read and
+    verified); None for a dtype torch cannot compute with (float4, say)."""
     import torch
 
-    a, b = a.to(torch.float64), b.to(torch.float64)
+    from .weights import load_trees
+
+    try:
+        a, b = (t.to(torch.float64) for t in load_trees(store.objects, [first, second]))
+    except (RuntimeError, TypeError):
+        return None, None
     delta = (b - a).abs()
     norm = float(torch.linalg.vector_norm(a))
     change = float(torch.linalg.vector_norm(b - a))

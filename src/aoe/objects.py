@@ -446,6 +446,20 @@ class ObjectStore:
         self.backend.write(key, [stored], exclusive=True)
         return True
 
+    def content_size(self, digest: Digest) -> int:
+        """The content size an object's header declares, checked against what any object
+        may hold (its content is verified only when it is read)."""
+        digest = parse_digest(digest)
+        stored = self.cache.get(digest) if self.cache is not None else None
+        if stored is None:
+            stored = self._read(digest)
+        if len(stored) < HEADER.size or stored[:4] != MAGIC:
+            raise _corrupt(digest, "bad header")
+        size: int = HEADER.unpack_from(stored)[2]
+        if size > MAX_OBJECT_BYTES:
+            raise _corrupt(digest, f"its header declares {size:,} bytes, more than an object may hold")
+        return size
+
     def stored_size(self, digest: str) -> int:
         """Bytes the object takes on disk (compressed, header included); 0 if missing."""
         stat = self.backend.stat(object_key(parse_digest(digest)))

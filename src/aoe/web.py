@@ -43,6 +43,7 @@ NEARBY = 25
 """A run page says which tensors the runs up to this many before and after it share."""
 IMMUTABLE = "public, max-age=31536000, immutable"
 CONTENT_TYPES = {"png": "image/png", "json": "application/json", "bin": "application/octet-stream"}
+MAX_PAGES = 10**9
 MANIFEST_CACHE = 20_000
 """Manifests kept in memory by address (they never change): a page of runs reads none twice."""
 
@@ -53,7 +54,7 @@ class Browser:
     def __init__(self, store: Store) -> None:
         self.store = store
         if not store.remote:  # read only: the index lives in memory, seeded from the store's
-            store._catalog = Catalog(None, store.refs, store.objects, seed=store.root / CATALOG_FILE)
+            store._catalog = Catalog(None, store.refs, store.objects, seed=(store.root / CATALOG_FILE).absolute())
         self.manifest = functools.lru_cache(maxsize=MANIFEST_CACHE)(self._read_manifest)
         """A manifest by address (thread-safe; manifests never change, so never stale)."""
 
@@ -83,6 +84,8 @@ class Browser:
                     return self._error(HTTPStatus.NOT_FOUND, str(exc))
                 except StoreError as exc:
                     return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, str(exc))
+                except Exception as exc:  # noqa: BLE001 - a page that fails answers, it never drops the connection
+                    return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(exc).__name__}: {exc}")
         return self._error(HTTPStatus.NOT_FOUND, f"nothing at {parts.path}")
 
     def _error(self, status: HTTPStatus, message: str) -> tuple[int, dict[str, str], bytes]:
@@ -90,7 +93,8 @@ class Browser:
 
     def _page(self, status: int, title: str, body: str) -> tuple[int, dict[str, str], bytes]:
         document = PAGE.format(title=h(title), root=h(str(self.store.root)), body=body)
-        return status, {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-cache"}, document.encode()
+        caching = "no-cache" if status == 200 else "no-store"  # a failure is never kept
+        return status, {"Content-Type": "text/html; charset=utf-8", "Cache-Control": caching}, document.encode()
 
     def _read_manifest(self, digest: str) -> Manifest:
         return unpack(self.store.objects.get(parse_digest(digest)))
@@ -102,8 +106,11 @@ class Browser:
         for summary in self.store.font_summaries():
             image = '<div class="thumb empty">no runs</div>'
             if summary.newest_run:
-                info = self.store.get_run_info(summary.font_id, summary.newest_run)
-                image = self._thumb(self.manifest(info.manifest).sample, "newest sample")
+                try:
+                    info = self.store.get_run_info(summary.font_id, summary.newest_run)
+                    image = self._thumb(self.manifest(info.manifest).sample, "newest sample")
+                except StoreError:  # one unreadable run does not take the front page down
+                    image = '<div class="thumb empty">unreadable</div>'
             cards.append(
                 f'<a class="card font" href="/font/{u(summary.font_id)}">{image}'
                 f"<b>{h(summary.font_id)}</b><span>{summary.runs} runs</span></a>")
@@ -119,8 +126,8 @@ class Browser:
     def font_page(self, font_id: str, query: dict[str, list[str]]) -> tuple[int, dict[str, str], bytes]:
         font_id = check_font_id(font_id)
         page = int(one(query, "page") or 1)
-        if page < 1:
-            raise InvalidInputError(f"page {page}: pages start at 1")
+        if not 1 <= page <= MAX_PAGES:
+            raise InvalidInputError(f"page {page}: pages are numbered from 1 to {MAX_PAGES:,}")
         filters: dict[str, Any] = {
             "status": one(query, "status") or None, "tags": [t for t in query.get("tag", []) if t],
             "where": [w for w in query.get("where", []) if w],
@@ -219,13 +226,16 @@ class Browser:
 
     def blob(self, digests: str, kind: str, query: dict[str, list[str]]) -> tuple[int, dict[str, str], Any]:
         """A blob's content, a verified chunk at a time (a 512 MiB tensor is never held
-        whole); the first chunk is read before answering, so a missing blob is a 404."""
+        whole), with its exact Content-Length. The first chunk is read and verified before
+        answering, so a missing or damaged blob is an error page; a later chunk that fails
+        its check aborts the response, so the client sees a failure, never wrong bytes."""
         chunks = tuple(parse_digest(d) for d in digests.split(","))
         first = self.store.objects.get(chunks[0])
+        length = len(first) + sum(self.store.objects.content_size(d) for d in chunks[1:])
         data: Any = first if len(chunks) == 1 else itertools.chain(
             [first], (self.store.objects.get(d) for d in chunks[1:]))
         headers = {"Content-Type": CONTENT_TYPES[kind], "Cache-Control": IMMUTABLE, "ETag": f'"{chunks[0]}"',
-                   "X-Content-Type-Options": "nosniff"}
+                   "X-Content-Type-Options": "nosniff", "Content-Length": str(length)}
         if kind == "bin":
             headers["Content-Disposition"] = f'attachment; filename="{chunks[0]}"'
         return 200, headers, data
@@ -358,6 +368,7 @@ def _page_numbers(page: int, pages: int) -> list[int]:
 
 class _Handler(BaseHTTPRequestHandler):
     browser: Browser
+    allowed_hosts: frozenset[str]
     server_version = "aoe"
 
     def do_GET(self) -> None:  # noqa: N802 - the standard library's name
@@ -375,28 +386,50 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = _refuse  # noqa: N815 - read only
 
     def _answer(self, send_body: bool) -> None:
-        status, headers, body = self.browser.respond(self.path)
+        if not self._host_allowed():
+            status, headers, body = self.browser._error(
+                HTTPStatus.MISDIRECTED_REQUEST, "this server answers only to the names it was started for "
+                "(see `aoe store serve --allow-host`)")
+        else:
+            status, headers, body = self.browser.respond(self.path)
         etag = headers.get("ETag")
         if etag and self.headers.get("If-None-Match") == etag:
             status, body = 304, b""
         self.send_response(status)
-        length = {"Content-Length": str(len(body))} if isinstance(body, bytes) else {}  # else: until closed
+        length = {"Content-Length": str(len(body))} if isinstance(body, bytes) else {}
         for name, value in {**headers, **length, "Content-Security-Policy": CSP,
                             "Referrer-Policy": "no-referrer"}.items():
             self.send_header(name, value)
         self.end_headers()
         if send_body and status != 304:
-            for piece in [body] if isinstance(body, bytes) else body:
-                self.wfile.write(piece)
+            try:
+                for piece in [body] if isinstance(body, bytes) else body:
+                    self.wfile.write(piece)
+            except StoreError:  # a later chunk failed its check: cut the response short
+                self.close_connection = True
+
+    def _host_allowed(self) -> bool:
+        """Only the names this server was started for: a page elsewhere that rebinds its own
+        DNS name to 127.0.0.1 gets nothing (its requests carry its own Host)."""
+        host = (self.headers.get("Host") or "").strip().lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return host in self.allowed_hosts or name in self.allowed_hosts
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass  # quiet; errors reach the page
 
 
-def make_server(store: Store, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
-    """A server for ``store`` (not started: call ``serve_forever``)."""
-    handler = type("Handler", (_Handler,), {"browser": Browser(store)})
+def make_server(store: Store, host: str = "127.0.0.1", port: int = 8765,
+                allow_hosts: Iterable[str] = ()) -> ThreadingHTTPServer:
+    """A server for ``store`` (not started: call ``serve_forever``). It answers requests
+    whose Host is the address it is bound to, a loopback name, or one of ``allow_hosts``
+    (names, or ``name:port``)."""
+    handler = type("Handler", (_Handler,), {"browser": Browser(store), "allowed_hosts": frozenset()})
     server = ThreadingHTTPServer((host, port), handler)
+    bound = server.server_address[1]
+    names = {host, "localhost", "127.0.0.1", "[::1]", *(a.lower() for a in allow_hosts)}
+    handler.allowed_hosts = frozenset(
+        {f"{n}:{bound}" for n in names} | {n for n in allow_hosts if ":" in n} | {n.lower() for n in allow_hosts})
     server.daemon_threads = True
     return server
 

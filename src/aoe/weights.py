@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .errors import InvalidInputError, NotFoundError, UnsupportedValueError
+from .errors import FormatError, InvalidInputError, NotFoundError, StorageError, UnsupportedValueError
 from .manifests import StateDict, TensorRecord, tensors
 from .objects import ObjectStore
 
@@ -169,7 +169,13 @@ def load_trees(
     for tree in trees:
         for record in tensors(tree):
             if id(record) not in buffers:
-                buffer = torch.empty(record.blob.size, dtype=torch.uint8)
+                _check_size(record)  # before anything is allocated for it
+                try:
+                    buffer = torch.empty(record.blob.size, dtype=torch.uint8)
+                except RuntimeError:  # more than this machine can give
+                    raise StorageError(
+                        f"cannot allocate {record.blob.size:,} bytes for a {record.dtype}{list(record.shape)} "
+                        "tensor on this machine") from None
                 buffers[id(record)] = buffer
                 targets.append((record.blob, raw_view(buffer)))
     objects.read_blobs_into(targets)
@@ -178,14 +184,7 @@ def load_trees(
 
 def _build(tree: Any, buffers: dict[int, torch.Tensor], device: torch.device | None) -> Any:
     if isinstance(tree, TensorRecord):
-        dtype = dtype_from_name(tree.dtype)
-        expected = _numel(tree.shape) * dtype.itemsize
-        if expected != tree.blob.size:
-            raise InvalidInputError(
-                f"stored tensor {tree.dtype}{list(tree.shape)} should be {expected} bytes, "
-                f"its blob is {tree.blob.size}; the manifest is damaged: run `aoe store fsck`"
-            )
-        tensor = buffers[id(tree)].view(dtype).reshape(tree.shape)
+        tensor = buffers[id(tree)].view(dtype_from_name(tree.dtype)).reshape(tree.shape)
         return tensor.to(device) if device is not None else tensor
     if isinstance(tree, StateDict):
         state: OrderedDict[Any, Any] = OrderedDict(
@@ -201,6 +200,17 @@ def _build(tree: Any, buffers: dict[int, torch.Tensor], device: torch.device | N
     if isinstance(tree, tuple):
         return tuple(_build(v, buffers, device) for v in tree)
     return tree
+
+
+def _check_size(record: TensorRecord) -> None:
+    """A tensor's blob holds exactly its elements (checked when its manifest was read;
+    again here, for dtypes the format's table does not know but this torch does)."""
+    expected = _numel(record.shape) * dtype_from_name(record.dtype).itemsize
+    if expected != record.blob.size:
+        raise FormatError(
+            f"stored tensor {record.dtype}{list(record.shape)} should be {expected} bytes, "
+            f"its blob is {record.blob.size}; the manifest is damaged: run `aoe store fsck`"
+        )
 
 
 def _numel(shape: tuple[int, ...]) -> int:
