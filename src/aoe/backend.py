@@ -334,8 +334,8 @@ class LocalBackend:
         except FileNotFoundError:
             return
         for entry in entries:
-            if entry.name.startswith(TEMP_PREFIX) or not entry.is_file(follow_symlinks=False):
-                continue
+            if entry.name.startswith(TEMP_PREFIX) or entry.is_dir(follow_symlinks=False):
+                continue  # a symlink or special file is listed: reading it is refused, so it is seen
             try:
                 info = entry.stat(follow_symlinks=False)
             except FileNotFoundError:  # removed since listed
@@ -366,7 +366,7 @@ class LocalBackend:
             key = f"{key_prefix}/{entry.name}" if key_prefix else entry.name
             if entry.is_dir(follow_symlinks=False):
                 yield from self._walk(Path(entry.path), key)
-            elif entry.is_file(follow_symlinks=False):
+            else:  # files, and what should not be there (symlinks, FIFOs): reading those is refused
                 yield key
 
     def write(self, key: str, parts: Sequence[Buffer], *, exclusive: bool) -> bool:
