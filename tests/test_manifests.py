@@ -118,3 +118,12 @@ def test_trees_keep_tuples_int_keys_and_bytes_apart_from_lists() -> None:
 def test_values_outside_the_schema_cannot_be_packed() -> None:
     with pytest.raises(UnsupportedValueError):
         pack_tree({"x": object()})
+
+
+def test_the_format_table_of_dtypes_is_exactly_torchs() -> None:
+    import torch
+
+    from aoe.manifests import DTYPE_SIZES
+
+    torch_dtypes = {str(d).removeprefix("torch."): d.itemsize for d in vars(torch).values() if isinstance(d, torch.dtype)}
+    assert DTYPE_SIZES == torch_dtypes
