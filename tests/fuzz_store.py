@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import io
 import json
-import math
 import os
 import random
 import resource
@@ -46,7 +45,7 @@ from aoe import cli
 from aoe.errors import FormatError, StoreError
 from aoe.fsck import fsck
 from aoe.manifests import EXT_STATE_DICT, EXT_TUPLE, unpack
-from aoe.objects import CODEC_PLANES, CODEC_RAW, CODEC_ZSTD, HEADER, MAGIC, hash_bytes, object_key
+from aoe.objects import CODEC_PLANES, CODEC_RAW, CODEC_ZSTD, HEADER, MAGIC, hash_bytes
 from aoe.web import Browser
 
 DOCUMENTED_EXITS = {0, 1, 2, 3, 4, 5, 6, 10}
