@@ -514,3 +514,14 @@ def test_a_trash_record_of_a_live_run_is_found_and_removed_by_fsck(
 def test_glyph_names_from_a_mapping_follow_the_same_rules(store: aoe.Store, font: str) -> None:
     with pytest.raises(InvalidNameError):
         store.save_model(font, {"w": torch.ones(1)}, eval_glyphs={"../x": make_png(1)})
+
+
+def test_a_pull_copies_the_good_runs_and_reports_a_malformed_one(store: aoe.Store, font: str, tmp_path: Path) -> None:
+    good = store.save_model(font, {"w": torch.ones(2)})
+    plant_fields(store, font, glyphs={"../../x": a_blob(store, make_png(1))})
+    dest = aoe.Store(tmp_path / "copy")
+    from aoe.transfer import transfer
+
+    report = transfer(store, dest)
+    assert [r.run_id for r in dest.list_runs(font)] == [good]
+    assert len(report.conflicts) == 1 and RUN_ID in report.conflicts[0] and "not copied" in report.conflicts[0]

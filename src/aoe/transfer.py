@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InvalidInputError, StoreError
+from .errors import CorruptObjectError, FormatError, InvalidInputError, ObjectNotFoundError, StoreError
+from .manifests import check_location
 from .names import check_font_id, font_number
 from .objects import OBJECTS_PREFIX, Digest
 from .store import Store
@@ -118,12 +119,18 @@ def _plan_font(source: Store, dest: Store, font_id: str,
     in_dest = set(dest.refs.runs(font_id)) if dest.exists() else set()
 
     def plan(run_id: str) -> tuple[str, Digest, Digest | None, set[Digest]] | str:
-        """What to do with one run, or why nothing (read on worker threads)."""
+        """What to do with one run, or why nothing (read on worker threads). A run the
+        source cannot show whole and valid is not copied: a transfer checks what it
+        receives, as a read does."""
         new = source.refs.read_run(font_id, run_id)
         old = dest.refs.read_run(font_id, run_id) if run_id in in_dest else None
         if old == new:
             return UP_TO_DATE
-        history = list(source.versions(new))
+        try:
+            history = list(source.versions(new))
+            check_location(history[0][1], font_id, run_id)
+        except (FormatError, CorruptObjectError, ObjectNotFoundError) as exc:
+            return f"{font_id}/{run_id}: not copied, the source's run cannot be read ({exc})"
         if old is not None and old not in {digest for digest, _ in history}:
             if _in_history(dest, old, new):
                 return UP_TO_DATE  # the destination amended it further
