@@ -24,19 +24,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
+from timing import median_time
 
 import aoe
-from timing import median_time
 
 FONTS = {"1-fruity": 1.0, "2-dumb": 0.1, "3-aggressive-sans": 0.01}
 """Each font's share of the runs: the first holds exactly --runs runs."""
 STYLES = ("serif", "sans", "mono", "script")
-START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def run_fields(i: int) -> dict[str, Any]:

@@ -34,14 +34,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-
-import aoe
 from bench_listing import build as build_listing
 from bench_save_load import trained_state_dict
 from timing import median_time
 
+import aoe
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from s3server import BUCKET, SeaweedServer  # noqa: E402
+from s3server import BUCKET, SeaweedServer
 
 THREADS = 16
 

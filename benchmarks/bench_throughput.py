@@ -18,9 +18,9 @@ from pathlib import Path
 
 import safetensors.torch
 import torch
+from bench_save_load import aoe_save, new_store, remove, safetensors_save_fsync, saves, take_turns, torch_save_fsync
 
 import aoe
-from bench_save_load import aoe_save, new_store, remove, safetensors_save_fsync, saves, take_turns, torch_save_fsync
 
 SIZES_MB = (10, 30, 100, 300, 1000)
 SAVERS = {"aoe": aoe_save, "torch.save": torch_save_fsync, "safetensors": safetensors_save_fsync}

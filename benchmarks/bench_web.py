@@ -23,10 +23,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-import aoe
-from aoe.web import make_server
 from bench_listing import build
 from timing import median_time
+
+import aoe
+from aoe.web import make_server
 
 
 def fetch(url: str) -> bytes:

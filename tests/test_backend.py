@@ -154,9 +154,8 @@ def test_a_lock_is_exclusive_and_released_when_its_holder_dies(local: LocalBacke
     import subprocess
     import sys
 
-    with local.lock("gc", wait=False) as first:
-        with local.lock("gc", wait=False) as second:
-            assert first and not second
+    with local.lock("gc", wait=False) as first, local.lock("gc", wait=False) as second:
+        assert first and not second
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import sys, time; from aoe.backend import LocalBackend\n"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 import aoe
 from aoe.web import make_server
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -34,7 +34,7 @@ def runs(store: aoe.Store, font: str) -> list[str]:
         ids.append(store.save_model(
             font, {"w": torch.ones(2)}, name=name, description=description, tags=tags,
             params={} if lr is None else {"lr": lr, "opt": {"name": "adam"}}, feedback=feedback, status=status,
-            started_at=datetime(2026, 3, day, tzinfo=timezone.utc),
+            started_at=datetime(2026, 3, day, tzinfo=UTC),
         ))
     return ids
 

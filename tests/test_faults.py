@@ -6,7 +6,6 @@ import errno
 import os
 import subprocess
 import sys
-
 from collections.abc import Iterator
 from pathlib import Path
 

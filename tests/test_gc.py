@@ -14,9 +14,9 @@ from test_concurrency import WRITER, check_every_object_is_whole, check_every_ru
 from writer import expected_weights
 
 import aoe
-from aoe.errors import StoreError
+from aoe.errors import GcRunningError, StoreError
 from aoe.fsck import fsck
-from aoe.gc import GcRunningError, collect_garbage
+from aoe.gc import collect_garbage
 from aoe.objects import object_key
 
 
@@ -53,9 +53,8 @@ def test_a_dry_run_removes_nothing(store: aoe.Store, font: str) -> None:
 
 
 def test_only_one_gc_at_a_time(store: aoe.Store, font: str) -> None:
-    with store.backend.lock("gc", wait=False):
-        with pytest.raises(GcRunningError, match="another gc is running"):
-            collect_garbage(store)
+    with store.backend.lock("gc", wait=False), pytest.raises(GcRunningError, match="another gc is running"):
+        collect_garbage(store)
     collect_garbage(store)  # released
 
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_png
-from conftest import run_cli
+from conftest import make_png, run_cli
 
 import aoe
 from aoe import manifests

@@ -126,4 +126,4 @@ def test_the_format_table_of_dtypes_is_exactly_torchs() -> None:
     from aoe.manifests import DTYPE_SIZES
 
     torch_dtypes = {str(d).removeprefix("torch."): d.itemsize for d in vars(torch).values() if isinstance(d, torch.dtype)}
-    assert DTYPE_SIZES == torch_dtypes
+    assert torch_dtypes == DTYPE_SIZES

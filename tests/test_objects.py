@@ -13,9 +13,9 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import aoe.objects
 from aoe.backend import LocalBackend
 from aoe.errors import CorruptObjectError, InvalidNameError, ObjectNotFoundError
-import aoe.objects
 from aoe.objects import (
     CHUNK_SIZE,
     CODEC_PLANES,

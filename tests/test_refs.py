@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from aoe.backend import LocalBackend
 from aoe.errors import FontNotFoundError, FormatError, InvalidNameError, RunNotFoundError
-from aoe.objects import hash_bytes
 from aoe.names import check_font_id, check_name, check_run_id
+from aoe.objects import hash_bytes
 from aoe.refs import Refs, run_id_for, run_time
 
-MOMENT = datetime(2026, 1, 11, 8, 30, 0, 500, tzinfo=timezone.utc)
+MOMENT = datetime(2026, 1, 11, 8, 30, 0, 500, tzinfo=UTC)
 
 
 @pytest.fixture

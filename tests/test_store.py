@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgpack
@@ -70,7 +71,7 @@ def test_a_store_that_does_not_exist_says_so(tmp_path: Path) -> None:
 
 
 def test_a_run_round_trips_everything(store: aoe.Store, font: str, model: TinyFont, run_files: dict) -> None:
-    started = datetime(2026, 1, 11, 8, 30, tzinfo=timezone.utc)
+    started = datetime(2026, 1, 11, 8, 30, tzinfo=UTC)
     run_id = store.save_model(
         font, model, **run_files, params={"lr": 0.001, "steps": 3, "layers": (16, 64)},
         started_at=started, ended_at=started + timedelta(minutes=5), name="first", description="base",
@@ -111,7 +112,7 @@ def test_saving_the_same_weights_twice_adds_no_weight_bytes(store: aoe.Store, fo
 
 
 def test_runs_list_oldest_first_and_none_means_newest(store: aoe.Store, font: str, model: TinyFont) -> None:
-    base = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    base = datetime(2026, 3, 1, tzinfo=UTC)
     ids = [store.save_model(font, model, started_at=base + timedelta(hours=h)) for h in (2, 0, 1)]
     listed = [info.run_id for info in store.list_runs(font)]
     assert listed == sorted(ids)
@@ -120,7 +121,7 @@ def test_runs_list_oldest_first_and_none_means_newest(store: aoe.Store, font: st
 
 
 def test_two_runs_in_the_same_microsecond_get_distinct_ids(store: aoe.Store, font: str) -> None:
-    moment = datetime(2026, 5, 5, 5, 5, 5, 5, tzinfo=timezone.utc)
+    moment = datetime(2026, 5, 5, 5, 5, 5, 5, tzinfo=UTC)
     first = store.save_model(font, {"x": torch.ones(1)}, started_at=moment)
     second = store.save_model(font, {"x": torch.zeros(1)}, started_at=moment)
     assert (first[-4:], second[-4:]) == ("0000", "0001") and first[:-5] == second[:-5]
@@ -280,7 +281,7 @@ def test_feedback_declares_its_schema(store: aoe.Store, font: str) -> None:
 def test_naive_times_are_local_time(store: aoe.Store, font: str) -> None:
     naive = datetime(2026, 6, 1, 12, 0, 0)
     store.save_model(font, None, started_at=naive)
-    assert store.get_run_info(font).started_at == naive.astimezone(timezone.utc)
+    assert store.get_run_info(font).started_at == naive.astimezone(UTC)
 
 
 # -- start_run -------------------------------------------------------------------------
@@ -299,10 +300,9 @@ def test_start_run_records_times_and_completion(store: aoe.Store, font: str, mod
 
 
 def test_start_run_records_a_failure_with_what_it_has_and_reraises(store: aoe.Store, font: str, model: TinyFont) -> None:
-    with pytest.raises(RuntimeError, match="diverged"):
-        with store.start_run(font) as run:
-            run.save(model)
-            raise RuntimeError("loss diverged")
+    with pytest.raises(RuntimeError, match="diverged"), store.start_run(font) as run:
+        run.save(model)
+        raise RuntimeError("loss diverged")
     info = store.get_run_info(font)
     assert info.status == "failed" and "weights" in info.assets
     assert states_equal(store.load_model(font).weights, model.state_dict())
@@ -314,27 +314,24 @@ def test_start_run_refuses_bad_metadata_at_the_start(store: aoe.Store, font: str
 
 
 def test_start_run_marks_ctrl_c_as_interrupted(store: aoe.Store, font: str) -> None:
-    with pytest.raises(KeyboardInterrupt):
-        with store.start_run(font):
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), store.start_run(font):
+        raise KeyboardInterrupt
     assert store.get_run_info(font).status == "interrupted"
 
 
 def test_a_run_that_cannot_be_recorded_keeps_the_original_error(store: aoe.Store, font: str, monkeypatch) -> None:
-    with pytest.raises(ValueError, match="original") as caught:
-        with store.start_run(font) as run:
-            monkeypatch.setattr(store.refs, "require_font", lambda f: (_ for _ in ()).throw(FontNotFoundError("gone")))
-            raise ValueError("original")
+    with pytest.raises(ValueError, match="original") as caught, store.start_run(font) as run:
+        monkeypatch.setattr(store.refs, "require_font", lambda f: (_ for _ in ()).throw(FontNotFoundError("gone")))
+        raise ValueError("original")
     assert any("could not record this run as failed: gone" in n for n in caught.value.__notes__)
     assert run.run_id is None
 
 
 def test_saved_blobs_that_vanish_before_publication_are_reported(store: aoe.Store, font: str, model) -> None:
-    with pytest.raises(StoreError, match="vanished before the run was published"):
-        with store.start_run(font) as run:
-            run.save(model)
-            for path in object_files(store.root):
-                path.unlink()
+    with pytest.raises(StoreError, match="vanished before the run was published"), store.start_run(font) as run:
+        run.save(model)
+        for path in object_files(store.root):
+            path.unlink()
     assert store.list_runs(font) == []
 
 
@@ -361,3 +358,27 @@ def test_reading_objects_by_id(store: aoe.Store, font: str, model: TinyFont) -> 
     store.save_model(font, model)
     digest = store.get_run_info(font).manifest
     assert aoe.manifests.unpack(store.read_object(digest)).font_id == font
+
+
+def test_a_store_closes_what_it_holds_open_and_reopens_on_use(tmp_path: Path) -> None:
+    with aoe.Store(tmp_path / "networks") as store:
+        font = store.create_font("fruity")
+        store.save_model(font, {"w": torch.ones(1)})
+        assert len(store.list_runs(font)) == 1
+        assert open_files_under(store.root)  # the catalog index
+    assert open_files_under(store.root) == []  # released: the disk could be unmounted now
+    assert len(store.list_runs(font)) == 1  # and opened again when needed
+    store.close()
+
+
+def open_files_under(folder: Path) -> list[str]:
+    """Files under ``folder`` this process holds open (Linux)."""
+    found = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith(str(folder)):
+            found.append(target)
+    return found

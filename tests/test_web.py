@@ -58,7 +58,7 @@ def test_every_page_renders_and_escapes_user_strings(server: str, font: str, run
         status, headers, body = get(server + page)
         assert status == 200, (page, body[:300])
         assert headers["Content-Type"] == "text/html; charset=utf-8"
-        assert b"<script>" not in body and b"&lt;script&gt;" in body or page == "/", page
+        assert (b"<script>" not in body and b"&lt;script&gt;" in body) or page == "/", page
         assert "script-src" not in headers["Content-Security-Policy"]  # no script may run at all
     _, _, body = get(f"{server}/font/{font}?tag=bold")
     assert body.count(b'class=run-link') == 1 and runs[2].encode() in body

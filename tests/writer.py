@@ -9,13 +9,13 @@ any run found later can be checked bit for bit against :func:`expected_weights`.
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import torch
 
 import aoe
 
-SAME_MOMENT = datetime(2026, 1, 1, tzinfo=timezone.utc)
+SAME_MOMENT = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def expected_weights(seed: int, megabytes: float = 0.1) -> dict[str, torch.Tensor]:

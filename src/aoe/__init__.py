@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .catalog import FontSummary
+from .catalog import COMPLETED, FontSummary, RunInfo
 from .errors import (
     CorruptObjectError,
     FontExistsError,
     FontFolderMissingError,
     FontNotFoundError,
     FormatError,
+    GcRunningError,
     InvalidInputError,
     InvalidNameError,
     NotFoundError,
@@ -34,23 +35,66 @@ from .errors import (
     UnsupportedValueError,
 )
 from .manifests import FEEDBACK_SCHEMA, FORMAT, FORMAT_VERSION, WEIGHTS_VERSION
-from .store import COMPLETED, FAILED, INTERRUPTED, RUNNING, LoadedModel, Run, RunInfo, RunRecorder, Store
+from .store import FAILED, INTERRUPTED, RUNNING, LoadedModel, Run, RunRecorder, Store
 
 __version__ = "0.2.0"
 
 __all__ = [
-    "COMPLETED", "FAILED", "INTERRUPTED", "RUNNING",
-    "FEEDBACK_SCHEMA", "FORMAT", "FORMAT_VERSION", "WEIGHTS_VERSION",
-    "CorruptObjectError", "FontExistsError", "FontNotFoundError", "FormatError",
-    "InvalidInputError", "InvalidNameError", "NotFoundError", "ObjectNotFoundError",
-    "RunNotFoundError", "StorageError", "StorageFullError", "StoreError", "UnsupportedValueError",
-    "FontFolderMissingError", "RunExistsError", "StoreMissingError",
-    "FontSummary", "LoadedModel", "Run", "RunInfo", "RunRecorder", "Store",
-    "create_font", "list_fonts", "save_model", "load_model", "list_runs", "get_run_info",
-    "start_run", "load_personality", "export_personality", "load_sample", "load_glyphs",
-    "load_feedback", "load_extra", "open_weights", "search", "count_runs", "font_summaries",
-    "save_model_from_checkpoint", "amend_run", "tag_run", "describe_run", "run_history",
-    "delete_run", "restore_run",
+    "COMPLETED",
+    "FAILED",
+    "FEEDBACK_SCHEMA",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "INTERRUPTED",
+    "RUNNING",
+    "WEIGHTS_VERSION",
+    "CorruptObjectError",
+    "FontExistsError",
+    "FontFolderMissingError",
+    "FontNotFoundError",
+    "FontSummary",
+    "FormatError",
+    "GcRunningError",
+    "InvalidInputError",
+    "InvalidNameError",
+    "LoadedModel",
+    "NotFoundError",
+    "ObjectNotFoundError",
+    "Run",
+    "RunExistsError",
+    "RunInfo",
+    "RunNotFoundError",
+    "RunRecorder",
+    "StorageError",
+    "StorageFullError",
+    "Store",
+    "StoreError",
+    "StoreMissingError",
+    "UnsupportedValueError",
+    "amend_run",
+    "count_runs",
+    "create_font",
+    "delete_run",
+    "describe_run",
+    "export_personality",
+    "font_summaries",
+    "get_run_info",
+    "list_fonts",
+    "list_runs",
+    "load_extra",
+    "load_feedback",
+    "load_glyphs",
+    "load_model",
+    "load_personality",
+    "load_sample",
+    "open_weights",
+    "restore_run",
+    "run_history",
+    "save_model",
+    "save_model_from_checkpoint",
+    "search",
+    "start_run",
+    "tag_run",
 ]
 
 

@@ -140,7 +140,8 @@ class RunInfo:
     def _row(self) -> bytes:
         """The compact form the index keeps: the fields in order, times as text."""
         data = self.to_dict()
-        return msgpack.packb([data[name] for name in _FIELDS], use_bin_type=True)
+        row: bytes = msgpack.packb([data[name] for name in _FIELDS], use_bin_type=True)
+        return row
 
     @classmethod
     def _from_row(cls, row: bytes) -> RunInfo:
@@ -275,7 +276,8 @@ def _like(text: str) -> str:
 
 def build_query(query: Query, select: str) -> tuple[str, list[Any]]:
     """SQL and its arguments for a query (never string-formatted user values)."""
-    clauses, args = [], []
+    clauses: list[str] = []
+    args: list[Any] = []
     if query.fonts is not None:
         clauses.append(f"font_id IN ({','.join('?' * len(query.fonts))})" if query.fonts else "0")
         args += list(query.fonts)
@@ -309,9 +311,9 @@ def build_query(query: Query, select: str) -> tuple[str, list[Any]]:
     direction = "DESC" if query.descending != query.sort.startswith("-") else "ASC"
     order = _field_sql(sort)
     sql = f"SELECT {select} FROM runs{where} ORDER BY {order} IS NULL, {order} {direction}, font_id, run_id"
-    for bound, what in ((query.limit, "limit"), (query.offset, "offset")):
-        if bound is not None and not (isinstance(bound, int) and 0 <= bound <= MAX_PAGE):
-            raise InvalidInputError(f"{what} {bound!r}: use a whole number from 0 to {MAX_PAGE:,}")
+    for count, what in ((query.limit, "limit"), (query.offset, "offset")):
+        if count is not None and not (isinstance(count, int) and 0 <= count <= MAX_PAGE):
+            raise InvalidInputError(f"{what} {count!r}: use a whole number from 0 to {MAX_PAGE:,}")
     if query.limit is not None or query.offset:
         sql += " LIMIT ? OFFSET ?"
         args += [-1 if query.limit is None else query.limit, query.offset]

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -64,6 +64,7 @@ def main() -> None:
         code = app(standalone_mode=False)
     except typer.TyperException as exc:  # bad usage: one line, and where to look
         ctx = getattr(exc, "ctx", None)
+        # typer vendors click privately (typer._click) and compares this name itself
         if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
             say(ctx.get_help())
             raise SystemExit(0) from None
@@ -106,12 +107,12 @@ def warn(message: str) -> None:
 def store_options(
     ctx: typer.Context,
     root: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--root", envvar="AOE_STORE",
                      help="The store: a folder, or s3://bucket/prefix (default: ./networks)."),
     ] = None,
     endpoint: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--endpoint", envvar="AOE_S3_ENDPOINT",
                      help="The S3-compatible server of an s3:// store (default: AWS S3)."),
     ] = None,
@@ -258,15 +259,15 @@ def counter(label: str, total: int | None, *, in_bytes: bool = False) -> Iterato
         yield lambda n: bar.advance(task, n)
 
 
-StatusOption = Annotated[Optional[str], typer.Option(help="Only runs with this status.")]
-TagOption = Annotated[Optional[list[str]], typer.Option("--tag", help="Only runs with this tag (repeat: any of them).")]
+StatusOption = Annotated[str | None, typer.Option(help="Only runs with this status.")]
+TagOption = Annotated[list[str] | None, typer.Option("--tag", help="Only runs with this tag (repeat: any of them).")]
 AllTagsFlag = Annotated[bool, typer.Option("--all-tags", help="Runs must have every --tag.")]
-WhereOption = Annotated[Optional[list[str]], typer.Option(
+WhereOption = Annotated[list[str] | None, typer.Option(
     "--where", help="A condition FIELD OP VALUE, e.g. 'metrics.final_loss<0.05' or 'params.lr=0.001' (repeat: all).")]
 SortOption = Annotated[str, typer.Option(help="Sort by a field: run_id, time, saved_at, name, status, "
                                                "params.NAME, metrics.NAME; '-FIELD' for descending.")]
 DescFlag = Annotated[bool, typer.Option("--desc", help="Descending order.")]
-LimitOption = Annotated[Optional[int], typer.Option(help="At most this many runs.", min=0)]
+LimitOption = Annotated[int | None, typer.Option(help="At most this many runs.", min=0)]
 OffsetOption = Annotated[int, typer.Option(help="Skip this many runs first (paging).", min=0)]
 CountFlag = Annotated[bool, typer.Option("--count", help="Print only how many runs match.")]
 
@@ -274,12 +275,12 @@ CountFlag = Annotated[bool, typer.Option("--count", help="Print only how many ru
 @store_app.command("ls")
 def ls(
     ctx: typer.Context,
-    font_id: Annotated[Optional[str], typer.Argument()] = None,
+    font_id: Annotated[str | None, typer.Argument()] = None,
     status: StatusOption = None,
     tag: TagOption = None,
     all_tags: AllTagsFlag = False,
-    since: Annotated[Optional[str], typer.Option(help="Only runs from this time on (ISO 8601).")] = None,
-    until: Annotated[Optional[str], typer.Option(help="Only runs before this time (ISO 8601).")] = None,
+    since: Annotated[str | None, typer.Option(help="Only runs from this time on (ISO 8601).")] = None,
+    until: Annotated[str | None, typer.Option(help="Only runs before this time (ISO 8601).")] = None,
     where: WhereOption = None,
     sort: SortOption = "run_id",
     desc: DescFlag = False,
@@ -298,8 +299,8 @@ def ls(
         else:
             table(["font", "runs", "newest run"], [[s.font_id, s.runs, s.newest_run or "-"] for s in summaries])
         return
-    filters = dict(status=status, tags=tag or (), all_tags=all_tags, since=since, until=until,
-                   where=where or (), sort=sort, descending=desc, limit=limit, offset=offset)
+    filters: dict[str, Any] = dict(status=status, tags=tag or (), all_tags=all_tags, since=since, until=until,
+                                   where=where or (), sort=sort, descending=desc, limit=limit, offset=offset)
     if count:
         say(store.count_runs(font_id, **filters))
         return
@@ -310,7 +311,7 @@ def ls(
 def search(
     ctx: typer.Context,
     text: Annotated[str, typer.Argument(help="Found in the name or description, in any case.")] = "",
-    font: Annotated[Optional[str], typer.Option(help="Only this font.")] = None,
+    font: Annotated[str | None, typer.Option(help="Only this font.")] = None,
     status: StatusOption = None,
     tag: TagOption = None,
     all_tags: AllTagsFlag = False,
@@ -360,7 +361,7 @@ def show_runs(runs: list[Any], sort: str, as_json: bool, *, with_font: bool = Fa
 def show(
     ctx: typer.Context,
     font_id: str,
-    run_id: Annotated[Optional[str], typer.Argument()] = None,
+    run_id: Annotated[str | None, typer.Argument()] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Show one run (the newest by default): metadata, assets and what is missing."""
@@ -403,7 +404,7 @@ SHOWN_PER_KIND = 10
 def fsck_command(
     ctx: typer.Context,
     read_data: Annotated[bool, typer.Option("--read-data", help="Decompress and re-hash every object.")] = False,
-    subset: Annotated[Optional[str], typer.Option(
+    subset: Annotated[str | None, typer.Option(
         "--read-data-subset", metavar="N/M", help="Re-hash only part N of M of the objects (implies --read-data).",
     )] = None,
     repair: Annotated[bool, typer.Option(
@@ -465,9 +466,9 @@ def parse_duration(text: str) -> float:
     return value
 
 
-OtherEndpoint = Annotated[Optional[str], typer.Option(
+OtherEndpoint = Annotated[str | None, typer.Option(
     "--other-endpoint", help="The S3-compatible server of the other store, if not --endpoint's.")]
-FontsOption = Annotated[Optional[list[str]], typer.Option("--font", help="Only this font (repeat for more).")]
+FontsOption = Annotated[list[str] | None, typer.Option("--font", help="Only this font (repeat for more).")]
 TRANSFER_CONFLICTS = 6
 """Exit code of a push, pull or clone that transferred all it could but found conflicts."""
 
@@ -520,7 +521,7 @@ def clone_store(
     ctx: typer.Context,
     source: Annotated[str, typer.Argument(help="The store to copy.")],
     dest: Annotated[str, typer.Argument(help="A new store (a folder or s3://bucket/prefix); must hold no fonts.")],
-    other_endpoint: Annotated[Optional[str], typer.Option(
+    other_endpoint: Annotated[str | None, typer.Option(
         "--other-endpoint", help="The S3-compatible server of DEST, if not --endpoint's.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -557,7 +558,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Where to listen; anything but loopback shows the store to the network.")]
     = "127.0.0.1",
     port: Annotated[int, typer.Option(help="The port (0: any free one).", min=0, max=65535)] = 8765,
-    allow_host: Annotated[Optional[list[str]], typer.Option(
+    allow_host: Annotated[list[str] | None, typer.Option(
         "--allow-host", help="Also answer requests for this host name (repeat for more); by default only "
         "the address it listens on and localhost, so other web pages cannot read the store.")] = None,
 ) -> None:
@@ -607,7 +608,7 @@ def gc(
 def rm(
     ctx: typer.Context,
     font_id: str,
-    run_ids: Annotated[Optional[list[str]], typer.Argument(metavar="[RUN_ID]...")] = None,
+    run_ids: Annotated[list[str] | None, typer.Argument(metavar="[RUN_ID]...")] = None,
     font: Annotated[bool, typer.Option("--font", help="Delete the whole font and all its runs.")] = False,
 ) -> None:
     """Delete runs (or a whole font with --font); `aoe store restore` undoes it until a gc."""
@@ -632,7 +633,7 @@ def rm(
 def restore(
     ctx: typer.Context,
     font_id: str,
-    run_ids: Annotated[Optional[list[str]], typer.Argument(metavar="[RUN_ID]...")] = None,
+    run_ids: Annotated[list[str] | None, typer.Argument(metavar="[RUN_ID]...")] = None,
 ) -> None:
     """Bring back deleted runs, or a deleted font (no run ids), if no gc purged them."""
     store: Store = ctx.obj
@@ -648,7 +649,7 @@ def restore(
 @store_app.command()
 def trash(
     ctx: typer.Context,
-    font_id: Annotated[Optional[str], typer.Argument()] = None,
+    font_id: Annotated[str | None, typer.Argument()] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """What was deleted, when, and whether a gc has made it final."""
@@ -667,13 +668,13 @@ def amend(
     ctx: typer.Context,
     font_id: str,
     run_id: str,
-    sample: Annotated[Optional[Path], typer.Option(help="A sample image (PNG).")] = None,
-    glyphs: Annotated[Optional[Path], typer.Option(help="A folder of <glyph>.png to add or replace.")] = None,
-    feedback: Annotated[Optional[Path], typer.Option(help="A feedback JSON file.")] = None,
-    personality: Annotated[Optional[Path], typer.Option(help="A personality vector (.pt tensor).")] = None,
-    name: Annotated[Optional[str], typer.Option(help="A new name.")] = None,
-    description: Annotated[Optional[str], typer.Option(help="A new description.")] = None,
-    tag: Annotated[Optional[list[str]], typer.Option(help="Replace the tags (repeat for several).")] = None,
+    sample: Annotated[Path | None, typer.Option(help="A sample image (PNG).")] = None,
+    glyphs: Annotated[Path | None, typer.Option(help="A folder of <glyph>.png to add or replace.")] = None,
+    feedback: Annotated[Path | None, typer.Option(help="A feedback JSON file.")] = None,
+    personality: Annotated[Path | None, typer.Option(help="A personality vector (.pt tensor).")] = None,
+    name: Annotated[str | None, typer.Option(help="A new name.")] = None,
+    description: Annotated[str | None, typer.Option(help="A new description.")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="Replace the tags (repeat for several).")] = None,
 ) -> None:
     """Add what a run lacks, or change its texts: a new manifest, history kept."""
     run = ctx.obj.amend_run(font_id, run_id, sample_image=sample, eval_glyphs=glyphs, feedback=feedback,
@@ -687,7 +688,7 @@ def amend(
 def log(
     ctx: typer.Context,
     font_id: str,
-    run_id: Annotated[Optional[str], typer.Argument()] = None,
+    run_id: Annotated[str | None, typer.Argument()] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """A run's history: every version its amends and edits left, newest first."""
@@ -701,7 +702,7 @@ def log(
 
 
 def inputs_time(moment: Any) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
+    return str(moment.strftime("%Y-%m-%d %H:%M:%S"))
 
 
 # -- the catalog ---------------------------------------------------------------------
@@ -712,8 +713,8 @@ def tag(
     ctx: typer.Context,
     font_id: str,
     run_id: str,
-    tags: Annotated[Optional[list[str]], typer.Argument(metavar="[TAG]...", help="Tags to add.")] = None,
-    remove: Annotated[Optional[list[str]], typer.Option("--remove", help="A tag to remove (repeat).")] = None,
+    tags: Annotated[list[str] | None, typer.Argument(metavar="[TAG]...", help="Tags to add.")] = None,
+    remove: Annotated[list[str] | None, typer.Option("--remove", help="A tag to remove (repeat).")] = None,
 ) -> None:
     """Add (and --remove) tags of a run; a new version of the run, history kept."""
     if not tags and not remove:
@@ -727,8 +728,8 @@ def describe(
     ctx: typer.Context,
     font_id: str,
     run_id: str,
-    name: Annotated[Optional[str], typer.Option(help="The run's new name.")] = None,
-    description: Annotated[Optional[str], typer.Option(help="The run's new description.")] = None,
+    name: Annotated[str | None, typer.Option(help="The run's new name.")] = None,
+    description: Annotated[str | None, typer.Option(help="The run's new description.")] = None,
 ) -> None:
     """Set a run's name and description; a new version of the run, history kept."""
     if name is None and description is None:

@@ -91,7 +91,9 @@ def diff_runs(store: Store, font_id: str, run_a: str, run_b: str, *, measure: bo
         shown_a, shown_b = (_shown(a) if a else None), (_shown(b) if b else None)
         if a is None or b is None:
             status = "added" if a is None else "removed"
-            result.tensors.append(TensorChange(name, status, shown_a, shown_b, (a or b).blob.size))
+            present = a if a is not None else b
+            assert present is not None  # a name comes from one side or the other
+            result.tensors.append(TensorChange(name, status, shown_a, shown_b, present.blob.size))
         elif a.blob == b.blob and shown_a == shown_b:
             result.tensors.append(TensorChange(name, "same", shown_a, shown_b, a.blob.size))
         elif shown_a != shown_b:

@@ -81,6 +81,10 @@ class UnexpectedFileError(FormatError):
     larger than any object. It is refused unread."""
 
 
+class GcRunningError(StoreError):
+    """Another gc holds the store's gc lock."""
+
+
 class StorageError(StoreError, OSError):
     """The storage underneath failed (I/O error, permission, removed folder)."""
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .catalog import RunInfo
 from .errors import (
     CorruptObjectError,
     FormatError,
@@ -35,7 +36,7 @@ from .manifests import Manifest, unpack
 from .names import RUN_ID_RE, check_font_id, font_number, format_time
 from .objects import OBJECTS_PREFIX, Digest, object_key, parse_digest, pending_key
 from .refs import FONTS_PREFIX, TrashRecord, run_key, runs_folder
-from .store import INFLIGHT_PREFIX, RunInfo, Store, _now
+from .store import INFLIGHT_PREFIX, Store, _now
 
 ERROR = "error"
 WARNING = "warning"

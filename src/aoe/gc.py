@@ -42,20 +42,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backend import LOCKS_FOLDER
-from .errors import FormatError, InvalidInputError, StoreError
+from .errors import FormatError, GcRunningError, InvalidInputError, StoreError
 from .fsck import TEMP_MIN_AGE, live_inflight_markers
 from .names import format_time
-from .objects import OBJECTS_PREFIX, PENDING_PREFIX, object_key, parse_digest, pending_key
+from .objects import OBJECTS_PREFIX, PENDING_PREFIX, Digest, object_key, parse_digest, pending_key
 from .store import Store, _now
 
 STAMP_SUFFIX = ".moved"
 
 DEFAULT_GRACE = 3600.0
 """Objects younger than this (seconds) are never swept."""
-
-
-class GcRunningError(StoreError):
-    """Another gc holds the store's gc lock."""
 
 
 @dataclass
@@ -178,8 +174,8 @@ def _sweep_in_two_phases(store: Store, report: GcReport, reachable: set[str], no
     for key in list(backend.list(OBJECTS_PREFIX)):
         if progress:
             progress(1)
-        digest = key.rsplit("/", 1)[1]
-        if digest in reachable:
+        name = key.rsplit("/", 1)[1]
+        if name in reachable:
             continue
         stat = backend.stat(key)
         if stat is None:
@@ -189,10 +185,10 @@ def _sweep_in_two_phases(store: Store, report: GcReport, reachable: set[str], no
             continue
         report.set_aside += 1
         if not dry_run:
-            _set_aside(store, parse_digest(digest))
+            _set_aside(store, parse_digest(name))
 
 
-def _set_aside(store: Store, digest: str) -> None:
+def _set_aside(store: Store, digest: Digest) -> None:
     """Copy an object to .gc-pending/, delete it from .objects/, then stamp the copy."""
     backend = store.backend
     try:

@@ -59,13 +59,14 @@ def glyph_images(value: Mapping[str, ImageInput] | str | os.PathLike[str]) -> di
                 f"eval glyphs folder {folder} holds entries that are not .png files: "
                 f"{', '.join(others[:5])}; move them out so nothing is silently left behind"
             )
-        value = {}
+        by_glyph: dict[str, Path] = {}
         for path in files:
-            if path.stem in value:  # A.png and A.PNG: which one is glyph A?
+            if path.stem in by_glyph:  # A.png and A.PNG: which one is glyph A?
                 raise InvalidInputError(
-                    f"eval glyphs folder {folder} holds both {value[path.stem].name} and {path.name}, "
+                    f"eval glyphs folder {folder} holds both {by_glyph[path.stem].name} and {path.name}, "
                     f"two images for glyph {path.stem!r}; keep one")
-            value[path.stem] = path
+            by_glyph[path.stem] = path
+        value = by_glyph
     if not isinstance(value, Mapping):
         raise InvalidInputError(
             f"eval glyphs: cannot use a {type(value).__name__}; pass a mapping of glyph name to "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -130,8 +130,8 @@ def legacy_run_time(name: str) -> datetime | None:
     taken as UTC so the imported run id keeps the same digits; None if it is not a time."""
     try:
         moment = datetime.fromisoformat(name.replace("Z", "+00:00"))
-        moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
-        moment.astimezone(timezone.utc)  # year 1 an hour east of UTC has no UTC time
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+        moment.astimezone(UTC)  # year 1 an hour east of UTC has no UTC time
     except (ValueError, OverflowError):
         return None
     return moment
@@ -241,4 +241,4 @@ def _import_run(store: Store, font_id: str, run_dir: Path, report: ImportReport)
 def _newest_mtime(run_dir: Path) -> str:
     """When the legacy run last wrote a file: the best estimate of when it ended."""
     newest = max((p.stat().st_mtime for p in run_dir.rglob("*") if p.is_file()), default=run_dir.stat().st_mtime)
-    return format_time(datetime.fromtimestamp(newest, timezone.utc))
+    return format_time(datetime.fromtimestamp(newest, UTC))

@@ -165,7 +165,7 @@ def check(manifest: Manifest, *, writing: bool = False) -> Manifest:
     names, descriptions and tags): older aoe did not check them, so readers accept them
     and escape them on output instead."""
     text = check_text if writing else _optional_text
-    fields = {
+    fields: dict[str, Callable[[Any], object]] = {
         "font_id": lambda v: check_font_id(v),
         "run_id": lambda v: v == "" or check_run_id(v),  # "": a manifest being built
         "status": check_status,
@@ -353,7 +353,8 @@ def pack(manifest: Manifest) -> bytes:
 def pack_tree(tree: Any) -> bytes:
     """msgpack bytes of a tree of plain values, tensor records, tuples and state dicts."""
     try:
-        return msgpack.packb(tree, default=_ext, strict_types=True, use_bin_type=True)
+        packed: bytes = msgpack.packb(tree, default=_ext, strict_types=True, use_bin_type=True)
+        return packed
     except (OverflowError, ValueError) as exc:  # ints over 64 bits, too deep for msgpack
         raise UnsupportedValueError(f"cannot store this value: {exc}") from None
 

@@ -175,8 +175,9 @@ def decode(stored: Buffer, digest: Digest, out: memoryview | None = None) -> Buf
     payload = stored[HEADER.size :]
     if codec == CODEC_PLANES:
         table = _plane_table(payload, size, digest)
-        data: Buffer = memoryview(bytearray(size)) if out is None else out
-        actual = _decode_planes(payload, table, size, digest, data)
+        target = memoryview(bytearray(size)) if out is None else out
+        actual = _decode_planes(payload, table, size, digest, target)
+        data: Buffer = target
     else:
         if codec == CODEC_RAW:
             if len(payload) != size:
@@ -269,7 +270,7 @@ def _corrupt(digest: Digest, why: str) -> CorruptObjectError:
     )
 
 
-def _numpy():  # type: ignore[no-untyped-def]
+def _numpy() -> Any:
     """numpy, imported on first use: only plane-coded objects need it."""
     import numpy
 
@@ -280,7 +281,8 @@ def _compressor() -> zstandard.ZstdCompressor:
     """One compressor per thread: zstandard contexts are not thread-safe."""
     if not hasattr(_local, "compressor"):
         _local.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-    return _local.compressor
+    compressor: zstandard.ZstdCompressor = _local.compressor
+    return compressor
 
 
 def _plane_compressor() -> zstandard.ZstdCompressor:
@@ -293,13 +295,15 @@ def _plane_compressor() -> zstandard.ZstdCompressor:
             target_length=0, strategy=zstandard.STRATEGY_FAST,
         )
         _local.plane_compressor = zstandard.ZstdCompressor(compression_params=params)
-    return _local.plane_compressor
+    compressor: zstandard.ZstdCompressor = _local.plane_compressor
+    return compressor
 
 
 def _decompressor() -> zstandard.ZstdDecompressor:
     if not hasattr(_local, "decompressor"):
         _local.decompressor = zstandard.ZstdDecompressor()
-    return _local.decompressor
+    decompressor: zstandard.ZstdDecompressor = _local.decompressor
+    return decompressor
 
 
 @dataclass(frozen=True)

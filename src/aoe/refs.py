@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .backend import Backend
 from .errors import (
@@ -42,7 +42,7 @@ def run_id_for(moment: datetime, sequence: int = 0) -> str:
 
     Sortable as a string, chronological, and a valid file name everywhere (no colons).
     """
-    utc = moment.astimezone(timezone.utc)
+    utc = moment.astimezone(UTC)
     return f"{utc:%Y%m%dT%H%M%S.%f}Z-{sequence:04d}"
 
 

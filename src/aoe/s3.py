@@ -108,7 +108,7 @@ class S3Backend:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
                 raise _Conflict() from None
-            if code in ("NoSuchKey", "404", "NotFound") or status == 404 and code != "NoSuchBucket":
+            if code in ("NoSuchKey", "404", "NotFound") or (status == 404 and code != "NoSuchBucket"):
                 raise NotFoundError(f"{what}: not found in {self.url}") from None
             if code == "NoSuchBucket":
                 raise StoreMissingError(
@@ -157,7 +157,9 @@ class S3Backend:
 
     def _head(self, key: str) -> dict[str, Any] | None:
         try:
-            return self._call(f"looking up {key}", lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(key)))
+            head: dict[str, Any] = self._call(
+                f"looking up {key}", lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(key)))
+            return head
         except NotFoundError:
             return None
 
@@ -227,7 +229,7 @@ class S3Backend:
         body = b"".join(parts)
         response = self._call(f"writing {key}", lambda: self.client.put_object(
             Bucket=self.bucket, Key=self._key(key), Body=body, **condition))
-        return response["ETag"]
+        return str(response["ETag"])
 
     def _put_multipart(self, key: str, parts: Sequence[Buffer], condition: dict[str, str]) -> str:
         full = self._key(key)
@@ -241,11 +243,11 @@ class S3Backend:
                 done.append({"ETag": etag, "PartNumber": number})
             response = self._call(f"writing {key}", lambda: self.client.complete_multipart_upload(
                 Bucket=self.bucket, Key=full, UploadId=upload, MultipartUpload={"Parts": done}, **condition))
-            return response["ETag"]
+            return str(response["ETag"])
         except BaseException:
             try:  # best effort; one left behind is listed by temp_files and removed by gc
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload)
-            except Exception:  # noqa: BLE001 - the original error is the one to report
+            except Exception:  # noqa: BLE001, S110 - the original error is the one to report
                 pass
             raise
 
@@ -337,7 +339,7 @@ class S3Backend:
         """Seconds since the key was last written, by the server's own clock."""
         date = head.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
         now = parsedate_to_datetime(date).timestamp() if date else time.time()
-        return now - head["LastModified"].timestamp()
+        return float(now - head["LastModified"].timestamp())
 
 
 class _Lease(threading.Thread):

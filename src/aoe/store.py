@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, TypeVar
@@ -80,7 +80,7 @@ FEEDBACK_DEFAULTS: dict[str, dict[str, Any]] = {
 """The optional fields of each feedback schema, with the values a run that lacks them gets."""
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 REMOTE_WORKERS = 16
@@ -180,6 +180,19 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
+
+    def close(self) -> None:
+        """Release what the store holds open (its catalog index); it may be used again
+        afterwards, and reopens what it needs."""
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # -- fonts ------------------------------------------------------------------
 
@@ -338,7 +351,7 @@ class Store:
 
         if isinstance(checkpoint, (str, os.PathLike)):
             checkpoint = tensors.load_tensor_file(checkpoint, "checkpoint")
-        parts = tensors.split_checkpoint(checkpoint)
+        parts = tensors.split_checkpoint(checkpoint)  # type: ignore[arg-type]  # a mapping by now
         if feedback is not None and not isinstance(feedback, Mapping):
             raise InvalidInputError("with a checkpoint, pass feedback as a dict (its losses are added to it)")
         extras = dict(parts.other_state)
@@ -908,7 +921,8 @@ class Run:
         from . import weights as tensors
 
         record = self._need(self.manifest.personality, "personality vector")
-        return tensors.load_trees(self.store.objects, [record], map_location)[0]
+        vector: torch.Tensor = tensors.load_trees(self.store.objects, [record], map_location)[0]
+        return vector
 
     @_naming_the_run
     def extra(self, name: str, map_location: Any = "cpu") -> Any:
@@ -990,7 +1004,7 @@ class Run:
         try:
             manifest = self.manifest
             if manifest.weights is not None:
-                weights, vector, _ = self.load()
+                weights = self.load().weights
                 with _create(temp / "weights.pt") as f:
                     torch.save(weights, f)
             if manifest.personality is not None:
@@ -1090,7 +1104,7 @@ class RunRecorder:
         self.store = store
         self.font_id = font_id
         self.params = dict(params or {})
-        self.meta = {"name": name, "description": description, "tags": tags}
+        self.meta: dict[str, Any] = {"name": name, "description": description, "tags": tags}
         run_metadata(self.params, None, None, COMPLETED, **self.meta)  # refuse bad input now
         self.parts: dict[str, Any] = {}
         self._saving = ExitStack()  # the in-flight marker, from the first save to publication

@@ -79,16 +79,17 @@ class Browser:
                 try:
                     return handler(*match.groups(), query=query)
                 except (InvalidNameError, InvalidInputError, ValueError) as exc:
-                    return self._error(HTTPStatus.BAD_REQUEST, str(exc))
+                    return self.error(HTTPStatus.BAD_REQUEST, str(exc))
                 except NotFoundError as exc:
-                    return self._error(HTTPStatus.NOT_FOUND, str(exc))
+                    return self.error(HTTPStatus.NOT_FOUND, str(exc))
                 except StoreError as exc:
-                    return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, str(exc))
+                    return self.error(HTTPStatus.INTERNAL_SERVER_ERROR, str(exc))
                 except Exception as exc:  # noqa: BLE001 - a page that fails answers, it never drops the connection
-                    return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(exc).__name__}: {exc}")
-        return self._error(HTTPStatus.NOT_FOUND, f"nothing at {parts.path}")
+                    return self.error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(exc).__name__}: {exc}")
+        return self.error(HTTPStatus.NOT_FOUND, f"nothing at {parts.path}")
 
-    def _error(self, status: HTTPStatus, message: str) -> tuple[int, dict[str, str], bytes]:
+    def error(self, status: HTTPStatus, message: str) -> tuple[int, dict[str, str], bytes]:
+        """An error page (never cached)."""
         return self._page(status.value, f"{status.value} {status.phrase}", f"<p class=error>{h(message)}</p>")
 
     def _page(self, status: int, title: str, body: str) -> tuple[int, dict[str, str], bytes]:
@@ -208,7 +209,9 @@ class Browser:
             f"<td>{h(t.b or '')}</td><td>{'' if t.relative_change is None else f'{t.relative_change:.3g}'}</td>"
             f"<td>{'' if t.max_abs_diff is None else f'{t.max_abs_diff:.3g}'}</td></tr>"
             for t in result.tensors)
-        link = lambda r: f'<a href="/run/{u(font_id)}/{u(r)}">{h(r)}</a>'  # noqa: E731
+        def link(run_id: str) -> str:
+            return f'<a href="/run/{u(font_id)}/{u(run_id)}">{h(run_id)}</a>'
+
         body = (
             f'<p><a href="/">fonts</a> / <a href="/font/{u(font_id)}">{h(font_id)}</a> / compare</p>'
             f"<h2>A: {link(run_a)} &nbsp; B: {link(run_b)}</h2>"
@@ -371,10 +374,10 @@ class _Handler(BaseHTTPRequestHandler):
     allowed_hosts: frozenset[str]
     server_version = "aoe"
 
-    def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+    def do_GET(self) -> None:
         self._answer(send_body=True)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._answer(send_body=False)
 
     def _refuse(self) -> None:
@@ -383,11 +386,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse  # noqa: N815 - read only
+    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse
 
     def _answer(self, send_body: bool) -> None:
+        body: bytes | Iterator[bytes]
         if not self._host_allowed():
-            status, headers, body = self.browser._error(
+            status, headers, body = self.browser.error(
                 HTTPStatus.MISDIRECTED_REQUEST, "this server answers only to the names it was started for "
                 "(see `aoe store serve --allow-host`)")
         else:
@@ -415,7 +419,7 @@ class _Handler(BaseHTTPRequestHandler):
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         return host in self.allowed_hosts or name in self.allowed_hosts
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet; errors reach the page
 
 
@@ -424,7 +428,7 @@ def make_server(store: Store, host: str = "127.0.0.1", port: int = 8765,
     """A server for ``store`` (not started: call ``serve_forever``). It answers requests
     whose Host is the address it is bound to, a loopback name, or one of ``allow_hosts``
     (names, or ``name:port``)."""
-    handler = type("Handler", (_Handler,), {"browser": Browser(store), "allowed_hosts": frozenset()})
+    handler: type[_Handler] = type("Handler", (_Handler,), {"browser": Browser(store), "allowed_hosts": frozenset()})
     server = ThreadingHTTPServer((host, port), handler)
     bound = server.server_address[1]
     names = {host, "localhost", "127.0.0.1", "[::1]", *(a.lower() for a in allow_hosts)}

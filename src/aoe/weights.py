@@ -324,7 +324,7 @@ def load_tensor_file(path: Any, what: str) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise InvalidInputError(f"{what} {path} does not exist") from None
-    except Exception as exc:  # torch raises many types for files it will not read safely
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for files it will not read safely
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidInputError(
             f"{what} {path} cannot be read as weights-only torch data ({first_line}); aoe never "
