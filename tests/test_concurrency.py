@@ -15,7 +15,8 @@ import torch
 from writer import expected_weights
 
 import aoe
-from aoe.objects import ObjectStore, parse_digest
+from aoe.names import parse_digest
+from aoe.objects import ObjectStore
 
 WRITER = str(Path(__file__).with_name("writer.py"))
 

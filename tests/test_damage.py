@@ -18,8 +18,8 @@ from writer import expected_weights
 
 import aoe
 from aoe.fsck import fsck
+from aoe.layout import object_key
 from aoe.manifests import unpack
-from aoe.objects import object_key
 
 
 def needed_by_run(store: aoe.Store, font: str, run_id: str) -> set[str]:

@@ -186,3 +186,14 @@ def test_progress_counts_every_object(saved) -> None:
     ticks: list[int] = []
     report = fsck(store, read_data=True, progress=ticks.append)
     assert sum(ticks) == report.objects
+
+
+def test_a_deleted_run_whose_manifest_is_gone_is_reported_as_unrestorable(store, font, model) -> None:
+    from aoe.layout import object_key
+
+    run_id = store.save_model(font, model)
+    record = store.delete_run(font, run_id)
+    store.backend.path(object_key(record.manifest)).unlink()
+    [finding] = [f for f in fsck(store).findings if f.kind == "unrestorable-deleted-run"]
+    assert finding.severity == "warning" and finding.object == record.manifest
+    assert finding.runs == (f"{font}/{run_id}",)

@@ -17,7 +17,7 @@ import aoe
 from aoe.errors import GcRunningError, StoreError
 from aoe.fsck import fsck
 from aoe.gc import collect_garbage
-from aoe.objects import object_key
+from aoe.layout import object_key
 
 
 def age(store: aoe.Store, seconds: float = 7200) -> None:

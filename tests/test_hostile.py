@@ -25,8 +25,9 @@ from conftest import make_png
 import aoe
 from aoe.errors import CorruptObjectError, FormatError, InvalidInputError, InvalidNameError
 from aoe.fsck import fsck
+from aoe.layout import object_key
 from aoe.manifests import EXT_STATE_DICT, EXT_TENSOR, EXT_TUPLE, FORMAT, MAX_EXT_DEPTH, unpack
-from aoe.objects import CODEC_PLANES, CODEC_ZSTD, HEADER, MAGIC, decode, hash_bytes, object_key
+from aoe.objects import CODEC_PLANES, CODEC_ZSTD, HEADER, MAGIC, decode, hash_bytes
 
 RUN_ID = "20260111T083000.000000Z-0000"
 SAVED = "2026-01-11T09:00:00.000000Z"

@@ -18,7 +18,8 @@ import aoe
 from aoe.errors import InvalidNameError, StorageError, StoreMissingError
 from aoe.fsck import fsck
 from aoe.gc import collect_garbage
-from aoe.objects import ObjectCache, hash_bytes, object_key, pending_key
+from aoe.layout import object_key, pending_key
+from aoe.objects import ObjectCache, hash_bytes
 from aoe.s3 import S3Backend
 
 WRITER = Path(__file__).with_name("writer.py")

@@ -12,7 +12,7 @@ from conftest import make_png, run_cli
 import aoe
 from aoe.errors import CorruptObjectError, InvalidInputError, StorageError
 from aoe.fsck import fsck
-from aoe.objects import object_key
+from aoe.layout import object_key
 from aoe.transfer import clone, transfer
 
 

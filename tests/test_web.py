@@ -277,7 +277,7 @@ def test_a_page_number_beyond_reason_is_a_clear_400(server: str, font: str) -> N
 def test_a_damaged_later_chunk_aborts_the_download(store: aoe.Store, font: str, tmp_path: Path) -> None:
     import http.client
 
-    from aoe.objects import object_key
+    from aoe.layout import object_key
 
     run_id = store.save_model(font, {"big": torch.arange(3 * 1024 * 1024, dtype=torch.float32)})
     blob = store.open_run(font, run_id).manifest.weights["big"].blob

@@ -35,11 +35,12 @@ import msgpack
 
 from . import inputs
 from .errors import InvalidInputError, StorageError, StoreError
+from .layout import name_in_folder, run_id_at, runs_folder
 from .limits import parse_json
 from .manifests import Manifest, check_location, unpack
-from .names import RUN_ID_RE, format_time, parse_time
+from .names import format_time, parse_time
 from .objects import ObjectStore
-from .refs import Refs, run_time, runs_folder
+from .refs import Refs, run_time
 
 COMPLETED = "completed"
 ASSETS = ("weights", "personality_vector", "sample", "eval_glyphs", "feedback")
@@ -485,8 +486,8 @@ class Catalog:
             if known_version[0] == version and known_version[1] - version > RACY_NS:
                 return
         synced_ns = time.time_ns()
-        tokens = {key.rsplit("/", 1)[1]: token for key, token in self.refs.backend.list_versions(folder)}
-        tokens = {name: token for name, token in tokens.items() if RUN_ID_RE.fullmatch(name)}
+        tokens = {run_id: token for key, token in self.refs.backend.list_versions(folder)
+                  if (run_id := run_id_at(key)) is not None}  # files in runs/ that are not refs are skipped
         known = dict(db.execute("SELECT run_id, token FROM runs WHERE font_id = ?", (font_id,)).fetchall())
         changed = sorted(name for name, token in tokens.items() if known.get(name) != token)
         gone = sorted(set(known) - set(tokens))
@@ -607,7 +608,7 @@ class Catalog:
         with self._lock:
             db = self._db()
             for font_id in font_ids:
-                tokens = {k.rsplit("/", 1)[1]: t for k, t in self.refs.backend.list_versions(runs_folder(font_id))}
+                tokens = {name_in_folder(k): t for k, t in self.refs.backend.list_versions(runs_folder(font_id))}
                 for run_id, token, manifest in db.execute(
                     "SELECT run_id, token, manifest FROM runs WHERE font_id = ?", (font_id,)
                 ):

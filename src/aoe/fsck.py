@@ -31,17 +31,29 @@ from .errors import (
     NotFoundError,
     StoreError,
 )
+from .layout import (
+    DAMAGED,
+    FONTS,
+    INFLIGHT,
+    OBJECTS,
+    claim_key,
+    damaged_key,
+    digest_at,
+    object_key,
+    pending_key,
+    run_id_at,
+    run_key,
+    runs_folder,
+)
 from .limits import parse_json
 from .manifests import Manifest, unpack
-from .names import RUN_ID_RE, check_font_id, font_number, format_time
-from .objects import OBJECTS_PREFIX, Digest, object_key, parse_digest, pending_key
-from .refs import FONTS_PREFIX, TrashRecord, run_key, runs_folder
-from .store import INFLIGHT_PREFIX, Store, _now
+from .names import Digest, check_font_id, font_number, format_time, parse_digest
+from .refs import TrashRecord
+from .store import Store, _now
 
 ERROR = "error"
 WARNING = "warning"
 INFO = "info"
-DAMAGED_PREFIX = ".damaged"
 TEMP_MIN_AGE = 3600.0
 """Temporary files younger than this may be writes in progress: repair leaves them."""
 INFLIGHT_MAX_AGE = 24 * 3600.0
@@ -97,7 +109,7 @@ class Report:
 def live_inflight_markers(store: Store) -> list[tuple[str, float]]:
     """Saves in progress: (marker key, start time) of every marker whose writer lives."""
     live = []
-    for key in store.backend.list(INFLIGHT_PREFIX):
+    for key in store.backend.list(INFLIGHT):
         if not _is_stale_marker(store, key):
             stat = store.backend.stat(key)
             if stat is not None:
@@ -155,7 +167,7 @@ def fsck(
             ERROR, "missing-object",
             f"object {digest} is missing; it is needed by {_runs_text(runs)}. Storing the same "
             "content again heals them (save or put the original data); otherwise restore "
-            f"{OBJECTS_PREFIX}/{digest[:2]}/{digest} from a backup",
+            f"{object_key(digest)} from a backup",
             object=digest, runs=runs,
         )
     _check_leftovers(store, report, repair)
@@ -197,10 +209,10 @@ def _runs_text(runs: Iterable[str]) -> str:
 
 
 def _check_refs(store: Store, report: Report, needed: dict[Digest, list[str]]) -> None:
-    for key in store.backend.list(FONTS_PREFIX):
+    for key in store.backend.list(FONTS):
         try:
             font_id = check_font_id(store.backend.read(key).decode("utf-8", "replace").strip())
-            if f"{FONTS_PREFIX}/{font_number(font_id)}" != key:
+            if claim_key(font_id) != key:
                 raise InvalidNameError(font_id)
         except (InvalidNameError, NotFoundError):
             report.add(ERROR, "malformed-claim",
@@ -219,9 +231,9 @@ def _check_refs(store: Store, report: Report, needed: dict[Digest, list[str]]) -
 
 
 def _check_run(store: Store, report: Report, needed: dict[Digest, list[str]], font_id: str, key: str) -> None:
-    run_id = key.rsplit("/", 1)[1]
+    run_id = run_id_at(key)
     where = f"{font_id}/{run_id}"
-    if not RUN_ID_RE.fullmatch(run_id):
+    if run_id is None:
         report.add(WARNING, "unknown-file", f"{key} is not a run ref (not a run id); move it out of runs/",
                    ref=key)
         return
@@ -309,8 +321,12 @@ def _check_trash(store: Store, report: Report, needed: dict[Digest, list[str]]) 
         holder = f"{record.font_id}/{record.run_id} (deleted)"
         try:
             manifest = unpack(store.objects.get(record.manifest))
-        except StoreError:
-            continue  # a deleted run that can no longer be restored: nothing to keep
+        except StoreError as exc:  # nothing of it to keep, but say so: restoring it will fail
+            report.add(WARNING, "unrestorable-deleted-run",
+                       f"deleted run {record.font_id}/{record.run_id} can no longer be restored: its manifest "
+                       f"{record.manifest} cannot be read ({exc}); a gc will drop what is left of it",
+                       object=record.manifest, ref=record.key, runs=(f"{record.font_id}/{record.run_id}",))
+            continue
         for digest in (record.manifest, *manifest.digests()):
             needed.setdefault(digest, [])
             if holder not in needed[digest]:
@@ -334,13 +350,9 @@ def _check_objects(
     present: set[Digest] = set()
     to_read: list[Digest] = []
     sizes: list[int] = []
-    for key in store.backend.list(OBJECTS_PREFIX):
-        name = key.rsplit("/", 1)[1]
-        try:
-            digest = parse_digest(name)
-            if object_key(digest) != key:
-                raise InvalidNameError(name)
-        except InvalidNameError:
+    for key in store.backend.list(OBJECTS):
+        digest = digest_at(key)
+        if digest is None:
             report.add(WARNING, "stray-file", f"{key} is not an object of this store; move it out of .objects/",
                        ref=key)
             continue
@@ -393,7 +405,7 @@ def _check_leftovers(store: Store, report: Report, repair: bool) -> None:
         if repair and old:
             store.backend.remove_temp(name)
             report.repaired.append(f"removed temporary file {name}")
-    for key in list(store.backend.list(INFLIGHT_PREFIX)):
+    for key in list(store.backend.list(INFLIGHT)):
         if _is_stale_marker(store, key):
             report.add(INFO, "stale-save-marker",
                        f"{key} marks a save whose process is gone; `aoe store fsck --repair` removes it",
@@ -435,6 +447,6 @@ def _repair(store: Store, report: Report) -> None:
                 data = store.backend.read(key)
             except NotFoundError:
                 continue
-            store.backend.write(f"{DAMAGED_PREFIX}/{digest}", [data], exclusive=False)
+            store.backend.write(damaged_key(digest), [data], exclusive=False)
             store.backend.delete(key)
-            report.repaired.append(f"moved corrupt object {digest} to {DAMAGED_PREFIX}/")
+            report.repaired.append(f"moved corrupt object {digest} to {DAMAGED}/")

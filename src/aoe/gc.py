@@ -41,14 +41,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backend import LOCKS_FOLDER
 from .errors import FormatError, GcRunningError, InvalidInputError, StoreError
 from .fsck import TEMP_MIN_AGE, live_inflight_markers
-from .names import format_time
-from .objects import OBJECTS_PREFIX, PENDING_PREFIX, Digest, object_key, parse_digest, pending_key
+from .layout import OBJECTS, PENDING, STAMP_SUFFIX, digest_at, lock_key, object_key, pending_key
+from .names import Digest, format_time, parse_digest
 from .store import Store, _now
-
-STAMP_SUFFIX = ".moved"
 
 DEFAULT_GRACE = 3600.0
 """Objects younger than this (seconds) are never swept."""
@@ -112,7 +109,7 @@ def _storage_now(store: Store) -> float:
     looked at since its last change, up to 8 ms behind time.time() here (measured), so a
     zero-grace gc could sweep an object touched just after it started (it did, in 1 run
     of 6 of the racing-writers test, before this)."""
-    key = f"{LOCKS_FOLDER}/gc"
+    key = lock_key("gc")
     if store.backend.atomic_touch:
         store.backend.touch(key)
     stat = store.backend.stat(key)
@@ -123,11 +120,10 @@ def _sweep(store: Store, report: GcReport, reachable: set[str], cutoff: float,
            progress: Callable[[int], None] | None) -> None:
     """Delete unreachable objects older than the cutoff, each atomically against a touch."""
     dry_run = report.dry_run
-    for key in list(store.backend.list(OBJECTS_PREFIX)):
+    for key in list(store.backend.list(OBJECTS)):
         if progress:
             progress(1)
-        digest = key.rsplit("/", 1)[1]
-        if digest in reachable:
+        if digest_at(key) in reachable:  # a stray file (None) is garbage too
             continue
         stat = store.backend.stat(key)
         if stat is None:
@@ -146,11 +142,13 @@ def _sweep_in_two_phases(store: Store, report: GcReport, reachable: set[str], no
     """Purge or restore what earlier runs set aside, then set aside what is unreachable
     now; see the module docstring."""
     backend, dry_run = store.backend, report.dry_run
-    keys = set(backend.list(PENDING_PREFIX))
+    keys = set(backend.list(PENDING))
     for key in sorted(k for k in keys if not k.endswith(STAMP_SUFFIX)):
         if progress:
             progress(1)
-        digest = parse_digest(key.rsplit("/", 1)[1])
+        digest = digest_at(key)
+        if digest is None:
+            continue  # not something gc set aside
         stamp = backend.stat(key + STAMP_SUFFIX) if key + STAMP_SUFFIX in keys else None
         if digest in reachable:
             if not dry_run:
@@ -171,11 +169,11 @@ def _sweep_in_two_phases(store: Store, report: GcReport, reachable: set[str], no
             report.freed_bytes += size
         else:
             report.kept_young += 1
-    for key in list(backend.list(OBJECTS_PREFIX)):
+    for key in list(backend.list(OBJECTS)):
         if progress:
             progress(1)
-        name = key.rsplit("/", 1)[1]
-        if name in reachable:
+        name = digest_at(key)
+        if name is None or name in reachable:
             continue
         stat = backend.stat(key)
         if stat is None:
@@ -185,7 +183,7 @@ def _sweep_in_two_phases(store: Store, report: GcReport, reachable: set[str], no
             continue
         report.set_aside += 1
         if not dry_run:
-            _set_aside(store, parse_digest(name))
+            _set_aside(store, name)
 
 
 def _set_aside(store: Store, digest: Digest) -> None:

@@ -26,8 +26,18 @@ import msgpack
 
 from .errors import FormatError, InvalidInputError, InvalidNameError, NewerFormatError, UnsupportedValueError
 from .limits import MAX_DEPTH, MAX_MANIFEST_BYTES, MAX_OBJECT_BYTES, depth_exceeds
-from .names import check_font_id, check_name, check_run_id, check_status, check_tags, check_text, check_time
-from .objects import Blob, Digest, parse_digest
+from .names import (
+    Digest,
+    check_font_id,
+    check_name,
+    check_run_id,
+    check_status,
+    check_tags,
+    check_text,
+    check_time,
+    parse_digest,
+)
+from .objects import Blob
 
 FORMAT = "aoe.run"
 """The marker every run manifest carries in its ``format`` field."""

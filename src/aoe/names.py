@@ -15,9 +15,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NewType
 
 from .errors import InvalidInputError, InvalidNameError
+
+Digest = NewType("Digest", str)
+"""64 lowercase hex characters: the BLAKE3-256 of an object's uncompressed content."""
 
 FONT_ID_RE = re.compile(r"([1-9][0-9]{0,8})-([a-z0-9]+(?:-[a-z0-9]+)*)")
 FONT_NAME_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -29,10 +32,20 @@ MAX_TEXT_LENGTH = 10_000
 """Names and descriptions of runs: long enough for notes, short enough for a listing."""
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 """C0 and C1 control characters and DEL: what a terminal would act on."""
+DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 FONT_ID_FORM = (
     "'{number}-{name}', with a number from 1 and a name of lowercase letters, digits "
     "and single hyphens (e.g. '1-fruity', '3-aggressive-sans')"
 )
+
+
+def parse_digest(text: Any) -> Digest:
+    """Validate an object's address before it is used to build any path."""
+    if not isinstance(text, str) or not DIGEST_RE.fullmatch(text):
+        raise InvalidNameError(
+            f"invalid object id {shown(text)}: expected 64 lowercase hex characters (a BLAKE3 digest)"
+        )
+    return Digest(text)
 
 
 def check_font_id(font_id: Any) -> str:

@@ -13,7 +13,6 @@ step has to hold more than a chunk of compressed data at once.
 from __future__ import annotations
 
 import os
-import re
 import struct
 import threading
 from collections import deque
@@ -21,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NewType, TypeVar
+from typing import Any, TypeVar
 
 import blake3
 import zstandard
@@ -29,20 +28,14 @@ import zstandard
 from .backend import Backend, Buffer
 from .errors import (
     CorruptObjectError,
-    InvalidNameError,
     NotFoundError,
     ObjectNotFoundError,
     UnexpectedFileError,
 )
+from .layout import OBJECTS, object_key, pending_key
 from .limits import MAX_OBJECT_BYTES
+from .names import Digest, parse_digest
 
-Digest = NewType("Digest", str)
-"""64 lowercase hex characters: the BLAKE3-256 of an object's uncompressed content."""
-
-OBJECTS_PREFIX = ".objects"
-PENDING_PREFIX = ".gc-pending"
-"""Where gc on object storage moves unreachable objects before deleting them for good
-(see ``gc.py``); a reader that misses an object looks here too."""
 MAGIC = b"AOE1"
 HEADER = struct.Struct("<4sBQ")  # magic, codec id, uncompressed size
 PLANE = struct.Struct("<BQ")  # a plane's codec id (raw or zstd) and stored length
@@ -64,7 +57,6 @@ PARALLEL_MIN_BYTES = 256 * 1024
 CHUNK_SIZE = 8 * 1024 * 1024
 """Blobs are cut into chunks of this many bytes (the last one shorter)."""
 
-_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 _local = threading.local()
 T = TypeVar("T")
 R = TypeVar("R")
@@ -74,28 +66,9 @@ def _result(entry: Future[R] | tuple[R]) -> R:
     return entry[0] if isinstance(entry, tuple) else entry.result()
 
 
-def parse_digest(text: str) -> Digest:
-    """Validate a digest before it is used to build any path."""
-    if not isinstance(text, str) or not _DIGEST_RE.fullmatch(text):
-        raise InvalidNameError(
-            f"invalid object id {text!r}: expected 64 lowercase hex characters (a BLAKE3 digest)"
-        )
-    return Digest(text)
-
-
 def hash_bytes(data: Buffer) -> Digest:
     """The address of ``data``."""
     return Digest(blake3.blake3(data).hexdigest())
-
-
-def object_key(digest: Digest) -> str:
-    """Where an object lives: sharded by its first two hex characters."""
-    return f"{OBJECTS_PREFIX}/{digest[:2]}/{digest}"
-
-
-def pending_key(digest: Digest) -> str:
-    """Where gc's first phase keeps an object it found unreachable."""
-    return f"{PENDING_PREFIX}/{digest[:2]}/{digest}"
 
 
 # -- codecs -------------------------------------------------------------------------
@@ -422,7 +395,7 @@ class ObjectStore:
                     stored = self.backend.read(pending_key(digest))
                 except NotFoundError:
                     raise ObjectNotFoundError(
-                        f"object {digest} is missing from {OBJECTS_PREFIX}/; "
+                        f"object {digest} is missing from {OBJECTS}/; "
                         "run `aoe store fsck` to see what it affects"
                     ) from None
         except UnexpectedFileError as exc:

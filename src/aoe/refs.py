@@ -14,7 +14,7 @@ Every name that becomes part of a path is validated here first.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -27,13 +27,10 @@ from .errors import (
     RunNotFoundError,
     StoreError,
 )
+from .layout import FONTS, TRASH, claim_key, run_id_at, run_key, runs_folder, trash_key
 from .limits import parse_json
-from .names import RUN_ID_RE, check_font_id, check_run_id, font_number
-from .objects import Digest, parse_digest
+from .names import Digest, check_font_id, check_run_id, font_number, parse_digest
 
-FONTS_PREFIX = ".fonts"
-TRASH_PREFIX = ".trash"
-FONT_RECORD = "font"
 SEQUENCE_LIMIT = 10_000
 
 
@@ -51,14 +48,6 @@ def run_time(run_id: str) -> datetime:
     return datetime.fromisoformat(check_run_id(run_id)[:22] + "+00:00")
 
 
-def run_key(font_id: str, run_id: str) -> str:
-    return f"{check_font_id(font_id)}/runs/{check_run_id(run_id)}"
-
-
-def runs_folder(font_id: str) -> str:
-    return f"{check_font_id(font_id)}/runs"
-
-
 @dataclass(frozen=True)
 class TrashRecord:
     """What ``delete_run`` / ``delete_font`` removed, and when; kept after gc."""
@@ -71,7 +60,7 @@ class TrashRecord:
 
     @property
     def key(self) -> str:
-        return f"{TRASH_PREFIX}/{self.font_id}/{self.run_id or FONT_RECORD}"
+        return trash_key(self.font_id, self.run_id)
 
     def to_bytes(self) -> bytes:
         return (json.dumps({k: v for k, v in self.__dict__.items() if v is not None}, sort_keys=True) + "\n").encode()
@@ -101,7 +90,7 @@ class Refs:
 
     def fonts(self) -> list[str]:
         """Every font id, by number."""
-        ids = (self._font_at(key) for key in self.backend.list(FONTS_PREFIX))
+        ids = (self._font_at(key) for key in self.backend.list(FONTS))
         return sorted((i for i in ids if i), key=font_number)
 
     def _font_at(self, key: str) -> str | None:
@@ -113,17 +102,17 @@ class Refs:
             font_id = check_font_id(text)
         except InvalidNameError:
             raise FormatError(f"font claim {key} is malformed ({text[:80]!r}); run `aoe store fsck`") from None
-        if f"{FONTS_PREFIX}/{font_number(font_id)}" != key:
+        if claim_key(font_id) != key:
             raise FormatError(f"font claim {key} names {font_id}; run `aoe store fsck`")
         return font_id
 
     def font_with_number(self, number: int) -> str | None:
         """The font that holds ``number``, if any."""
-        return self._font_at(f"{FONTS_PREFIX}/{number}")
+        return self._font_at(claim_key(number))
 
     def claim_font(self, font_id: str) -> bool:
         """Create the font atomically; False when its number is already taken."""
-        key = f"{FONTS_PREFIX}/{font_number(font_id)}"
+        key = claim_key(font_id)
         return self.backend.write(key, [f"{font_id}\n".encode()], exclusive=True)
 
     def require_font(self, font_id: str) -> None:
@@ -141,8 +130,8 @@ class Refs:
 
     def runs(self, font_id: str) -> list[str]:
         """Every run id of a font, oldest first (unknown files are skipped)."""
-        names = (key.rsplit("/", 1)[1] for key in self.backend.list(runs_folder(font_id)))
-        return [n for n in names if RUN_ID_RE.fullmatch(n)]
+        names = (run_id_at(key) for key in self.backend.list(runs_folder(font_id)))
+        return [n for n in names if n is not None]
 
     def read_run(self, font_id: str, run_id: str) -> Digest:
         """The manifest digest a run ref names."""
@@ -247,11 +236,11 @@ class Refs:
 
     def end_font_deletion(self, font_id: str) -> None:
         """Remove the font's claim, once its runs are in the trash."""
-        self.backend.delete(f"{FONTS_PREFIX}/{font_number(font_id)}")
+        self.backend.delete(claim_key(font_id))
 
     def trashed(self, font_id: str | None = None) -> list[TrashRecord]:
         """Records of deleted runs and fonts (of one font, or all), oldest run id first."""
-        prefix = f"{TRASH_PREFIX}/{check_font_id(font_id)}" if font_id else TRASH_PREFIX
+        prefix = f"{TRASH}/{check_font_id(font_id)}" if font_id else TRASH
         records = []
         for key in self.backend.list(prefix):
             try:
@@ -271,11 +260,6 @@ class Refs:
         """Numbers held by deleted fonts (restorable, so never given to a new font)."""
         return {font_number(r.font_id): r.font_id for r in self.trashed() if r.run_id is None}
 
-    def all_refs(self) -> Iterator[tuple[str, str, str]]:
-        """Every file under a font's ``runs/`` folder: (font id, file name, key)."""
-        for font_id in self.fonts():
-            for key in self.backend.list(runs_folder(font_id)):
-                yield font_id, key.rsplit("/", 1)[1], key
 
 
 def _ref_bytes(digest: Digest) -> bytes:

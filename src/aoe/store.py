@@ -44,9 +44,11 @@ from .errors import (
     StoreError,
     StoreMissingError,
 )
+from .layout import CATALOG, FONTS, OBJECTS, digest_at, marker_key
 from .limits import parse_json
 from .manifests import FEEDBACK_SCHEMA, Manifest, check_location, pack, unpack
 from .names import (
+    Digest,
     check_font_id,
     check_font_name,
     check_name,
@@ -55,10 +57,11 @@ from .names import (
     check_text,
     font_number,
     format_time,
+    parse_digest,
     parse_time,
 )
-from .objects import Digest, ObjectCache, ObjectStore, parse_digest
-from .refs import FONTS_PREFIX, Refs, TrashRecord
+from .objects import ObjectCache, ObjectStore
+from .refs import Refs, TrashRecord
 
 if TYPE_CHECKING:
     import torch
@@ -69,9 +72,6 @@ INTERRUPTED = "interrupted"
 RUNNING = "running"
 
 T = TypeVar("T")
-CATALOG_FILE = ".catalog/index.sqlite"
-INFLIGHT_PREFIX = ".inflight"
-"""Saves in progress announce themselves here (see :meth:`Store.saving`)."""
 MAX_MOVE_ATTEMPTS = 10
 
 FEEDBACK_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -169,7 +169,7 @@ class Store:
                 name = hashlib.sha256(where.encode()).hexdigest()[:24]
                 path = cache_folder() / "catalogs" / f"{name}.sqlite"
             else:
-                path = self.root / CATALOG_FILE
+                path = self.root / CATALOG
             catalog = Catalog(path, self.refs, self.objects)
             try:
                 catalog._db()
@@ -245,7 +245,7 @@ class Store:
 
     def exists(self) -> bool:
         """Whether the store has been created (by its first write)."""
-        return self.backend.has_folder(FONTS_PREFIX) if self.remote else self.root.is_dir()
+        return self.backend.has_folder(FONTS) if self.remote else self.root.is_dir()
 
     def _require_root(self) -> None:
         if self.remote:
@@ -255,7 +255,7 @@ class Store:
                     "a new store is created by its first write (create_font / `aoe store create-font`)"
                 )
             return
-        if not (self.root / FONTS_PREFIX).is_dir() and self._looks_legacy():
+        if not (self.root / FONTS).is_dir() and self._looks_legacy():
             raise FormatError(
                 f"{self.root} is a plain-folder store of the old layout (<font>/runs/<time>/weights), "
                 f"not an aoe store: import it with `aoe store --root NEW_ROOT import {self.root}`, "
@@ -380,7 +380,7 @@ class Store:
         if getattr(self._local, "saving", False):  # already announced by an outer block
             yield ""
             return
-        key = f"{INFLIGHT_PREFIX}/{secrets.token_hex(8)}"
+        key = marker_key(secrets.token_hex(8))
         marker = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": format_time(_now())}
         try:
             self.backend.write(key, [json.dumps(marker).encode()], exclusive=True)
@@ -589,7 +589,7 @@ class Store:
             fonts[font_id] = {"runs": len(infos), "logical_bytes": logical, "stored_bytes": stored,
                               "dedup_ratio": round(logical / stored, 3) if stored else None}
             everything |= digests
-        all_objects = [key.rsplit("/", 1)[1] for key in self.backend.list(".objects")]
+        all_objects = [d for d in map(digest_at, self.backend.list(OBJECTS)) if d is not None]
         logical = sum(f["logical_bytes"] for f in fonts.values())
         stored = sum(self.objects.stored_size(d) for d in all_objects)
         return {

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import CorruptObjectError, FormatError, InvalidInputError, ObjectNotFoundError, StoreError
+from .layout import OBJECTS, digest_at
 from .manifests import check_location
-from .names import check_font_id, font_number
-from .objects import OBJECTS_PREFIX, Digest
+from .names import Digest, check_font_id, font_number
 from .store import Store
 
 UP_TO_DATE = "up to date"
@@ -93,7 +93,7 @@ def _present_objects(store: Store) -> set[Digest]:
     """The objects a store holds, from one listing (cheaper than asking per object)."""
     if not store.exists():
         return set()
-    return {Digest(key.rsplit("/", 1)[1]) for key in store.backend.list(OBJECTS_PREFIX)}
+    return {d for d in map(digest_at, store.backend.list(OBJECTS)) if d is not None}
 
 
 def _claim(dest: Store, font_id: str, report: TransferReport) -> bool:

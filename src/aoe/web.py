@@ -33,10 +33,11 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from .catalog import Catalog, RunInfo
 from .errors import InvalidInputError, InvalidNameError, NotFoundError, StoreError
+from .layout import CATALOG
 from .manifests import Manifest, unpack
-from .names import RUN_ID_RE, check_font_id
-from .objects import Blob, parse_digest
-from .store import CATALOG_FILE, Store
+from .names import RUN_ID_RE, check_font_id, parse_digest
+from .objects import Blob
+from .store import Store
 
 PAGE_SIZE = 100
 NEARBY = 25
@@ -54,7 +55,7 @@ class Browser:
     def __init__(self, store: Store) -> None:
         self.store = store
         if not store.remote:  # read only: the index lives in memory, seeded from the store's
-            store._catalog = Catalog(None, store.refs, store.objects, seed=(store.root / CATALOG_FILE).absolute())
+            store._catalog = Catalog(None, store.refs, store.objects, seed=(store.root / CATALOG).absolute())
         self.manifest = functools.lru_cache(maxsize=MANIFEST_CACHE)(self._read_manifest)
         """A manifest by address (thread-safe; manifests never change, so never stale)."""
 

@@ -1,0 +1,89 @@
+"""Layout: where each thing lives in a store, as backend keys, and back.
+
+The one place that knows the store's key names (docs/format.md, *Layout*): objects,
+font claims, run refs, trash records, save markers, locks, what gc and fsck set aside.
+Every other module builds and parses keys with these functions, never by hand, so a
+key read from a listing becomes a digest or a run id only after it was checked here.
+"""
+
+from __future__ import annotations
+
+from .names import RUN_ID_RE, Digest, check_font_id, check_run_id, font_number, parse_digest
+
+OBJECTS = ".objects"
+PENDING = ".gc-pending"
+"""Where gc on object storage keeps objects it found unreachable (see ``gc.py``)."""
+DAMAGED = ".damaged"
+"""Where ``fsck --repair`` moves corrupt objects."""
+FONTS = ".fonts"
+TRASH = ".trash"
+INFLIGHT = ".inflight"
+"""Saves in progress announce themselves here (see ``transaction.py``)."""
+LOCKS = ".locks"
+CATALOG = ".catalog/index.sqlite"
+"""The catalog index of a folder store (a cache, not the format)."""
+FONT_RECORD = "font"
+"""The name of a deleted font's own trash record, beside its runs' records."""
+STAMP_SUFFIX = ".moved"
+"""gc's stamp beside an object it set aside on object storage."""
+
+
+def object_key(digest: Digest) -> str:
+    """Where an object lives: sharded by its first two hex characters."""
+    return f"{OBJECTS}/{digest[:2]}/{digest}"
+
+
+def pending_key(digest: Digest) -> str:
+    """Where gc's first phase keeps an object it found unreachable."""
+    return f"{PENDING}/{digest[:2]}/{digest}"
+
+
+def damaged_key(digest: Digest) -> str:
+    return f"{DAMAGED}/{digest}"
+
+
+def digest_at(key: str) -> Digest | None:
+    """The object an ``.objects/`` or ``.gc-pending/`` key holds; None for a file that is
+    not one (a stray name, a stamp, an object in the wrong shard)."""
+    name = key.rsplit("/", 1)[-1]
+    try:
+        digest = parse_digest(name)
+    except ValueError:
+        return None
+    return digest if key in (object_key(digest), pending_key(digest)) else None
+
+
+def claim_key(font_id_or_number: str | int) -> str:
+    number = font_id_or_number if isinstance(font_id_or_number, int) else font_number(font_id_or_number)
+    return f"{FONTS}/{number}"
+
+
+def runs_folder(font_id: str) -> str:
+    return f"{check_font_id(font_id)}/runs"
+
+
+def run_key(font_id: str, run_id: str) -> str:
+    return f"{runs_folder(font_id)}/{check_run_id(run_id)}"
+
+
+def name_in_folder(key: str) -> str:
+    """The last part of a key (a run id in ``runs/``, a number in ``.fonts/``), unchecked."""
+    return key.rsplit("/", 1)[-1]
+
+
+def run_id_at(key: str) -> str | None:
+    """The run id a ``<font>/runs/`` key names; None for a file that is not a ref."""
+    name = name_in_folder(key)
+    return name if RUN_ID_RE.fullmatch(name) else None
+
+
+def trash_key(font_id: str, run_id: str | None) -> str:
+    return f"{TRASH}/{check_font_id(font_id)}/{check_run_id(run_id) if run_id else FONT_RECORD}"
+
+
+def marker_key(token: str) -> str:
+    return f"{INFLIGHT}/{token}"
+
+
+def lock_key(name: str) -> str:
+    return f"{LOCKS}/{name}"
