@@ -76,6 +76,10 @@ class NewerFormatError(FormatError):
     """A manifest of a format version newer than this aoe reads: upgrade aoe."""
 
 
+class MismatchedManifestError(FormatError):
+    """A run's ref names the manifest of another run (a ref copied or edited by hand)."""
+
+
 class UnexpectedFileError(FormatError):
     """A file in the store is not what aoe writes there: a symlink, a FIFO or device, or
     larger than any object. It is refused unread."""

@@ -22,11 +22,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import reachability
 from .catalog import RunInfo
 from .errors import (
     CorruptObjectError,
     FormatError,
     InvalidNameError,
+    MismatchedManifestError,
     NewerFormatError,
     NotFoundError,
     StoreError,
@@ -46,7 +48,7 @@ from .layout import (
     runs_folder,
 )
 from .limits import parse_json
-from .manifests import Manifest, unpack
+from .manifests import unpack
 from .names import Digest, check_font_id, font_number, format_time, parse_digest
 from .refs import TrashRecord
 from .store import Store, _now
@@ -232,73 +234,51 @@ def _check_refs(store: Store, report: Report, needed: dict[Digest, list[str]]) -
 
 def _check_run(store: Store, report: Report, needed: dict[Digest, list[str]], font_id: str, key: str) -> None:
     run_id = run_id_at(key)
-    where = f"{font_id}/{run_id}"
     if run_id is None:
         report.add(WARNING, "unknown-file", f"{key} is not a run ref (not a run id); move it out of runs/",
                    ref=key)
         return
     report.runs += 1
-    try:
-        digest = store.refs.read_run(font_id, run_id)
-    except (FormatError, NotFoundError):
+    where = f"{font_id}/{run_id}"
+    run = reachability.history(store.refs, store.objects, font_id, run_id)
+    for digest in run.digests():
+        needed[digest].append(where)
+    if run.problem is not None:
+        _report_unreadable(report, run, key, where)
+    head = run.head
+    if head is not None:
+        info = RunInfo.from_manifest(head, run.versions[0][0])
+        if info.missing:
+            report.add(WARNING, "incomplete-run",
+                       f"completed run {where} has no {', '.join(info.missing)}; it still loads for what "
+                       f"it has. Add what is missing with `aoe store amend {font_id} {run_id} ...`",
+                       ref=key, runs=(where,))
+
+
+def _report_unreadable(report: Report, run: reachability.RunHistory, key: str, where: str) -> None:
+    """The finding for a run the walk could not read whole, by what stopped it."""
+    problem, digest = run.problem, run.at
+    if digest is None:
         report.add(ERROR, "malformed-ref",
-                   f"run ref {key} does not hold a manifest id; the run cannot be loaded. Restore "
-                   f"the file from a backup, or delete the run with `aoe store rm {font_id} {run_id}`",
+                   f"run ref {key} does not hold a manifest id; the run cannot be loaded. Restore the file "
+                   f"from a backup, or delete the run with `aoe store rm {run.font_id} {run.run_id}`",
                    ref=key, runs=(where,))
-        return
-    manifest = _read_manifest(store, report, digest, key, where, dangling=True)
-    if manifest is None:
-        return
-    if (manifest.font_id, manifest.run_id) != (font_id, run_id):
-        report.add(ERROR, "mismatched-manifest",
-                   f"run ref {key} names manifest {digest}, which is of run "
-                   f"{manifest.font_id}/{manifest.run_id}; the ref was copied or edited by hand",
-                   object=digest, ref=key, runs=(where,))
-    needed[digest].append(where)
-    for blob in manifest.digests():
-        needed[blob].append(where)
-    info = RunInfo.from_manifest(manifest, digest)
-    if info.missing:
-        report.add(WARNING, "incomplete-run",
-                   f"completed run {where} has no {', '.join(info.missing)}; it still loads for what "
-                   f"it has. Add what is missing with `aoe store amend {font_id} {run_id} ...`",
-                   ref=key, runs=(where,))
-    parent = manifest.parent
-    while parent is not None:  # history of amends: needed too, for `aoe store log`
-        previous = _read_manifest(store, report, parent, key, where, dangling=False)
-        needed[parent].append(where)
-        if previous is None:
-            break
-        for blob in previous.digests():
-            needed[blob].append(where)
-        parent = previous.parent
-
-
-def _read_manifest(
-    store: Store, report: Report, digest: Digest, key: str, where: str, *, dangling: bool
-) -> Manifest | None:
-    """A verified manifest, or None after reporting why it cannot be read."""
-    try:
-        data = store.objects.get(digest)
-    except NotFoundError:
-        if dangling:
+    elif isinstance(problem, NotFoundError):
+        if not run.versions:  # an older version that is missing is reported as a missing object
             report.add(ERROR, "dangling-ref",
-                       f"run ref {key} names manifest {digest}, which is missing: the run is gone. "
-                       "Restore the object from a backup, or drop the ref with `aoe store fsck --repair`",
+                       f"run ref {key} names manifest {digest}, which is missing: the run is gone. Restore "
+                       "the object from a backup, or drop the ref with `aoe store fsck --repair`",
                        object=digest, ref=key, runs=(where,))
-        return None  # a missing parent is reported as a missing object
-    except CorruptObjectError as exc:
+    elif isinstance(problem, CorruptObjectError):
         report.add(ERROR, "corrupt-object",
-                   f"object {digest} is corrupt: {exc.why}; it is the manifest of {where}, which cannot be "
+                   f"object {digest} is corrupt: {problem.why}; it is a manifest of {where}, which cannot be "
                    "loaded. Restore the object from a backup, or `aoe store fsck --repair` moves it aside",
                    object=digest, ref=key, runs=(where,))
-        return None
-    try:
-        return unpack(data)
-    except FormatError as exc:
-        kind = "unknown-version" if isinstance(exc, NewerFormatError) else "malformed-manifest"
-        report.add(ERROR, kind, f"manifest {digest} of {where}: {exc}", object=digest, ref=key, runs=(where,))
-        return None
+    elif isinstance(problem, MismatchedManifestError):
+        report.add(ERROR, "mismatched-manifest", f"run ref {key}: {problem}", object=digest, ref=key, runs=(where,))
+    else:
+        kind = "unknown-version" if isinstance(problem, NewerFormatError) else "malformed-manifest"
+        report.add(ERROR, kind, f"manifest {digest} of {where}: {problem}", object=digest, ref=key, runs=(where,))
 
 
 def _check_trash(store: Store, report: Report, needed: dict[Digest, list[str]]) -> None:

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import reachability
 from .errors import FormatError, GcRunningError, InvalidInputError, StoreError
 from .fsck import TEMP_MIN_AGE, live_inflight_markers
 from .layout import OBJECTS, PENDING, STAMP_SUFFIX, digest_at, lock_key, object_key, pending_key
@@ -87,7 +88,10 @@ def collect_garbage(
         saves = [mtime for _, mtime in live_inflight_markers(store)]
         cutoff = min([started - grace, *saves])
         report = GcReport(dry_run=dry_run, grace=grace, cutoff=cutoff)
-        reachable = _mark(store)
+        try:
+            reachable: set[Digest] = reachability.reachable(store.refs, store.objects)
+        except FormatError as exc:
+            raise FormatError(f"gc stopped before removing anything: {exc}") from None
         report.reachable = len(reachable)
         if not store.backend.atomic_touch:
             _sweep_in_two_phases(store, report, reachable, started, min([float("inf"), *saves]), progress)
@@ -116,7 +120,7 @@ def _storage_now(store: Store) -> float:
     return stat[1] if stat is not None else time.time()
 
 
-def _sweep(store: Store, report: GcReport, reachable: set[str], cutoff: float,
+def _sweep(store: Store, report: GcReport, reachable: set[Digest], cutoff: float,
            progress: Callable[[int], None] | None) -> None:
     """Delete unreachable objects older than the cutoff, each atomically against a touch."""
     dry_run = report.dry_run
@@ -137,7 +141,7 @@ def _sweep(store: Store, report: GcReport, reachable: set[str], cutoff: float,
             report.freed_bytes += size
 
 
-def _sweep_in_two_phases(store: Store, report: GcReport, reachable: set[str], now: float,
+def _sweep_in_two_phases(store: Store, report: GcReport, reachable: set[Digest], now: float,
                          oldest_save: float, progress: Callable[[int], None] | None) -> None:
     """Purge or restore what earlier runs set aside, then set aside what is unreachable
     now; see the module docstring."""
@@ -197,29 +201,6 @@ def _set_aside(store: Store, digest: Digest) -> None:
     backend.write(pending, [stored], exclusive=False)
     backend.delete(object_key(digest))
     backend.write(pending + STAMP_SUFFIX, [b""], exclusive=False)
-
-
-def _mark(store: Store) -> set[str]:
-    """Every object a run needs, its history included.
-
-    A run whose manifest cannot be read makes gc stop: what it needs is unknown, so
-    nothing may be swept until fsck has been run and the damage dealt with.
-    """
-    reachable: set[str] = set()
-    for font_id in store.refs.fonts():
-        if not store.refs.has_runs_folder(font_id):
-            continue
-        for run_id in store.refs.runs(font_id):
-            try:
-                for digest, manifest in store.versions(store.refs.read_run(font_id, run_id), seen=reachable):
-                    reachable.add(digest)
-                    reachable.update(manifest.digests())
-            except StoreError as exc:
-                raise FormatError(
-                    f"gc stopped before removing anything: run {run_id} of {font_id} cannot be read "
-                    f"({exc}); run `aoe store fsck` and deal with the damage first"
-                ) from None
-    return reachable
 
 
 def _record_purges(store: Store, report: GcReport) -> None:

@@ -24,7 +24,14 @@ from typing import Any
 
 import msgpack
 
-from .errors import FormatError, InvalidInputError, InvalidNameError, NewerFormatError, UnsupportedValueError
+from .errors import (
+    FormatError,
+    InvalidInputError,
+    InvalidNameError,
+    MismatchedManifestError,
+    NewerFormatError,
+    UnsupportedValueError,
+)
 from .limits import MAX_DEPTH, MAX_MANIFEST_BYTES, MAX_OBJECT_BYTES, depth_exceeds
 from .names import (
     Digest,
@@ -448,7 +455,7 @@ def check_location(manifest: Manifest, font_id: str, run_id: str) -> Manifest:
     """A manifest read through the ref ``font_id/runs/run_id`` must be that run's: a ref
     copied or edited to name another run's manifest is refused, not shown as that run."""
     if (manifest.font_id, manifest.run_id) != (font_id, run_id):
-        raise FormatError(
+        raise MismatchedManifestError(
             f"the ref of run {run_id} of {font_id} names the manifest of run {manifest.run_id} of "
             f"{manifest.font_id} (a ref copied or edited by hand); run `aoe store fsck`")
     return manifest

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, TypeVar
 
-from . import inputs
+from . import inputs, reachability
 from .backend import TEMP_PREFIX, fsync_dir, open_backend
 from .catalog import COMPLETED, Catalog, FontSummary, Query, RunInfo, feedback_metrics
 from .errors import (
@@ -571,22 +571,15 @@ class Store:
         """Logical bytes (what the runs hold, counting shared data once per run) against
         stored bytes (the compressed objects on disk, each once), per font and in all."""
         fonts: dict[str, dict[str, Any]] = {}
-        everything: set[str] = set()
+        everything: set[Digest] = set()
         for font_id in self.list_fonts():
-            if not self.refs.has_runs_folder(font_id):
+            runs = list(reachability.walk(self.refs, self.objects, [font_id]))
+            if not runs and not self.refs.has_runs_folder(font_id):
                 continue
-            infos = self.list_runs(font_id)
-            digests: set[str] = set()
-            logical = 0
-            for info in infos:
-                if not info.manifest:  # unreadable
-                    continue
-                for number, (digest, manifest) in enumerate(self.versions(parse_digest(info.manifest), seen=digests)):
-                    logical += manifest.logical_bytes if number == 0 else 0  # the run as it is now
-                    digests.add(digest)
-                    digests.update(manifest.digests())
+            digests = set().union(*(run.digests() for run in runs))
+            logical = sum(run.head.logical_bytes for run in runs if run.head is not None)  # runs as they are now
             stored = sum(self.objects.stored_size(d) for d in digests)
-            fonts[font_id] = {"runs": len(infos), "logical_bytes": logical, "stored_bytes": stored,
+            fonts[font_id] = {"runs": len(runs), "logical_bytes": logical, "stored_bytes": stored,
                               "dedup_ratio": round(logical / stored, 3) if stored else None}
             everything |= digests
         all_objects = [d for d in map(digest_at, self.backend.list(OBJECTS)) if d is not None]
@@ -606,14 +599,10 @@ class Store:
         run = self.open_run(font_id, run_id)
         return [Run(self, manifest, digest).info for digest, manifest in self.versions(run.digest)]
 
-    def versions(self, digest: Digest, *, seen: set[str] | None = None) -> Iterator[tuple[Digest, Manifest]]:
-        """A manifest and the ones it amended (its ``parent`` chain), newest first,
-        each read and verified; stops before a digest already in ``seen``."""
-        next_digest: Digest | None = digest
-        while next_digest is not None and (seen is None or next_digest not in seen):
-            manifest = unpack(self.objects.get(next_digest))
-            yield next_digest, manifest
-            next_digest = manifest.parent
+    def versions(self, digest: Digest) -> Iterator[tuple[Digest, Manifest]]:
+        """A manifest and the ones it amended (its ``parent`` chain), newest first, each
+        read and verified (see :func:`aoe.reachability.versions`)."""
+        return reachability.versions(self.objects, digest)
 
     def delete_run(self, font_id: str, run_id: str) -> TrashRecord:
         """Remove a run; it stays recoverable with :meth:`restore_run` until a gc.

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import CorruptObjectError, FormatError, InvalidInputError, ObjectNotFoundError, StoreError
+from . import reachability
+from .errors import InvalidInputError, StoreError
 from .layout import OBJECTS, digest_at
-from .manifests import check_location
 from .names import Digest, check_font_id, font_number
 from .store import Store
 
@@ -126,21 +126,15 @@ def _plan_font(source: Store, dest: Store, font_id: str,
         old = dest.refs.read_run(font_id, run_id) if run_id in in_dest else None
         if old == new:
             return UP_TO_DATE
-        try:
-            history = list(source.versions(new))
-            check_location(history[0][1], font_id, run_id)
-        except (FormatError, CorruptObjectError, ObjectNotFoundError) as exc:
-            return f"{font_id}/{run_id}: not copied, the source's run cannot be read ({exc})"
-        if old is not None and old not in {digest for digest, _ in history}:
+        run = reachability.history(source.refs, source.objects, font_id, run_id)
+        if run.problem is not None or not run.versions or run.versions[0][0] != new:
+            return f"{font_id}/{run_id}: not copied, the source's run cannot be read ({run.problem or 'it moved'})"
+        if old is not None and old not in {digest for digest, _ in run.versions}:
             if _in_history(dest, old, new):
                 return UP_TO_DATE  # the destination amended it further
             return (f"{font_id}/{run_id}: amended differently on each side; keep one with "
                     "`aoe store rm` on the other side, then transfer again")
-        digests: set[Digest] = set()
-        for digest, manifest in history:
-            digests.add(digest)
-            digests.update(manifest.digests())
-        return run_id, new, old, digests
+        return run_id, new, old, run.digests()
 
     plans = []
     for outcome in dest.objects._parallel(plan, source.refs.runs(font_id)):
