@@ -35,6 +35,44 @@ class TinyFont(torch.nn.Module):
         return self.norm(self.body(vector))
 
 
+SLOW_MODULES = {"test_concurrency", "test_damage", "test_faults", "test_fuzz", "test_example", "test_browser"}
+"""Modules of real processes, servers or long loops: all their tests are marked ``slow``."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Markers, so ``pytest -m "not slow"`` runs the fast tests alone: ``s3`` for every
+    test on the SeaweedFS server, ``browser`` for Chromium, ``slow`` for those and for
+    tests that run processes (the ``aoe`` command, writers, servers)."""
+    for item in items:
+        module = item.module.__name__ if item.module else ""
+        fixtures = getattr(item, "fixturenames", ())
+        if "seaweed" in fixtures or "[s3]" in item.name:
+            item.add_marker(pytest.mark.s3)
+            item.add_marker(pytest.mark.slow)
+        if module == "test_browser":
+            item.add_marker(pytest.mark.browser)
+        if module in SLOW_MODULES or _starts_processes(item):
+            item.add_marker(pytest.mark.slow)
+
+
+PROCESS_CALLS = ("subprocess.", "aoe_cli(", "start_writer(", "run_limited(", "Popen(", "SeaweedServer.start(")
+
+
+def _starts_processes(item: pytest.Item) -> bool:
+    """Whether a test's own code starts a process (read from its source: no list to keep)."""
+    import inspect
+
+    function = getattr(item, "function", None)
+    try:
+        source = inspect.getsource(function) if function else ""
+    except OSError:
+        return False
+    if any(call in source for call in PROCESS_CALLS):
+        item.add_marker(pytest.mark.processes)
+        return True
+    return False
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> aoe.Store:
     return aoe.Store(tmp_path / "networks")
