@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from aoe import backend as backend_module
-from aoe.backend import TEMP_PREFIX, LocalBackend, check_key
+from aoe.backends import check_key
+from aoe.backends import files as backend_files
+from aoe.backends.local import LocalBackend
 from aoe.errors import InvalidNameError, StorageError, StorageFullError
+from aoe.layout import TEMP_PREFIX
 
 
 @pytest.fixture
@@ -95,7 +97,7 @@ def test_fsync_failure_is_reported_and_cleaned_up(local: LocalBackend, monkeypat
 
 def test_transient_errors_are_retried_with_backoff(local: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
     sleeps: list[float] = []
-    monkeypatch.setattr(backend_module.time, "sleep", sleeps.append)
+    monkeypatch.setattr(backend_files.time, "sleep", sleeps.append)
     real_open = os.open
     failures = iter([True, True, False])
 
@@ -112,7 +114,7 @@ def test_transient_errors_are_retried_with_backoff(local: LocalBackend, monkeypa
 
 def test_a_file_that_stays_locked_gives_a_clear_error(local: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
     sleeps: list[float] = []
-    monkeypatch.setattr(backend_module.time, "sleep", sleeps.append)
+    monkeypatch.setattr(backend_files.time, "sleep", sleeps.append)
 
     def locked(*args: object, **kwargs: object) -> None:
         raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
@@ -158,7 +160,7 @@ def test_a_lock_is_exclusive_and_released_when_its_holder_dies(local: LocalBacke
         assert first and not second
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from aoe.backend import LocalBackend\n"
+         "import sys, time; from aoe.backends.local import LocalBackend\n"
          f"with LocalBackend({str(local.root)!r}).lock('gc', wait=False) as got:\n"
          "    print(got, flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,

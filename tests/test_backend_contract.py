@@ -1,4 +1,5 @@
-"""The backend contract, run unchanged against a local folder and a real S3 server.
+"""The backend contract, run unchanged against a local folder, memory, a real S3 server,
+and the wrappers (a local cache over memory, fault injection with no fault set).
 
 Every layer above the backend relies on exactly these behaviours, so an object store
 must show the same ones: whole-or-nothing writes, create-only writes with one winner,
@@ -12,15 +13,26 @@ from pathlib import Path
 
 import pytest
 
-from aoe.backend import Backend, LocalBackend
+from aoe.backends import Backend
+from aoe.backends.local import LocalBackend
 from aoe.errors import InvalidNameError, NotFoundError
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "memory", "cached", "faulty", "s3"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    from aoe.backends.cache import CachingBackend, ObjectCache
+    from aoe.backends.memory import MemoryBackend
+    from aoe.backends.wrappers import FaultyBackend
+
     if request.param == "local":
         return LocalBackend(tmp_path / "store")
-    from aoe.s3 import S3Backend
+    if request.param == "memory":
+        return MemoryBackend()
+    if request.param == "cached":
+        return CachingBackend(MemoryBackend(), ObjectCache(tmp_path / "cache", 10**6))  # type: ignore[return-value]
+    if request.param == "faulty":
+        return FaultyBackend(LocalBackend(tmp_path / "store"))  # type: ignore[return-value]
+    from aoe.backends.s3 import S3Backend
 
     return S3Backend(request.getfixturevalue("s3_url"))
 

@@ -140,7 +140,7 @@ def test_every_write_of_a_save_failing_in_turn_leaves_no_trace(tmp_path: Path, e
 def test_a_briefly_locked_file_is_retried_then_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = aoe.Store(tmp_path / "networks")
     font = store.create_font("fruity")
-    monkeypatch.setattr(aoe.backend.time, "sleep", lambda s: None)
+    monkeypatch.setattr(aoe.backends.files.time, "sleep", lambda s: None)
     real_link = os.link
     busy = iter([True, True])
 
@@ -158,7 +158,7 @@ def test_a_briefly_locked_file_is_retried_then_written(tmp_path: Path, monkeypat
 def test_a_file_locked_for_good_fails_with_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = aoe.Store(tmp_path / "networks")
     font = store.create_font("fruity")
-    monkeypatch.setattr(aoe.backend.time, "sleep", lambda s: None)
+    monkeypatch.setattr(aoe.backends.files.time, "sleep", lambda s: None)
 
     def always_busy(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise OSError(errno.EBUSY, "Device or resource busy")

@@ -114,7 +114,7 @@ def test_a_manifest_copied_under_another_run_id(saved, model) -> None:
 def test_incomplete_runs_are_warnings_and_orphans_and_leftovers_information(store, font, model) -> None:
     run_id = store.save_model(font, model, feedback={"loss": 1})
     store.objects.put(b"nobody needs me")
-    temp = store.root / ".objects" / f"{aoe.backend.TEMP_PREFIX}abc-dead"
+    temp = store.root / ".objects" / f"{aoe.layout.TEMP_PREFIX}abc-dead"
     temp.write_bytes(b"half")
     old = time.time() - 7200
     os.utime(temp, (old, old))
@@ -132,7 +132,7 @@ def test_incomplete_runs_are_warnings_and_orphans_and_leftovers_information(stor
 
 
 def test_young_temp_files_are_left_alone_by_repair(store, font) -> None:
-    temp = store.root / ".fonts" / f"{aoe.backend.TEMP_PREFIX}young-2"
+    temp = store.root / ".fonts" / f"{aoe.layout.TEMP_PREFIX}young-2"
     temp.write_bytes(b"in progress")
     report = fsck(store, repair=True)
     assert temp.exists() and "may be a write in progress" in report.findings[0].message

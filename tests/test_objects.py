@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import aoe.objects
-from aoe.backend import LocalBackend
+from aoe.backends.local import LocalBackend
 from aoe.errors import CorruptObjectError, InvalidNameError, ObjectNotFoundError
 from aoe.objects import (
     CHUNK_SIZE,

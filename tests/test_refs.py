@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aoe.backend import LocalBackend
+from aoe.backends.local import LocalBackend
 from aoe.errors import FontNotFoundError, FormatError, InvalidNameError, RunNotFoundError
 from aoe.names import check_font_id, check_name, check_run_id
 from aoe.objects import hash_bytes

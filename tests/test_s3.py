@@ -15,12 +15,13 @@ from conftest import make_png, run_cli
 from s3server import SeaweedServer
 
 import aoe
+from aoe.backends.cache import ObjectCache
+from aoe.backends.s3 import S3Backend
 from aoe.errors import InvalidNameError, StorageError, StoreMissingError
 from aoe.fsck import fsck
 from aoe.gc import collect_garbage
 from aoe.layout import object_key, pending_key
-from aoe.objects import ObjectCache, hash_bytes
-from aoe.s3 import S3Backend
+from aoe.objects import hash_bytes
 
 WRITER = Path(__file__).with_name("writer.py")
 
@@ -67,17 +68,17 @@ def test_objects_are_read_from_the_cache_and_a_damaged_entry_heals(s3_store: aoe
     s3_store.save_model(font, weights(1))
     s3_store.load_model(font)  # fills the cache
     reads: list[str] = []
-    real_read = s3_store.backend.read
-    monkeypatch.setattr(s3_store.backend, "read", lambda key: reads.append(key) or real_read(key))
+    server = s3_store.backend.inner  # the S3 backend under the caching wrapper
+    real_read = server.read
+    monkeypatch.setattr(server, "read", lambda key, **kw: reads.append(key) or real_read(key, **kw))
     s3_store.load_model(font)
-    assert not [k for k in reads if k.startswith(".objects/")]
-    cache = s3_store.objects.cache
-    assert cache is not None
-    victim = next(cache.folder.glob("*/*"))
+    assert not [k for k in reads if k.startswith(".objects/")]  # every object came from the cache
+    victim = next(s3_store.backend.cache.folder.glob("*/*"))
     victim.write_bytes(victim.read_bytes()[:-1] + b"\x00")  # damage one cached copy
     assert torch.equal(s3_store.load_model(font).weights["layer.weight"], weights(1)["layer.weight"])
     assert object_key(victim.name) in reads  # fetched again from the server
-    assert s3_store.objects.verify(victim.name, cached=True) > 0  # and the cache holds a good copy again
+    assert s3_store.objects.verify(victim.name) > 0  # and the cache holds a good copy again
+    assert s3_store.backend.cache.get(victim.name) is not None
 
 
 def test_the_cache_stays_within_its_bound(tmp_path: Path) -> None:
@@ -181,10 +182,10 @@ def test_a_damaged_object_on_the_server_is_named_by_fsck(s3_store: aoe.Store, se
 
 
 def test_large_contents_go_up_in_parts_and_unfinished_uploads_are_temp_files(s3_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import aoe.s3
+    import aoe.backends.s3
 
-    monkeypatch.setattr(aoe.s3, "MULTIPART_THRESHOLD", 6 * 1024 * 1024)
-    monkeypatch.setattr(aoe.s3, "PART_SIZE", 5 * 1024 * 1024)
+    monkeypatch.setattr(aoe.backends.s3, "MULTIPART_THRESHOLD", 6 * 1024 * 1024)
+    monkeypatch.setattr(aoe.backends.s3, "PART_SIZE", 5 * 1024 * 1024)
     backend = S3Backend(s3_url)
     data = os.urandom(12 * 1024 * 1024 + 5)
     assert backend.write("big", [data[:1000], data[1000:]], exclusive=True)
@@ -200,10 +201,10 @@ def test_large_contents_go_up_in_parts_and_unfinished_uploads_are_temp_files(s3_
 
 
 def test_a_lock_whose_holder_died_expires_and_a_live_one_is_renewed(s3_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import aoe.s3
+    import aoe.backends.s3
 
-    monkeypatch.setattr(aoe.s3, "LOCK_TTL", 1.0)
-    monkeypatch.setattr(aoe.s3, "LOCK_POLL", 0.1)
+    monkeypatch.setattr(aoe.backends.s3, "LOCK_TTL", 1.0)
+    monkeypatch.setattr(aoe.backends.s3, "LOCK_POLL", 0.1)
     backend = S3Backend(s3_url)
     assert backend._acquire(".locks/gc", wait=False)  # taken, never released: a crashed holder
     with backend.lock("gc", wait=False) as acquired:
@@ -331,9 +332,9 @@ def test_the_cache_size_comes_from_the_environment(s3_url: str, monkeypatch: pyt
     from conftest import run_cli
 
     monkeypatch.setenv("AOE_CACHE_BYTES", "2G")
-    assert aoe.Store(s3_url).objects.cache.max_bytes == 2 * 1024**3
+    assert aoe.Store(s3_url).backend.cache.max_bytes == 2 * 1024**3
     monkeypatch.setenv("AOE_CACHE_BYTES", "0")
-    assert aoe.Store(s3_url).objects.cache is None
+    assert not hasattr(aoe.Store(s3_url).backend, "cache")  # no cache: the S3 backend itself
     monkeypatch.setenv("AOE_CACHE_BYTES", "lots")
     code, _, err = run_cli(capsys, "store", "--root", s3_url, "ls")
     assert code == 2 and "AOE_CACHE_BYTES='lots' is not a size" in err

@@ -185,8 +185,8 @@ def test_the_serve_command_serves_until_stopped(store: aoe.Store, runs: list[str
     import subprocess
     import sys
 
-    process = subprocess.Popen([sys.executable, "-m", "aoe", "store", "--root", str(store.root), "serve", "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "aoe", "store", "--root", str(store.root),
+                                "serve", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
         assert line.startswith(f"serving {store.root} at http://127.0.0.1:"), process.stderr.read()
@@ -195,7 +195,12 @@ def test_the_serve_command_serves_until_stopped(store: aoe.Store, runs: list[str
         assert status == 200 and runs[0].encode() in page
     finally:
         process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=20)
+        try:
+            _, err = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # say where it hangs: faulthandler prints every thread's stack
+            process.send_signal(signal.SIGABRT)
+            _, err = process.communicate(timeout=20)
+            raise AssertionError(f"the server did not stop on Ctrl-C:\n{err[-5000:]}") from None
     assert process.returncode == 130 and "Traceback" not in err
 
 
@@ -205,17 +210,18 @@ def test_the_server_starts_from_the_store_index_without_writing_it(store: aoe.St
     store.catalog.close()  # as when the process that wrote it ends: its WAL is checkpointed
     catalog = Path(store.root) / ".catalog"
     before = {p.name: p.stat().st_mtime_ns for p in catalog.iterdir()}
-    server_store = aoe.Store(store.root)
+    server_store = aoe.Store(store.root, read_only=True)  # as `aoe store serve` opens it
     reads: list[str] = []
     real_read = server_store.backend.read
-    monkeypatch.setattr(server_store.backend, "read", lambda key: reads.append(key) or real_read(key))
+    monkeypatch.setattr(server_store.backend, "read", lambda key, **kw: reads.append(key) or real_read(key, **kw))
     httpd = make_server(server_store, port=0)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         status, _, page = get(f"http://127.0.0.1:{httpd.server_address[1]}/font/{font}")
         assert status == 200 and all(r.encode() in page for r in runs)
         assert not [k for k in reads if "/runs/" in k]  # no ref read again: the seed knew them
-        extra = server_store.save_model(font, {"w": torch.ones(1)})  # a save while serving shows up
+        assert reads  # the server read through this backend (so the check above means something)
+        extra = aoe.Store(store.root).save_model(font, {"w": torch.ones(1)})  # a save while serving shows up
         assert extra.encode() in get(f"http://127.0.0.1:{httpd.server_address[1]}/font/{font}")[2]
     finally:
         httpd.shutdown()

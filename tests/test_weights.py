@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from aoe.backend import LocalBackend
+from aoe.backends.local import LocalBackend
 from aoe.errors import FormatError, InvalidInputError, UnsupportedValueError
 from aoe.manifests import pack_tree, tensors, unpack_tree
 from aoe.objects import CHUNK_SIZE, ObjectStore
@@ -197,7 +197,7 @@ def test_lazy_weights_read_only_what_is_accessed(tmp_path: Path, monkeypatch: py
     reads: list[str] = []
     backend = store.objects.backend
     real_read = backend.read
-    monkeypatch.setattr(backend, "read", lambda key: reads.append(key) or real_read(key))
+    monkeypatch.setattr(backend, "read", lambda key, **kw: reads.append(key) or real_read(key, **kw))
 
     lazy = store.open_weights(font)
     assert list(lazy) == list(model.state_dict()) and len(lazy) == 7

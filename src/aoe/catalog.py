@@ -403,6 +403,10 @@ class Catalog:
         """Per font: the generation of its rows, and the RunInfo objects built from them
         (immutable, so shared by every answer until the font's rows change)."""
 
+    def open(self) -> None:
+        """Open (or create) the index now, so a caller learns at once if it cannot."""
+        self._db()
+
     def _db(self) -> sqlite3.Connection:
         if self._connection is None:
             self._connection = self._open()
@@ -532,7 +536,7 @@ class Catalog:
 
         if self.refs.backend.folders:  # small local files: threads would only slow this
             return [read(run_id) for run_id in run_ids]
-        return list(self.objects._parallel(read, run_ids))
+        return list(self.objects.parallel(read, run_ids))
 
     def rebuild(self) -> None:
         """Forget everything; the next query reads every ref and manifest again. A

@@ -566,7 +566,7 @@ def serve(
     from .web import make_server
 
     store: Store = ctx.obj
-    store._require_root()
+    store.require_root()
     server = make_server(store, host, port, allow_host or ())
     if host not in ("127.0.0.1", "localhost", "::1"):
         warn(f"listening on {host}: anyone who can reach this machine can read the store")

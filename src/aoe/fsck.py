@@ -148,7 +148,7 @@ def fsck(
     progress: Callable[[int], None] | None = None,
 ) -> Report:
     """Check a store; see the module docstring. ``progress`` gets a count per object."""
-    store._require_root()
+    store.require_root()
     report = Report()
     needed: dict[Digest, list[str]] = defaultdict(list)  # object -> runs that need it
     _check_refs(store, report, needed)
@@ -352,14 +352,14 @@ def _check_objects(
 
     def verify(digest: Digest) -> tuple[Digest, int, str | None]:
         try:
-            return digest, store.objects.verify(digest, cached=False), None
+            return digest, store.objects.verify(digest, fresh=True), None
         except CorruptObjectError as exc:
             return digest, 0, f"object {digest} is corrupt: {exc.why}"
         except StoreError as exc:  # removed meanwhile, or unreadable
             return digest, 0, str(exc)
 
     known = {f.object for f in report.findings if f.kind == "corrupt-object"}  # manifests, seen already
-    for digest, size, problem in store.objects._parallel(verify, to_read, sizes or None):
+    for digest, size, problem in store.objects.parallel(verify, to_read, sizes or None):
         report.objects_read += 1
         report.bytes_read += size
         if progress:

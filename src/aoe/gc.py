@@ -80,7 +80,7 @@ def collect_garbage(
     """Sweep unreachable objects older than the grace period; see the module docstring."""
     if not 0 <= grace < float("inf"):
         raise InvalidInputError(f"the grace period must be a number of seconds, 0 or more, not {grace}")
-    store._require_root()
+    store.require_root()
     with store.backend.lock("gc", wait=False) as acquired:
         if not acquired:
             raise GcRunningError("another gc is running on this store; wait for it to finish")

@@ -8,6 +8,8 @@ key read from a listing becomes a digest or a run id only after it was checked h
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from .names import RUN_ID_RE, Digest, check_font_id, check_run_id, font_number, parse_digest
 
 OBJECTS = ".objects"
@@ -87,3 +89,19 @@ def marker_key(token: str) -> str:
 
 def lock_key(name: str) -> str:
     return f"{LOCKS}/{name}"
+
+TEMP_PREFIX = ".tmp-"
+"""A file or folder whose name starts with this is a write in progress (or one a crash
+interrupted): never a key, an object, a ref or a claim."""
+
+
+def looks_like_plain_folders(keys: Iterable[str], limit: int = 10_000) -> bool:
+    """Whether keys are those of the old plain-folder layout
+    (``<font>/runs/<time>/<file>``) rather than an aoe store; looks at ``limit`` at most."""
+    for count, key in enumerate(keys):
+        parts = key.split("/")
+        if len(parts) >= 4 and parts[1] == "runs" and not parts[0].startswith("."):
+            return True
+        if count >= limit:
+            break
+    return False

@@ -19,13 +19,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import blake3
 import zstandard
 
-from .backend import Backend, Buffer
+from .backends import Backend, Buffer
 from .errors import (
     CorruptObjectError,
     NotFoundError,
@@ -52,7 +51,10 @@ SAMPLE_BYTES = 16 * 1024
 spread over them, gain: incompressible data (PNG, mantissa bytes) then costs ~nothing."""
 
 PARALLEL_MIN_BYTES = 256 * 1024
-"""Contents smaller than this are handled on the calling thread (see ``_parallel``)."""
+"""Contents smaller than this are handled on the calling thread (see ``parallel``)."""
+
+ROUND_TRIP_WORKERS = 16
+"""Requests in flight at once where each is a network round trip: latency, not CPU, bounds."""
 
 CHUNK_SIZE = 8 * 1024 * 1024
 """Blobs are cut into chunks of this many bytes (the last one shorter)."""
@@ -310,15 +312,12 @@ def _scratch_for(stored: Buffer) -> memoryview | None:
 class ObjectStore:
     """Put and get verified objects and chunked blobs through a backend."""
 
-    def __init__(self, backend: Backend, workers: int | None = None, *,
-                 cache: ObjectCache | None = None, inline_below: int = PARALLEL_MIN_BYTES) -> None:
+    def __init__(self, backend: Backend, workers: int | None = None) -> None:
         self.backend = backend
-        self.workers = workers or os.cpu_count() or 1
-        self.cache = cache
-        """Local copies of a remote store's objects (None: read the backend every time)."""
-        self.inline_below = inline_below
-        """Objects smaller than this are read and written on the calling thread: 0 for
-        a remote backend, where every object is a round trip worth overlapping."""
+        self.workers = workers or (ROUND_TRIP_WORKERS if backend.round_trips else os.cpu_count() or 1)
+        self.inline_below = 0 if backend.round_trips else PARALLEL_MIN_BYTES
+        """Objects smaller than this are read and written on the calling thread: none
+        where each call is a round trip worth overlapping (``Backend.round_trips``)."""
         self.on_progress: Callable[[int], None] | None = None
         """Called with the byte count of each object put or got (for progress bars)."""
 
@@ -341,15 +340,15 @@ class ObjectStore:
         exactly its size (else :class:`SizeMismatch`)."""
         self._decoded(digest, out)
 
-    def verify(self, digest: Digest, *, cached: bool = True) -> int:
-        """Read and verify an object without keeping it; its content size.
-        ``cached=False`` checks the backend's copy even when the cache has one."""
-        return len(self._decoded(digest, _scratch_for, use_cache=cached))
+    def verify(self, digest: Digest, *, fresh: bool = False) -> int:
+        """Read and verify an object without keeping it; its content size. ``fresh``
+        checks the storage's own copy even when a local cache has one."""
+        return len(self._decoded(digest, _scratch_for, fresh=fresh))
 
     def read_stored(self, digest: Digest) -> bytes:
         """An object as stored (encoded), unchecked: what a transfer copies to another
         store, whose :meth:`put_stored` checks it on arrival."""
-        return self._read(parse_digest(digest), keep=False)
+        return self._read(parse_digest(digest), fresh=True)
 
     def put_stored(self, digest: Digest, stored: Buffer) -> None:
         """Store an object as it was stored elsewhere, after checking that it decodes to
@@ -366,33 +365,33 @@ class ObjectStore:
         decode(stored, digest, _scratch_for(stored))
 
     def _decoded(self, digest: Digest, out: memoryview | Callable[[Buffer], memoryview | None] | None = None,
-                 *, use_cache: bool = True) -> Buffer:
+                 *, fresh: bool = False) -> Buffer:
         """Read, decode and verify an object (into ``out``, or into what ``out`` picks
-        for the stored bytes). A cached copy that fails its check is dropped and the
-        backend's copy read instead, so a damaged cache heals itself."""
+        for the stored bytes). A copy that fails its check may be a local cache's: it is
+        dropped and the storage's own copy checked, so a damaged cache heals itself."""
         digest = parse_digest(digest)
-        cached = self.cache.get(digest) if self.cache is not None and use_cache else None
-        if cached is not None:
-            try:
-                return self._decode(cached, digest, out)
-            except CorruptObjectError:
-                self.cache.discard(digest)  # type: ignore[union-attr]
-        return self._decode(self._read(digest, keep=use_cache), digest, out)
+        try:
+            return self._decode(self._read(digest, fresh=fresh), digest, out)
+        except CorruptObjectError:
+            if fresh or not self.backend.round_trips:
+                raise  # the storage's own copy is damaged
+            self.backend.forget(object_key(digest))
+            return self._decode(self._read(digest, fresh=True), digest, out)
 
     def _decode(self, stored: Buffer, digest: Digest, out: Any) -> Buffer:
         data = decode(stored, digest, out(stored) if callable(out) else out)
         self._progress(len(data))
         return data
 
-    def _read(self, digest: Digest, keep: bool = True) -> bytes:
+    def _read(self, digest: Digest, fresh: bool = False) -> bytes:
         """An object's stored bytes from the backend, or from where gc's first phase
-        moved it (see ``gc.py``); kept in the cache, if there is one and ``keep``."""
+        moved it (see ``gc.py``); ``fresh``: past any local cache."""
         try:
             try:
-                stored = self.backend.read(object_key(digest))
+                stored = self.backend.read(object_key(digest), fresh=fresh)
             except NotFoundError:
                 try:
-                    stored = self.backend.read(pending_key(digest))
+                    stored = self.backend.read(pending_key(digest), fresh=fresh)
                 except NotFoundError:
                     raise ObjectNotFoundError(
                         f"object {digest} is missing from {OBJECTS}/; "
@@ -400,8 +399,6 @@ class ObjectStore:
                     ) from None
         except UnexpectedFileError as exc:
             raise _corrupt(digest, str(exc)) from None
-        if self.cache is not None and keep:
-            self.cache.put(digest, stored)
         return stored
 
     def _progress(self, nbytes: int) -> None:
@@ -426,10 +423,7 @@ class ObjectStore:
     def content_size(self, digest: Digest) -> int:
         """The content size an object's header declares, checked against what any object
         may hold (its content is verified only when it is read)."""
-        digest = parse_digest(digest)
-        stored = self.cache.get(digest) if self.cache is not None else None
-        if stored is None:
-            stored = self._read(digest)
+        stored = self._read(parse_digest(digest))
         if len(stored) < HEADER.size or stored[:4] != MAGIC:
             raise _corrupt(digest, "bad header")
         size: int = HEADER.unpack_from(stored)[2]
@@ -451,15 +445,15 @@ class ObjectStore:
     def put_many(self, contents: Iterable[Buffer], widths: Iterable[int] | None = None) -> list[Digest]:
         """Store many contents; large ones are hashed, compressed and written in parallel."""
         items = list(zip(contents, widths)) if widths is not None else [(c, 1) for c in contents]
-        return list(self._parallel(lambda item: self.put(*item), items,
+        return list(self.parallel(lambda item: self.put(*item), items,
                                    [memoryview(c).nbytes for c, _ in items]))
 
     def get_many(self, digests: Iterable[Digest], sizes: Iterable[int] | None = None) -> Iterator[bytes]:
         """Verified contents in order; large ones (by ``sizes``, if known) read in parallel."""
         items = list(digests)
-        return self._parallel(self.get, items, list(sizes) if sizes is not None else None)
+        return self.parallel(self.get, items, list(sizes) if sizes is not None else None)
 
-    def _parallel(self, action: Callable[[T], R], items: Sequence[T], sizes: Sequence[int] | None = None) -> Iterator[R]:
+    def parallel(self, action: Callable[[T], R], items: Sequence[T], sizes: Sequence[int] | None = None) -> Iterator[R]:
         """``map(action, items)``, with the items of ``inline_below`` bytes or more (all,
         when no sizes are given) on worker threads: blake3, zstd, numpy and file I/O
         release the GIL on large buffers, but for small ones a thread costs more than
@@ -523,7 +517,7 @@ class ObjectStore:
                 except SizeMismatch:
                     irregular.add(index)
 
-        for _ in self._parallel(fill, places, [len(out) for _, out, _ in places]):
+        for _ in self.parallel(fill, places, [len(out) for _, out, _ in places]):
             pass
         for index in sorted(irregular):
             self._read_in_order(*targets[index])
@@ -564,78 +558,3 @@ class ObjectStore:
                 f"a blob of {blob.size:,} bytes has chunks adding up to another size; "
                 "the manifest naming it is damaged: run `aoe store fsck`"
             )
-
-
-class ObjectCache:
-    """A remote store's objects kept on local disk, as stored (compressed), bounded in
-    size; the least recently used go first.
-
-    Objects are immutable under their address, so an entry is never stale, and every
-    read verifies it like any object: a damaged entry is dropped and fetched again.
-    Entries are written to a temporary file and renamed, without fsync (a cache may
-    lose entries, never hand out wrong ones), and any number of processes may share a
-    folder: each tolerates the others' evictions.
-    """
-
-    def __init__(self, folder: str | os.PathLike[str], max_bytes: int) -> None:
-        self.folder = Path(folder)
-        self.max_bytes = max_bytes
-        self._size: int | None = None  # bytes in the folder, counted on first put
-        self._lock = threading.Lock()
-
-    def _path(self, digest: Digest) -> Path:
-        return self.folder / digest[:2] / digest
-
-    def get(self, digest: Digest) -> bytes | None:
-        path = self._path(digest)
-        try:
-            data = path.read_bytes()
-            os.utime(path)  # most recently used
-        except OSError:
-            return None
-        return data
-
-    def put(self, digest: Digest, stored: Buffer) -> None:
-        size = memoryview(stored).nbytes
-        if size > self.max_bytes // 4:
-            return  # one object must not flush the rest
-        path = self._path(digest)
-        temp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{digest}")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temp.write_bytes(stored)
-            os.replace(temp, path)
-        except OSError:  # a full or read-only cache disk costs speed, never correctness
-            temp.unlink(missing_ok=True)
-            return
-        with self._lock:
-            self._size = (self._size if self._size is not None else self._measure()) + size
-            if self._size > self.max_bytes:
-                self._evict()
-
-    def discard(self, digest: Digest) -> None:
-        self._path(digest).unlink(missing_ok=True)
-
-    def _measure(self) -> int:
-        return sum(size for _, _, size in self._entries())
-
-    def _entries(self) -> list[tuple[float, Path, int]]:
-        entries = []
-        for path in self.folder.glob("*/*"):
-            try:
-                info = path.stat()
-            except OSError:  # evicted by another process meanwhile
-                continue
-            entries.append((info.st_mtime, path, info.st_size))
-        return entries
-
-    def _evict(self) -> None:
-        """Remove the least recently used entries until the cache is at 80% of its bound."""
-        entries = sorted(self._entries(), key=lambda entry: entry[0])
-        total = sum(size for _, _, size in entries)
-        for _, path, size in entries:
-            if total <= self.max_bytes * 0.8:
-                break
-            path.unlink(missing_ok=True)
-            total -= size
-        self._size = total

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .backend import Backend
+from .backends import Backend
 from .errors import (
     FontNotFoundError,
     FormatError,

@@ -11,7 +11,6 @@ Torch is imported only by the calls that build or return tensors, so browsing a 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import secrets
@@ -28,7 +27,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, TypeVar
 
 from . import inputs, reachability
-from .backend import TEMP_PREFIX, fsync_dir, open_backend
+from .backends import Backend, open_backend
+from .backends.files import atomic_write, fsync_dir, with_retries
+from .backends.wrappers import ReadOnlyBackend
 from .catalog import COMPLETED, Catalog, FontSummary, Query, RunInfo, feedback_metrics
 from .errors import (
     CorruptObjectError,
@@ -44,7 +45,7 @@ from .errors import (
     StoreError,
     StoreMissingError,
 )
-from .layout import CATALOG, FONTS, OBJECTS, digest_at, marker_key
+from .layout import CATALOG, FONTS, OBJECTS, TEMP_PREFIX, digest_at, looks_like_plain_folders, marker_key
 from .limits import parse_json
 from .manifests import FEEDBACK_SCHEMA, Manifest, check_location, pack, unpack
 from .names import (
@@ -60,7 +61,7 @@ from .names import (
     parse_digest,
     parse_time,
 )
-from .objects import ObjectCache, ObjectStore
+from .objects import ObjectStore
 from .refs import Refs, TrashRecord
 
 if TYPE_CHECKING:
@@ -83,40 +84,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-REMOTE_WORKERS = 16
-"""Requests in flight at once to an object store: there, latency, not CPU, bounds."""
-
-DEFAULT_CACHE_BYTES = 10 * 1024**3
-
-
 def default_root() -> Path | str:
     """``$AOE_STORE`` if set (a folder, or an ``s3://`` URL), else ``./networks``."""
     location = os.environ.get("AOE_STORE") or DEFAULT_ROOT
     return location if location.startswith("s3://") else Path(location)
-
-
-def _cache_bytes(text: str | None) -> int:
-    """``$AOE_CACHE_BYTES``: a byte count, or a number with K, M, G or T (powers of 1024)."""
-    if not text:
-        return DEFAULT_CACHE_BYTES
-    units = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-    number, unit = (text[:-1], units[text[-1].upper()]) if text[-1:].upper() in units else (text, 1)
-    try:
-        value = int(float(number) * unit)
-    except (ValueError, OverflowError):  # not a number, NaN, infinity
-        value = -1
-    if value < 0:
-        raise InvalidInputError(f"AOE_CACHE_BYTES={text!r} is not a size: use bytes or e.g. 500M, 10G (0: no cache)")
-    return value
-
-
-def cache_folder() -> Path:
-    """Where remote stores keep local copies of objects, and their catalogs:
-    ``$AOE_CACHE_DIR``, else ``$XDG_CACHE_HOME/aoe``, else ``~/.cache/aoe``."""
-    explicit = os.environ.get("AOE_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aoe"
 
 
 class LoadedModel(NamedTuple):
@@ -138,23 +109,24 @@ class Store:
         workers: int | None = None,
         endpoint: str | None = None,
         cache_bytes: int | None = None,
+        read_only: bool = False,
+        backend: Backend | None = None,
     ) -> None:
         """``endpoint`` (or ``$AOE_S3_ENDPOINT``) names an S3-compatible server;
         ``cache_bytes`` bounds the local cache of a remote store's objects (0: none;
-        default ``$AOE_CACHE_BYTES``, else 10 GiB)."""
-        location = root if root is not None else default_root()
-        self.backend = open_backend(location, endpoint=endpoint)
-        self.remote = not self.backend.folders
-        self.root: Any = getattr(self.backend, "url", None) or Path(location)
+        default ``$AOE_CACHE_BYTES``, else 10 GiB). ``read_only`` refuses every change and
+        keeps the catalog index in memory (seeded from the one on disk): a browser of a
+        store never writes to it. ``backend`` gives the storage itself (a wrapper, say),
+        instead of a location."""
+        if backend is None:
+            location = root if root is not None else default_root()
+            backend = open_backend(location, endpoint=endpoint, cache_bytes=cache_bytes)
+        self.backend: Backend = ReadOnlyBackend(backend) if read_only else backend
+        self.read_only = read_only
+        self.root: Any = self.backend.location
         """The store's folder (a Path), or its URL (a str) for an object store."""
         self.backend_endpoint: str | None = getattr(self.backend, "endpoint", None) or endpoint
-        if self.remote:
-            if cache_bytes is None:
-                cache_bytes = _cache_bytes(os.environ.get("AOE_CACHE_BYTES"))
-            cache = ObjectCache(cache_folder() / "objects", cache_bytes) if cache_bytes else None
-            self.objects = ObjectStore(self.backend, workers=workers or REMOTE_WORKERS, cache=cache, inline_below=0)
-        else:
-            self.objects = ObjectStore(self.backend, workers=workers)
+        self.objects = ObjectStore(self.backend, workers=workers)
         self.refs = Refs(self.backend)
         self._catalog: Catalog | None = None
         self._local = threading.local()  # whether this thread is inside a save's marker
@@ -164,17 +136,15 @@ class Store:
         """The derived index behind listing and search (in memory if it cannot be kept on
         disk). A remote store's index lives in the local cache folder."""
         if self._catalog is None:
-            if self.remote:
-                where = f"{self.backend_endpoint or 'aws'} {self.root}"  # one index per server and store
-                name = hashlib.sha256(where.encode()).hexdigest()[:24]
-                path = cache_folder() / "catalogs" / f"{name}.sqlite"
+            path = self.backend.local_path(CATALOG)
+            if self.read_only or path is None:
+                catalog = Catalog(None, self.refs, self.objects, seed=path.absolute() if path else None)
             else:
-                path = self.root / CATALOG
-            catalog = Catalog(path, self.refs, self.objects)
-            try:
-                catalog._db()
-            except (OSError, sqlite3.Error):  # a read-only store: keep the index in memory
-                catalog = Catalog(None, self.refs, self.objects)
+                catalog = Catalog(path, self.refs, self.objects)
+                try:
+                    catalog.open()
+                except (OSError, sqlite3.Error):  # a store we may not write: keep the index in memory
+                    catalog = Catalog(None, self.refs, self.objects)
             self._catalog = catalog
         return self._catalog
 
@@ -240,47 +210,37 @@ class Store:
 
     def list_fonts(self) -> list[str]:
         """Every font id, by number."""
-        self._require_root()
+        self.require_root()
         return self.refs.fonts()
 
     def exists(self) -> bool:
         """Whether the store has been created (by its first write)."""
-        return self.backend.has_folder(FONTS) if self.remote else self.root.is_dir()
+        return self.backend.created()
 
-    def _require_root(self) -> None:
-        if self.remote:
-            if not self.exists():
-                raise StoreMissingError(
-                    f"no store at {self.root}: check the URL and --endpoint / $AOE_S3_ENDPOINT; "
-                    "a new store is created by its first write (create_font / `aoe store create-font`)"
-                )
-            return
-        if not (self.root / FONTS).is_dir() and self._looks_legacy():
+    def require_root(self) -> None:
+        """Raise :class:`StoreMissingError` (or, for a folder of the old plain layout, a
+        FormatError saying how to import it) unless the store exists."""
+        if not self.backend.has_folder(FONTS) and self._plain_folder_layout():
             raise FormatError(
                 f"{self.root} is a plain-folder store of the old layout (<font>/runs/<time>/weights), "
                 f"not an aoe store: import it with `aoe store --root NEW_ROOT import {self.root}`, "
                 "which keeps every run and its time"
             )
-        if not self.root.is_dir():
+        if not self.backend.created():
             raise StoreMissingError(
-                f"no store at {self.root}: check --root or $AOE_STORE (if it was moved or deleted, "
-                "restore it from a backup); a new store is created by its first write "
-                "(create_font / `aoe store create-font`)"
+                f"no store at {self.root}: {self.backend.missing_hint}; a new store is created by its "
+                "first write (create_font / `aoe store create-font`)"
             )
 
-    def _looks_legacy(self) -> bool:
+    def _plain_folder_layout(self) -> bool:
         try:
-            return any(
-                entry.is_dir() and any(p.is_dir() for p in (entry / "runs").iterdir())
-                for entry in self.root.iterdir()
-                if not entry.name.startswith(".") and (entry / "runs").is_dir()
-            )
-        except OSError:
+            return looks_like_plain_folders(self.backend.list(""))
+        except StoreError:  # an unreadable folder is not evidence of anything
             return False
 
     def _require_font(self, font_id: str) -> None:
         """The font exists, and so does its runs folder (it may be removed outside aoe)."""
-        self._require_root()
+        self.require_root()
         self.refs.require_font(font_id)
         if not self.refs.has_runs_folder(font_id):
             raise FontFolderMissingError(
@@ -316,7 +276,7 @@ class Store:
         only when complete. ``weights`` is a state_dict or an ``nn.Module``; ``extras``
         bundles auxiliary components (``{"vocoder": state_dict}``) stored the same way.
         """
-        self._require_root()
+        self.require_root()
         self.refs.require_font(font_id)
         metadata = run_metadata(params, started_at, ended_at, status, name, description, tags)
         with self.saving():
@@ -482,8 +442,8 @@ class Store:
         so no gc can sweep them first; fail, publishing nothing, if one is gone.
         (Many at once on an object store, where each is a round trip.)"""
         digests = sorted(set(digests))
-        sizes = None if self.remote else [0] * len(digests)  # local: all inline
-        for digest, present in zip(digests, self.objects._parallel(self.objects.touch, digests, sizes)):
+        sizes = None if self.backend.round_trips else [0] * len(digests)  # small local calls: all inline
+        for digest, present in zip(digests, self.objects.parallel(self.objects.touch, digests, sizes)):
             if not present:
                 raise ObjectNotFoundError(
                     f"object {digest} vanished before the run was published (removed outside "
@@ -500,7 +460,7 @@ class Store:
         tags: tuple[str, ...] | list[str] = (),
     ) -> RunRecorder:
         """A context manager for a training loop; see :class:`RunRecorder`."""
-        self._require_root()
+        self.require_root()
         self.refs.require_font(font_id)
         return RunRecorder(self, font_id, params, name=name, description=description, tags=tags)
 
@@ -629,7 +589,7 @@ class Store:
 
     def trashed(self, font_id: str | None = None) -> list[TrashRecord]:
         """What was deleted (of one font or all), with when, and whether gc purged it."""
-        self._require_root()
+        self.require_root()
         return self.refs.trashed(font_id)
 
     def restore_run(self, font_id: str, run_id: str) -> RunInfo:
@@ -659,7 +619,7 @@ class Store:
 
     def restore_font(self, font_id: str) -> list[str]:
         """Bring back a deleted font and every run of it that can still be restored."""
-        self._require_root()
+        self.require_root()
         check_font_id(font_id)
         records = self.refs.trashed(font_id)
         claim = [r for r in records if r.run_id is None]
@@ -953,23 +913,22 @@ class Run:
         if path.suffix not in (".pt", ".json", ".npy"):
             raise InvalidInputError(f"cannot export to {path.name}: use a .pt, .json or .npy file name")
         vector = self.personality_vector()
-        temp = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{path.name}")
-        try:
+
+        def write(file: BinaryIO) -> None:
             if path.suffix == ".json":
                 data = {"dtype": str(vector.dtype).removeprefix("torch."), "shape": list(vector.shape),
                         "values": vector.tolist()}
-                temp.write_text(json.dumps(data))
+                file.write(json.dumps(data).encode())
             elif path.suffix == ".npy":
                 import numpy
 
-                numpy.save(temp, vector.numpy(), allow_pickle=False)
+                numpy.save(file, vector.numpy(), allow_pickle=False)
             else:
                 import torch
 
-                torch.save(vector, temp)
-            _durable_rename(temp, path)
-        finally:
-            temp.unlink(missing_ok=True)
+                torch.save(vector, file)
+
+        with_retries(lambda: atomic_write(path, write, exclusive=False), f"writing {path}")
         return path
 
     def export(self, dest: str | os.PathLike[str]) -> Path:
@@ -978,7 +937,10 @@ class Run:
         ``weights.pt``, ``personality_vector.pt``, ``extras/<name>.pt`` (torch files that
         ``torch.load(weights_only=True)`` reads), ``sample.png``, ``eval-glyphs/<glyph>.png``,
         ``feedback.json`` (byte for byte as saved) and ``run.json`` (the metadata). The
-        folder is built beside ``dest`` and renamed into place: it appears whole or not at all.
+        folder is built beside ``dest`` and renamed into place: it appears whole or not at
+        all. Every file is new (two names one file system takes as the same, glyphs ``A``
+        and ``a`` where case is ignored, are an error, not one overwriting the other), and
+        nothing is written through a symlink.
         """
         import torch
 
@@ -988,41 +950,38 @@ class Run:
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
             raise InvalidInputError(f"{dest} already exists and is not empty; choose a new folder")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        temp = dest.with_name(f"{TEMP_PREFIX}{os.getpid()}-{dest.name}")
+        manifest = self.manifest
+        files: list[tuple[str, Any]] = []
+        if manifest.weights is not None:
+            files.append(("weights.pt", lambda f: torch.save(self.load().weights, f)))
+        if manifest.personality is not None:
+            files.append(("personality_vector.pt", lambda f: torch.save(self.personality_vector(), f)))
+        files += [(f"extras/{name}.pt", lambda f, name=name: torch.save(self.extra(name), f))
+                  for name in manifest.extras]
+        if manifest.sample is not None:
+            files.append(("sample.png", [self.sample()]))
+        files += [(f"eval-glyphs/{glyph}.png", [data]) for glyph, data in self.glyphs().items()]
+        if manifest.feedback is not None:
+            files.append(("feedback.json", [self.feedback_bytes()]))
+        meta = {k: v for k, v in self.info.to_dict().items() if v not in (None, [], {})}
+        files.append(("run.json", [(json.dumps(meta, indent=2) + "\n").encode()]))
+        temp = dest.with_name(f"{TEMP_PREFIX}{secrets.token_hex(4)}-{dest.name}")
         temp.mkdir()
         try:
-            manifest = self.manifest
-            if manifest.weights is not None:
-                weights = self.load().weights
-                with _create(temp / "weights.pt") as f:
-                    torch.save(weights, f)
-            if manifest.personality is not None:
-                with _create(temp / "personality_vector.pt") as f:
-                    torch.save(self.personality_vector(), f)
-            for name in manifest.extras:
-                (temp / "extras").mkdir(exist_ok=True)
-                with _create(temp / "extras" / f"{name}.pt") as f:
-                    torch.save(self.extra(name), f)
-            if manifest.sample is not None:
-                with _create(temp / "sample.png") as f:
-                    f.write(self.sample())
-            if manifest.glyphs:
-                (temp / "eval-glyphs").mkdir()
-                for glyph, data in self.glyphs().items():
-                    with _create(temp / "eval-glyphs" / f"{glyph}.png") as f:
-                        f.write(data)
-            if manifest.feedback is not None:
-                with _create(temp / "feedback.json") as f:
-                    f.write(self.feedback_bytes())
-            meta = {k: v for k, v in self.info.to_dict().items() if v not in (None, [], {})}
-            with _create(temp / "run.json") as f:
-                f.write((json.dumps(meta, indent=2) + "\n").encode())
-            for path in sorted(temp.rglob("*"), reverse=True):  # files, then their folders
-                _fsync(path)
-            _fsync(temp)
+            for name, content in files:
+                path = temp / name
+                path.parent.mkdir(exist_ok=True)
+                if not with_retries(lambda: atomic_write(path, content, exclusive=True), f"writing {path}"):
+                    raise InvalidInputError(
+                        f"{name} would overwrite another file of this run (a file system that ignores "
+                        "case?); export to a case-sensitive file system")
+            for folder in (temp / "extras", temp / "eval-glyphs", temp):
+                if folder.is_dir():
+                    fsync_dir(folder)
             if dest.exists():
                 dest.rmdir()
-            _durable_rename(temp, dest)
+            os.replace(temp, dest)
+            fsync_dir(dest.parent)
         finally:
             if temp.exists():
                 shutil.rmtree(temp)
@@ -1039,36 +998,6 @@ class Run:
                 f"`aoe store ls {self.manifest.font_id}`"
             )
         return value
-
-
-def _create(path: Path) -> BinaryIO:
-    """A new file to write, never an existing one nor through a symlink: two names that
-    one file system takes as the same (glyphs ``A`` and ``a`` where case is ignored)
-    are an error, not one file silently overwriting the other."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
-    except FileExistsError:
-        raise InvalidInputError(
-            f"{path.name} would overwrite another file of this run in {path.parent} (a file system "
-            "that ignores case?); export to a case-sensitive file system") from None
-    return os.fdopen(fd, "wb")
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's data, or a folder's entries, to disk."""
-    if path.is_dir():
-        fsync_dir(path)
-        return
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _durable_rename(source: Path, target: Path) -> None:
-    """fsync ``source``, rename it to ``target`` and fsync the folder, so the new
-    name survives a crash and never points at partial content."""
-    _fsync(source)
-    os.replace(source, target)
-    fsync_dir(target.parent)
 
 
 class RunRecorder:

@@ -55,7 +55,7 @@ def transfer(
 
     ``progress`` gets the byte count of each object copied (as stored).
     """
-    source._require_root()
+    source.require_root()
     wanted = [check_font_id(f) for f in fonts] if fonts is not None else source.refs.fonts()
     for font_id in wanted:
         source.refs.require_font(font_id)
@@ -71,7 +71,7 @@ def transfer(
             _copy_objects(source, dest, sorted(needed - present), report, progress)
             present |= needed
             dest._touch_all(needed)  # as a save does: nothing its runs need may be swept now
-            for run_id, outcome in zip([p[0] for p in plans], dest.objects._parallel(
+            for run_id, outcome in zip([p[0] for p in plans], dest.objects.parallel(
                     lambda plan: _publish(dest, font_id, plan), plans)):
                 if outcome == "created":
                     report.runs_copied += 1
@@ -137,7 +137,7 @@ def _plan_font(source: Store, dest: Store, font_id: str,
         return run_id, new, old, run.digests()
 
     plans = []
-    for outcome in dest.objects._parallel(plan, source.refs.runs(font_id)):
+    for outcome in dest.objects.parallel(plan, source.refs.runs(font_id)):
         if outcome == UP_TO_DATE:
             report.runs_up_to_date += 1
         elif isinstance(outcome, str):
@@ -164,7 +164,7 @@ def _copy_objects(source: Store, dest: Store, digests: list[Digest], report: Tra
             progress(len(stored))
         return len(stored)
 
-    for size in source.objects._parallel(copy, digests):
+    for size in source.objects.parallel(copy, digests):
         report.objects_copied += 1
         report.bytes_copied += size
 

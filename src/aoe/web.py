@@ -7,8 +7,8 @@ pages but a few lines for the compare form. Safe by default:
 - every path is matched against fixed routes whose parts are validated as font ids, run
   ids and addresses before use: nothing outside the store can be named;
 - every user string (names, descriptions, tags, params, feedback) is HTML-escaped;
-- it never writes to the store: the catalog index is kept in memory for a local store
-  (a remote store's lives in the local cache folder, as always);
+- it never writes to the store: it opens it read-only (``Store(read_only=True)``), which
+  refuses every change and keeps the catalog index in memory, seeded from the store's;
 - images and objects are served by content address, verified on read, with their
   content type and ``Cache-Control: immutable``, so a browser fetches each once.
 """
@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
-from .catalog import Catalog, RunInfo
+from .catalog import RunInfo
 from .errors import InvalidInputError, InvalidNameError, NotFoundError, StoreError
-from .layout import CATALOG
 from .manifests import Manifest, unpack
 from .names import RUN_ID_RE, check_font_id, parse_digest
 from .objects import Blob
@@ -53,9 +52,10 @@ class Browser:
     """The pages, as functions of a request's path and query; no HTTP here."""
 
     def __init__(self, store: Store) -> None:
-        self.store = store
-        if not store.remote:  # read only: the index lives in memory, seeded from the store's
-            store._catalog = Catalog(None, store.refs, store.objects, seed=(store.root / CATALOG).absolute())
+        self.store = store if store.read_only else Store(
+            store.root, endpoint=store.backend_endpoint, workers=store.objects.workers, read_only=True)
+        """Read only: every change is refused, and the catalog index lives in memory,
+        seeded from the store's own."""
         self.manifest = functools.lru_cache(maxsize=MANIFEST_CACHE)(self._read_manifest)
         """A manifest by address (thread-safe; manifests never change, so never stale)."""
 

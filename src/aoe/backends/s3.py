@@ -25,6 +25,7 @@ in messages.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -34,11 +35,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from .backend import LOCKS_FOLDER, MAX_KEY_BYTES, Buffer, check_key
-from .errors import InvalidNameError, NotFoundError, StorageError, StoreMissingError, UnexpectedFileError
+from ..errors import InvalidNameError, NotFoundError, StorageError, StoreMissingError, UnexpectedFileError
+from ..layout import FONTS, lock_key
+from .base import MAX_KEY_BYTES, Buffer, check_key
+from .cache import cache_folder
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 """Contents larger than this are uploaded in parts (S3 takes up to 5 GiB in one PUT)."""
@@ -75,11 +79,15 @@ class S3Backend:
     atomic_touch = False
     """No cheap mtime refresh, so gc must not rely on one."""
 
+    round_trips = True
+    missing_hint = "check the URL and --endpoint / $AOE_S3_ENDPOINT"
+
     def __init__(self, url: str, *, endpoint: str | None = None, client: Any = None) -> None:
         parts = urlsplit(url)
         if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
             raise InvalidNameError(f"invalid store URL {url!r}: expected s3://bucket or s3://bucket/prefix")
         self.url = url.rstrip("/")
+        self.location: str | Path = self.url
         self.bucket = parts.netloc
         self.prefix = parts.path.strip("/")
         if self.prefix:
@@ -140,7 +148,18 @@ class S3Backend:
 
     # -- reading ------------------------------------------------------------------
 
-    def read(self, key: str) -> bytes:
+    def created(self) -> bool:
+        return self.has_folder(FONTS)
+
+    def local_path(self, name: str) -> Path:
+        """In the user's cache folder, one folder per server and store."""
+        where = f"{self.endpoint or 'aws'} {self.url}"
+        return cache_folder() / "stores" / hashlib.sha256(where.encode()).hexdigest()[:24] / name
+
+    def forget(self, key: str) -> None:
+        """Nothing is cached here (see ``cache.CachingBackend``)."""
+
+    def read(self, key: str, *, fresh: bool = False) -> bytes:
         return self._get(key)[0]
 
     def _get(self, key: str) -> tuple[bytes, str]:
@@ -306,7 +325,7 @@ class S3Backend:
 
     @contextmanager
     def lock(self, name: str, *, wait: bool) -> Iterator[bool]:
-        key = f"{LOCKS_FOLDER}/{check_key(name)}"
+        key = lock_key(check_key(name))
         etag = self._acquire(key, wait)
         if etag is None:
             yield False

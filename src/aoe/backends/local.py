@@ -1,12 +1,8 @@
-"""Backend: bytes under ``/``-separated keys, and nothing else.
+"""A folder as a backend: each key a file under the root, written crash-safely.
 
-The backend knows no hashes, codecs or runs; everything content-addressed lives
-above it, so an object store can later sit under the same store logic. The one
-implementation today, :class:`LocalBackend`, keeps each key as a file under a root
-folder and makes every write crash-safe the same way: a temporary file in the
-destination folder, written and fsynced, then linked (create-only) or renamed
-(replace) into place, then the folder fsynced. A reader therefore sees a key
-whole or not at all, after kill -9 or a full disk as much as after success.
+Every write goes through :func:`files.atomic_write` (temporary file, fsync, link or
+rename, folder fsync). Reads take only regular files of bounded size, never through a
+symlink; writes never go through a symlinked folder inside the store.
 """
 
 from __future__ import annotations
@@ -14,174 +10,16 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import re
 import secrets
 import stat
-import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol, TypeVar
 
-from .errors import InvalidNameError, NotFoundError, StorageError, StorageFullError, UnexpectedFileError
-from .limits import MAX_OBJECT_BYTES, MAX_STORED_OVERHEAD
-
-Buffer = bytes | bytearray | memoryview
-
-TEMP_PREFIX = ".tmp-"
-"""Names starting with this are in-flight writes; they are never keys."""
-
-LOCKS_FOLDER = ".locks"
-"""Lock files live here; they are never keys and never removed while a store is in use."""
-
-TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EBUSY, errno.ETXTBSY, errno.EINTR})
-"""Errors of a file briefly locked or unavailable: retried with backoff."""
-
-RETRY_DELAYS = (0.05, 0.2, 0.8)
-"""Exponential backoff between the at most three retries of a transient error."""
-
-MAX_KEY_BYTES = MAX_OBJECT_BYTES + MAX_STORED_OVERHEAD
-"""No key holds more than this (the largest stored object); a larger file is refused
-unread, so a damaged or hostile store cannot make a reader allocate without bound."""
-
-T = TypeVar("T")
-
-
-class Backend(Protocol):
-    """What the layers above need from storage: a flat map of keys to bytes."""
-
-    folders: bool
-    """Whether folders exist apart from their keys (a local folder: yes; an object store:
-    no, a folder is there while a key is below it)."""
-
-    atomic_touch: bool
-    """Whether :meth:`touch` refreshes an mtime and :meth:`delete_if_untouched` works;
-    gc sweeps in two phases on backends without."""
-
-    def read(self, key: str) -> bytes:
-        """The bytes under ``key``; :class:`NotFoundError` when there are none."""
-        ...
-
-    def write(self, key: str, parts: Sequence[Buffer], *, exclusive: bool) -> bool:
-        """Store the concatenation of ``parts`` under ``key``, all or nothing.
-
-        ``exclusive`` makes it create-only: when the key exists nothing is written,
-        its mtime is refreshed and False is returned. Otherwise the key is replaced
-        atomically and True is returned.
-        """
-        ...
-
-    def touch(self, key: str) -> bool:
-        """Refresh the key's mtime (a gc grace period relies on it); False if absent."""
-        ...
-
-    def exists(self, key: str) -> bool:
-        """Whether the key holds bytes."""
-        ...
-
-    def list(self, prefix: str) -> Iterator[str]:
-        """Every key below the folder ``prefix`` (recursively), in sorted order."""
-        ...
-
-    def delete(self, key: str) -> bool:
-        """Remove the key; False if it was already gone."""
-        ...
-
-    def stat(self, key: str) -> tuple[int, float] | None:
-        """The key's size and mtime (when last written or touched, seconds since the
-        epoch); None if absent."""
-        ...
-
-    def compare_and_swap(self, key: str, expected: bytes | None, parts: Sequence[Buffer] | None) -> bool:
-        """Replace the key only if it still holds ``expected`` (None: only if absent);
-        ``parts`` None deletes it. False when the key held something else."""
-        ...
-
-    def lock(self, name: str, *, wait: bool) -> AbstractContextManager[bool]:
-        """An exclusive lock that a crashed holder never leaves stuck; yields whether
-        it was acquired (always True when ``wait``)."""
-        ...
-
-    def delete_if_untouched(self, key: str, cutoff: float) -> bool:
-        """Delete the key unless its mtime is at or after ``cutoff``, atomically with
-        respect to :meth:`touch`: a touch either lands first and keeps the key, or
-        finds it gone and the writer stores it again."""
-        ...
-
-    def temp_files(self) -> Iterator[tuple[str, float]]:
-        """Leftover temporary files (interrupted writes): relative path and mtime."""
-        ...
-
-    def remove_temp(self, name: str) -> None:
-        """Remove one leftover temporary file named by :meth:`temp_files`."""
-        ...
-
-    def folder_version(self, prefix: str) -> int | None:
-        """A number that changes whenever keys are added to, removed from or replaced
-        in the folder (a local folder's mtime in ns); None if the backend cannot tell."""
-        ...
-
-    def list_versions(self, prefix: str) -> Iterator[tuple[str, str]]:
-        """The keys directly in a folder, each with a token that changes when the key is
-        written again: a cheap way to see what changed without reading anything."""
-        ...
-
-    def make_folder(self, prefix: str) -> None:
-        """Make sure a folder exists where the store wants one visible."""
-        ...
-
-    def has_folder(self, prefix: str) -> bool:
-        """Whether a folder made by :meth:`make_folder` is still there."""
-        ...
-
-
-def open_backend(location: str | os.PathLike[str], *, endpoint: str | None = None) -> Backend:
-    """The backend for a store location: ``s3://bucket/prefix`` or a folder."""
-    if isinstance(location, str) and location.startswith("s3://"):
-        from .s3 import S3Backend
-
-        return S3Backend(location, endpoint=endpoint)
-    return LocalBackend(location)
-
-
-_BAD_KEY_PART = re.compile(r"(^|/)(\.{1,2})?(/|$)|[\x00-\x1f\x7f\\]|(^|/)" + re.escape(TEMP_PREFIX))
-
-
-def check_key(key: str) -> str:
-    """Refuse keys that could escape the root or clash with temporary files."""
-    if not isinstance(key, str) or not key or _BAD_KEY_PART.search(key):
-        raise InvalidNameError(
-            f"invalid storage key {key!r}: each '/'-separated part must be non-empty, "
-            "not '.' or '..', without backslashes or control characters"
-        )
-    return key
-
-
-def with_retries(action: Callable[[], T], what: str) -> T:
-    """Run ``action``, retrying transient OS errors with backoff, mapping the rest."""
-    for delay in (*RETRY_DELAYS, None):
-        try:
-            return action()
-        except OSError as exc:
-            if exc.errno in TRANSIENT_ERRNOS and delay is not None:
-                time.sleep(delay)
-                continue
-            raise storage_error(exc, what) from exc
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def storage_error(exc: OSError, what: str) -> StorageError:
-    """Turn an OSError into the StorageError a user can act on."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StorageFullError(
-            f"disk full while {what}: nothing was published; free space and try again"
-        )
-    if exc.errno in TRANSIENT_ERRNOS:
-        return StorageError(
-            f"{what} failed: the file stayed locked or busy after "
-            f"{len(RETRY_DELAYS)} retries ({exc.strerror}); close whatever holds it and try again"
-        )
-    return StorageError(f"{what} failed: {exc.strerror or exc} ({exc.filename or ''})".rstrip(" ()"))
+from ..errors import InvalidNameError, NotFoundError, StorageError, UnexpectedFileError
+from ..layout import LOCKS, TEMP_PREFIX
+from .base import MAX_KEY_BYTES, Buffer, check_key
+from .files import O_BINARY, O_NOFOLLOW, atomic_write, fsync_dir, storage_error, with_retries
 
 
 class LocalBackend:
@@ -189,10 +27,22 @@ class LocalBackend:
 
     folders = True
     atomic_touch = True
+    round_trips = False
+    missing_hint = "check --root or $AOE_STORE (if it was moved or deleted, restore it from a backup)"
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self.location: str | Path = self.root
         self._known_dirs: set[Path] = set()
+
+    def created(self) -> bool:
+        return self.root.is_dir()
+
+    def local_path(self, name: str) -> Path:
+        return self.root / name
+
+    def forget(self, key: str) -> None:
+        """Nothing is cached here."""
 
     def __repr__(self) -> str:
         return f"LocalBackend({str(self.root)!r})"
@@ -201,13 +51,13 @@ class LocalBackend:
         """The file that holds ``key``."""
         return self.root.joinpath(*check_key(key).split("/"))
 
-    def read(self, key: str) -> bytes:
+    def read(self, key: str, *, fresh: bool = False) -> bytes:
         """The file's bytes: only a regular file (never through a symlink at its own name,
         never a FIFO or device) of at most :data:`MAX_KEY_BYTES`, read to its size."""
         path = self.path(key)
 
         def read_file() -> bytes:
-            fd = os.open(path, os.O_RDONLY | _O_BINARY | _O_NOFOLLOW | os.O_NONBLOCK)
+            fd = os.open(path, os.O_RDONLY | O_BINARY | O_NOFOLLOW | os.O_NONBLOCK)
             try:
                 info = os.fstat(fd)
                 if not stat.S_ISREG(info.st_mode):
@@ -270,9 +120,9 @@ class LocalBackend:
     @contextmanager
     def lock(self, name: str, *, wait: bool) -> Iterator[bool]:
         check_key(name)
-        folder = self.root / LOCKS_FOLDER
+        folder = self.root / LOCKS
         self._ensure_dir(folder)
-        fd = os.open(folder / name, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW, 0o666)
+        fd = os.open(folder / name, os.O_RDWR | os.O_CREAT | O_NOFOLLOW, 0o666)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -376,36 +226,13 @@ class LocalBackend:
         return with_retries(lambda: self._write_once(path, parts, exclusive), f"writing {path}")
 
     def _write_once(self, path: Path, parts: Sequence[Buffer], exclusive: bool) -> bool:
-        temp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}-{path.name}")
         self._ensure_dir(path.parent)  # once per folder: it is real, not a symlink
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
-        except FileNotFoundError:  # the folder is new, or was removed under us
+            return atomic_write(path, parts, exclusive=exclusive)
+        except FileNotFoundError:  # the folder was removed under us: make it again, once
             self._known_dirs.clear()
             self._ensure_dir(path.parent)
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
-        try:
-            try:
-                for part in parts:
-                    _write_all(fd, part)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if exclusive:
-                try:
-                    os.link(temp, path)
-                except FileExistsError:
-                    os.utime(path)
-                    return False
-            else:
-                os.replace(temp, path)
-            fsync_dir(path.parent)
-            return True
-        finally:
-            try:
-                os.unlink(temp)
-            except FileNotFoundError:
-                pass
+            return atomic_write(path, parts, exclusive=exclusive)
 
     def _ensure_dir(self, folder: Path) -> None:
         """Create ``folder`` and its missing parents, fsyncing each new entry. A folder
@@ -432,9 +259,6 @@ class LocalBackend:
         self._known_dirs.add(folder)
 
 
-_O_BINARY = getattr(os, "O_BINARY", 0)
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-
 
 def _unless_missing(action: Callable[[], object], what: str) -> bool:
     """Run a file operation with retries; False when the file is not there."""
@@ -445,25 +269,3 @@ def _unless_missing(action: Callable[[], object], what: str) -> bool:
             return False
         raise
     return True
-
-
-def _write_all(fd: int, data: Buffer) -> None:
-    view = memoryview(data).cast("B")
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a folder's new or removed entries durable (a no-op where unsupported)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # Windows cannot open folders; its renames are journaled
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):  # filesystems that cannot fsync folders
-            raise
-    finally:
-        os.close(fd)

@@ -1,0 +1,127 @@
+"""Files on a local disk: the one atomic write, fsyncs, and retries of transient errors.
+
+Every file aoe writes goes through :func:`atomic_write`: the store's keys (``local``), a
+run exported as a folder, a personality vector exported alone, and the local object
+cache. A temporary file in the destination folder is written (and fsynced), then linked
+(create-only) or renamed (replace) into place, then the folder is fsynced: a reader sees
+the file whole or not at all, after kill -9 or a full disk as much as after success.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import BinaryIO, TypeVar
+
+from ..errors import StorageError, StorageFullError
+from ..layout import TEMP_PREFIX
+from .base import Buffer
+
+TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EBUSY, errno.ETXTBSY, errno.EINTR})
+"""Errors of a file briefly locked or unavailable: retried with backoff."""
+
+RETRY_DELAYS = (0.05, 0.2, 0.8)
+"""Exponential backoff between the at most three retries of a transient error."""
+
+O_BINARY = getattr(os, "O_BINARY", 0)
+O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+T = TypeVar("T")
+
+Content = Sequence[Buffer] | Callable[[BinaryIO], object]
+"""What to write: buffers, or a function that writes into the open file (``torch.save``)."""
+
+
+def atomic_write(path: Path, content: Content, *, exclusive: bool, durable: bool = True) -> bool:
+    """Write ``path`` whole or not at all; see the module docstring.
+
+    ``exclusive`` makes it create-only: when ``path`` exists nothing is written, its
+    mtime is refreshed and False is returned. ``durable`` False skips the fsyncs (a cache:
+    it may lose files after a crash, never show partial ones). The temporary file is
+    created with ``O_EXCL | O_NOFOLLOW``, so a symlink planted at its name is never
+    followed. Raises OSError; callers map it (see :func:`with_retries`).
+    """
+    temp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}-{path.name}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_BINARY | O_NOFOLLOW, 0o666)
+    try:
+        if callable(content):
+            with os.fdopen(os.dup(fd), "wb") as file:
+                content(file)
+        else:
+            for part in content:
+                _write_all(fd, part)
+        if durable:
+            os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        if exclusive:
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                os.utime(path, follow_symlinks=False)
+                return False
+        else:
+            os.replace(temp, path)
+        if durable:
+            fsync_dir(path.parent)
+        return True
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+
+
+def _write_all(fd: int, data: Buffer) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a folder's new or removed entries durable (a no-op where unsupported)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # Windows cannot open folders; its renames are journaled
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):  # filesystems that cannot fsync folders
+            raise
+    finally:
+        os.close(fd)
+
+
+def with_retries(action: Callable[[], T], what: str) -> T:
+    """Run ``action``, retrying transient OS errors with backoff, mapping the rest."""
+    for delay in (*RETRY_DELAYS, None):
+        try:
+            return action()
+        except OSError as exc:
+            if exc.errno in TRANSIENT_ERRNOS and delay is not None:
+                time.sleep(delay)
+                continue
+            raise storage_error(exc, what) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def storage_error(exc: OSError, what: str) -> StorageError:
+    """Turn an OSError into the StorageError a user can act on."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFullError(
+            f"disk full while {what}: nothing was published; free space and try again"
+        )
+    if exc.errno in TRANSIENT_ERRNOS:
+        return StorageError(
+            f"{what} failed: the file stayed locked or busy after "
+            f"{len(RETRY_DELAYS)} retries ({exc.strerror}); close whatever holds it and try again"
+        )
+    return StorageError(f"{what} failed: {exc.strerror or exc} ({exc.filename or ''})".rstrip(" ()"))
