@@ -71,7 +71,8 @@ def test_gc_stops_before_removing_anything_when_a_run_cannot_be_read(store: aoe.
 
 
 def test_objects_of_a_save_in_progress_survive_a_zero_grace_gc(store: aoe.Store, font: str) -> None:
-    with store.saving() as marker:
+    with store.transaction() as transaction:
+        marker = transaction.marker
         digest = store.objects.put(b"written by a save that has not published yet")
         past = time.time() - 600
         os.utime(store.backend.path(marker), (past - 10, past - 10))  # the save began 10 min ago

@@ -13,8 +13,6 @@ content again heals every run that needs it.
 
 from __future__ import annotations
 
-import os
-import socket
 import sqlite3
 import time
 from collections import defaultdict
@@ -47,19 +45,17 @@ from .layout import (
     run_key,
     runs_folder,
 )
-from .limits import parse_json
 from .manifests import unpack
-from .names import Digest, check_font_id, font_number, format_time, parse_digest
+from .names import Digest, check_font_id, font_number, format_time, parse_digest, utc_now
 from .refs import TrashRecord
-from .store import Store, _now
+from .store import Store
+from .transaction import marker_is_stale
 
 ERROR = "error"
 WARNING = "warning"
 INFO = "info"
 TEMP_MIN_AGE = 3600.0
 """Temporary files younger than this may be writes in progress: repair leaves them."""
-INFLIGHT_MAX_AGE = 24 * 3600.0
-"""A save marker from another host older than this is taken as left by a crash."""
 
 
 @dataclass(frozen=True)
@@ -106,37 +102,6 @@ class Report:
             "objects_read": self.objects_read, "bytes_read": self.bytes_read, "counts": counts,
             "findings": [f.to_dict() for f in self.findings], "repaired": self.repaired,
         }
-
-
-def live_inflight_markers(store: Store) -> list[tuple[str, float]]:
-    """Saves in progress: (marker key, start time) of every marker whose writer lives."""
-    live = []
-    for key in store.backend.list(INFLIGHT):
-        if not _is_stale_marker(store, key):
-            stat = store.backend.stat(key)
-            if stat is not None:
-                live.append((key, stat[1]))
-    return live
-
-
-def _is_stale_marker(store: Store, key: str) -> bool:
-    try:
-        marker = parse_json(store.backend.read(key))
-        pid, host = int(marker["pid"]), str(marker["host"])
-    except NotFoundError:
-        return False  # finished meanwhile
-    except (ValueError, KeyError, TypeError):
-        return True
-    if host == socket.gethostname():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:  # alive, another user's
-            return False
-        return False
-    stat = store.backend.stat(key)
-    return stat is not None and time.time() - stat[1] > INFLIGHT_MAX_AGE
 
 
 def fsck(
@@ -386,7 +351,7 @@ def _check_leftovers(store: Store, report: Report, repair: bool) -> None:
             store.backend.remove_temp(name)
             report.repaired.append(f"removed temporary file {name}")
     for key in list(store.backend.list(INFLIGHT)):
-        if _is_stale_marker(store, key):
+        if marker_is_stale(store.backend, key):
             report.add(INFO, "stale-save-marker",
                        f"{key} marks a save whose process is gone; `aoe store fsck --repair` removes it",
                        ref=key)
@@ -400,7 +365,7 @@ UNREADABLE_RUN = ("malformed-manifest", "mismatched-manifest")
 
 
 def _repair(store: Store, report: Report) -> None:
-    when = format_time(_now())
+    when = format_time(utc_now())
     for finding in report.findings:
         if finding.kind == "interrupted-delete" and finding.ref:
             record = next((r for r in store.refs.trashed() if r.key == finding.ref), None)

@@ -43,10 +43,11 @@ from typing import Any
 
 from . import reachability
 from .errors import FormatError, GcRunningError, InvalidInputError, StoreError
-from .fsck import TEMP_MIN_AGE, live_inflight_markers
+from .fsck import TEMP_MIN_AGE
 from .layout import OBJECTS, PENDING, STAMP_SUFFIX, digest_at, lock_key, object_key, pending_key
-from .names import Digest, format_time, parse_digest
-from .store import Store, _now
+from .names import Digest, format_time, parse_digest, utc_now
+from .store import Store
+from .transaction import live_markers
 
 DEFAULT_GRACE = 3600.0
 """Objects younger than this (seconds) are never swept."""
@@ -85,7 +86,7 @@ def collect_garbage(
         if not acquired:
             raise GcRunningError("another gc is running on this store; wait for it to finish")
         started = _storage_now(store)
-        saves = [mtime for _, mtime in live_inflight_markers(store)]
+        saves = [mtime for _, mtime in live_markers(store.backend)]
         cutoff = min([started - grace, *saves])
         report = GcReport(dry_run=dry_run, grace=grace, cutoff=cutoff)
         try:
@@ -205,7 +206,7 @@ def _set_aside(store: Store, digest: Digest) -> None:
 
 def _record_purges(store: Store, report: GcReport) -> None:
     """Deleted runs whose manifest is gone can no longer be restored: say so in the trash."""
-    when = format_time(_now())
+    when = format_time(utc_now())
     for record in store.refs.trashed():
         if record.run_id and record.manifest and not record.purged_at:
             if not store.objects.has(parse_digest(record.manifest)):

@@ -19,7 +19,7 @@ from .errors import FontExistsError, InvalidInputError, InvalidNameError, NotFou
 from .limits import parse_json
 from .names import RUN_ID_RE, check_font_id, font_number, format_time
 from .refs import run_id_for
-from .store import Store, run_metadata
+from .store import Store
 
 WEIGHT_FILES = ("weights.pt", "weights", "weights.pth")
 RUN_FILES = {*WEIGHT_FILES, "personality_vector.pt", "sample.png", "eval-glyphs", "feedback.json", "run.json", "extras"}
@@ -221,13 +221,7 @@ def _import_run(store: Store, font_id: str, run_dir: Path, report: ImportReport)
             return
         args.setdefault("started_at", moment)
         args.setdefault("ended_at", _newest_mtime(run_dir))
-        metadata = run_metadata(
-            args.pop("params", None), args.pop("started_at"), args.pop("ended_at"), args.pop("status", "completed"),
-            args.pop("name", None), args.pop("description", None), args.pop("tags", ()),
-        )
-        with store.saving():
-            parts = store._write_assets(**args)
-            store._publish(font_id, metadata, parts, run_id=run_id, source=source)
+        store.import_run(font_id, run_id, source, **args)
     except StoreError as exc:
         report.skipped.append((where, str(exc)))
         return

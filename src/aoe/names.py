@@ -134,6 +134,11 @@ def check_text(value: Any, what: str, *, lines: bool = False) -> str | None:
     return value
 
 
+def utc_now() -> datetime:
+    """Now, in UTC (one place to read the clock for times written into a store)."""
+    return datetime.now(UTC)
+
+
 def format_time(moment: datetime) -> str:
     """``2026-01-11T08:30:00.000000Z``: UTC, microseconds, a Z."""
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

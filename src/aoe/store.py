@@ -15,13 +15,11 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import sqlite3
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, TypeVar
@@ -45,9 +43,9 @@ from .errors import (
     StoreError,
     StoreMissingError,
 )
-from .layout import CATALOG, FONTS, OBJECTS, TEMP_PREFIX, digest_at, looks_like_plain_folders, marker_key
+from .layout import CATALOG, FONTS, OBJECTS, TEMP_PREFIX, digest_at, looks_like_plain_folders
 from .limits import parse_json
-from .manifests import FEEDBACK_SCHEMA, Manifest, check_location, pack, unpack
+from .manifests import FEEDBACK_SCHEMA, Manifest, check_location, unpack
 from .names import (
     Digest,
     check_font_id,
@@ -60,9 +58,11 @@ from .names import (
     format_time,
     parse_digest,
     parse_time,
+    utc_now,
 )
 from .objects import ObjectStore
 from .refs import Refs, TrashRecord
+from .transaction import Transaction, Transactions
 
 if TYPE_CHECKING:
     import torch
@@ -79,10 +79,6 @@ FEEDBACK_DEFAULTS: dict[str, dict[str, Any]] = {
     "1.0": {"final_loss": None, "val_loss": None, "epochs": None, "glyph_loss": {}, "notes": ""},
 }
 """The optional fields of each feedback schema, with the values a run that lacks them gets."""
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
 
 def default_root() -> Path | str:
     """``$AOE_STORE`` if set (a folder, or an ``s3://`` URL), else ``./networks``."""
@@ -128,8 +124,8 @@ class Store:
         self.backend_endpoint: str | None = getattr(self.backend, "endpoint", None) or endpoint
         self.objects = ObjectStore(self.backend, workers=workers)
         self.refs = Refs(self.backend)
+        self.transactions = Transactions(self.objects, self.refs)
         self._catalog: Catalog | None = None
-        self._local = threading.local()  # whether this thread is inside a save's marker
 
     @property
     def catalog(self) -> Catalog:
@@ -279,11 +275,24 @@ class Store:
         self.require_root()
         self.refs.require_font(font_id)
         metadata = run_metadata(params, started_at, ended_at, status, name, description, tags)
-        with self.saving():
+        with self.transaction() as transaction:
             parts = self._write_assets(
                 weights, personality_vector, sample_image, eval_glyphs, feedback, extras, feedback_schema
             )
-            return self._publish(font_id, metadata, parts)
+            return self._publish(transaction, font_id, metadata, parts)
+
+    def import_run(self, font_id: str, run_id: str, source: dict[str, Any], **run: Any) -> str:
+        """Store one run under exactly ``run_id`` (an import of a run made elsewhere, whose
+        time its id keeps), recording ``source``; ``run`` takes :meth:`save_model`'s
+        arguments. :class:`RunExistsError` if that run exists; nothing is published then."""
+        self.require_root()
+        self.refs.require_font(font_id)
+        metadata = run_metadata(run.pop("params", None), run.pop("started_at", None), run.pop("ended_at", None),
+                                run.pop("status", COMPLETED), run.pop("name", None), run.pop("description", None),
+                                run.pop("tags", ()))
+        with self.transaction() as transaction:
+            parts = self._write_assets(**run)
+            return self._publish(transaction, font_id, metadata, parts, run_id=run_id, source=source)
 
     def save_model_from_checkpoint(
         self,
@@ -330,28 +339,10 @@ class Store:
             **fields,
         )
 
-    @contextmanager
-    def saving(self) -> Iterator[str]:
-        """Announce a save in progress for as long as the block runs.
-
-        gc never sweeps an object written or touched after the oldest save in progress
-        began, so objects a save has written but not yet published are safe.
-        """
-        if getattr(self._local, "saving", False):  # already announced by an outer block
-            yield ""
-            return
-        key = marker_key(secrets.token_hex(8))
-        marker = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": format_time(_now())}
-        try:
-            self.backend.write(key, [json.dumps(marker).encode()], exclusive=True)
-            self._local.saving = True
-            yield key
-        finally:
-            self._local.saving = False
-            try:
-                self.backend.delete(key)
-            except StoreError:
-                pass  # left for fsck --repair; the error on its way says what happened
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """A write transaction for as long as the block runs (see :mod:`aoe.transaction`):
+        gc spares what it writes, and it publishes, moves and restores refs."""
+        return self.transactions.open()
 
     def _write_assets(
         self,
@@ -397,21 +388,10 @@ class Store:
             parts["metrics"] = feedback_metrics(feedback_data)
         return parts
 
-    def _publish(
-        self,
-        font_id: str,
-        metadata: dict[str, Any],
-        parts: dict[str, Any],
-        *,
-        run_id: str | None = None,
-        source: dict[str, Any] | None = None,
-    ) -> str:
-        """Write the manifest and create the ref: the one step that makes the run exist.
-
-        With ``run_id`` the run takes exactly that id (an import) or fails with
-        :class:`RunExistsError`; ``source`` records where an imported run came from.
-        """
-        now = _now()
+    def _publish(self, transaction: Transaction, font_id: str, metadata: dict[str, Any], parts: dict[str, Any],
+                 *, run_id: str | None = None, source: dict[str, Any] | None = None) -> str:
+        """The manifest of a run from its metadata and stored parts, published."""
+        now = utc_now()
         fields = {
             "font_id": check_font_id(font_id),
             "saved_at": format_time(now),
@@ -421,34 +401,8 @@ class Store:
             **({"source": source} if source else {}),
         }
         self.refs.require_font(font_id)
-        with self.saving():  # the manifest, too, must not be swept before its ref exists
-            return self._publish_fields(font_id, fields, now, run_id)
-
-    def _publish_fields(self, font_id: str, fields: dict[str, Any], now: datetime, run_id: str | None) -> str:
-        self._touch_all(Manifest(run_id="", **fields).digests())
-        if run_id is not None:
-            if not self.refs.create_run(font_id, run_id, self.objects.put(pack(Manifest(run_id=run_id, **fields)))):
-                raise RunExistsError(f"run {run_id} of {font_id} exists already; nothing was published")
-            return run_id
         moment = parse_time(fields["started_at"]) or now
-
-        def write_manifest(candidate: str) -> Digest:
-            return self.objects.put(pack(Manifest(run_id=candidate, **fields)))
-
-        return self.refs.publish_run(font_id, moment, write_manifest)
-
-    def _touch_all(self, digests: Iterable[Digest]) -> None:
-        """Refresh every object a run needs just before its ref is created or moved,
-        so no gc can sweep them first; fail, publishing nothing, if one is gone.
-        (Many at once on an object store, where each is a round trip.)"""
-        digests = sorted(set(digests))
-        sizes = None if self.backend.round_trips else [0] * len(digests)  # small local calls: all inline
-        for digest, present in zip(digests, self.objects.parallel(self.objects.touch, digests, sizes)):
-            if not present:
-                raise ObjectNotFoundError(
-                    f"object {digest} vanished before the run was published (removed outside "
-                    "aoe, or a gc that ignored this save?); nothing was published: save the run again"
-                )
+        return transaction.publish(lambda candidate: Manifest(run_id=candidate, **fields), font_id, moment, run_id)
 
     def start_run(
         self,
@@ -494,7 +448,7 @@ class Store:
                  "description": check_text(description, "description", lines=True)}
         new_tags = check_tags(tags) if tags is not None else None
         adding, removing = check_tags(add_tags), set(check_tags(remove_tags))
-        with self.saving():
+        with self.transaction() as transaction:
             parts = self._write_assets(None, personality_vector, sample_image, eval_glyphs, feedback)
             for _ in range(MAX_MOVE_ATTEMPTS):
                 current = self.open_run(font_id, run_id)
@@ -508,10 +462,9 @@ class Store:
                 if new_tags is not None or adding or removing:
                     base = new_tags if new_tags is not None else old.tags
                     changes["tags"] = tuple(t for t in dict.fromkeys((*base, *adding)) if t not in removing)
-                new = replace(old, **changes, parent=current.digest, saved_at=format_time(_now()))
-                self._touch_all(new.digests())
-                digest = self.objects.put(pack(new))
-                if self.refs.move_run(font_id, run_id, current.digest, digest):
+                new = replace(old, **changes, parent=current.digest, saved_at=format_time(utc_now()))
+                digest = transaction.move(font_id, run_id, current.digest, new)
+                if digest is not None:
                     return Run(self, new, digest)
         raise StoreError(  # pragma: no cover - needs 10 editors racing on one run
             f"run {run_id} of {font_id} kept changing under this amend; try again"
@@ -572,7 +525,7 @@ class Store:
         self._require_font(font_id)
         for _ in range(MAX_MOVE_ATTEMPTS):
             digest = self.refs.read_run(font_id, run_id)
-            record = TrashRecord(font_id, run_id, digest, format_time(_now()))
+            record = TrashRecord(font_id, run_id, digest, format_time(utc_now()))
             if self.refs.trash_run(font_id, run_id, digest, record.deleted_at):
                 return record
         raise StoreError(  # pragma: no cover - needs 10 editors racing on one run
@@ -582,7 +535,7 @@ class Store:
     def delete_font(self, font_id: str) -> list[TrashRecord]:
         """Remove a font and all its runs, recoverable with :meth:`restore_font` until a gc."""
         self._require_font(font_id)
-        self.refs.begin_font_deletion(font_id, format_time(_now()))  # saves into it now fail cleanly
+        self.refs.begin_font_deletion(font_id, format_time(utc_now()))  # saves into it now fail cleanly
         records = [self.delete_run(font_id, run_id) for run_id in self.refs.runs(font_id)]
         self.refs.end_font_deletion(font_id)
         return records
@@ -604,13 +557,12 @@ class Store:
                 f"run {run_id} of {font_id} was deleted on {record.deleted_at} and its data purged "
                 f"by a gc on {record.purged_at}; it cannot be restored"
             )
-        with self.saving():  # like a save: no gc may sweep what the ref is about to need
+        with self.transaction() as transaction:  # like a save: gc spares what the ref is about to need
             try:
                 manifest: Manifest | None = unpack(self.objects.get(record.manifest))
             except FormatError:  # set aside by fsck as unreadable: it comes back as it was
                 manifest = None
-            self._touch_all([record.manifest, *(manifest.digests() if manifest else ())])
-            if not self.refs.create_run(font_id, run_id, record.manifest):
+            if not transaction.create(font_id, run_id, record.manifest, manifest.digests() if manifest else ()):
                 raise RunExistsError(f"a run {run_id} of {font_id} exists again; nothing was restored")
         self.refs.forget_trashed(record)
         if manifest is None:
@@ -1025,13 +977,13 @@ class RunRecorder:
         self.meta: dict[str, Any] = {"name": name, "description": description, "tags": tags}
         run_metadata(self.params, None, None, COMPLETED, **self.meta)  # refuse bad input now
         self.parts: dict[str, Any] = {}
-        self._saving = ExitStack()  # the in-flight marker, from the first save to publication
-        self._marker: str | None = None
+        self._open = ExitStack()  # the transaction, from the first save to publication
+        self._transaction: Transaction | None = None
         self.started_at: datetime | None = None
         self.run_id: str | None = None
 
     def __enter__(self) -> RunRecorder:
-        self.started_at = _now()
+        self.started_at = utc_now()
         return self
 
     def save(
@@ -1047,10 +999,10 @@ class RunRecorder:
         feedback_schema: str | None = None,
     ) -> None:
         """Write these assets now; they are published with the run when the block ends."""
-        if self._marker is None:
-            self._marker = self._saving.enter_context(self.store.saving())
-        elif self._marker:  # "" when an outer block announced the save
-            self.store.backend.touch(self._marker)
+        if self._transaction is None:
+            self._transaction = self._open.enter_context(self.store.transaction())
+        else:
+            self._transaction.keep_alive()
         new = self.store._write_assets(
             weights, personality_vector, sample_image, eval_glyphs, feedback, extras, feedback_schema
         )
@@ -1076,8 +1028,9 @@ class RunRecorder:
             status = FAILED
         try:
             metadata = run_metadata(self.params, self.started_at, None, status, **self.meta)
-            with self._saving:
-                self.run_id = self.store._publish(self.font_id, metadata, self.parts)
+            with self._open:
+                transaction = self._transaction or self._open.enter_context(self.store.transaction())
+                self.run_id = self.store._publish(transaction, self.font_id, metadata, self.parts)
         except StoreError as publish_error:
             if exc is None:
                 raise

@@ -25,6 +25,7 @@ from .errors import InvalidInputError, StoreError
 from .layout import OBJECTS, digest_at
 from .names import Digest, check_font_id, font_number
 from .store import Store
+from .transaction import Transaction
 
 UP_TO_DATE = "up to date"
 
@@ -60,7 +61,7 @@ def transfer(
     for font_id in wanted:
         source.refs.require_font(font_id)
     report = TransferReport()
-    with dest.saving():  # from here on, dest's gc spares what this copies
+    with dest.transaction() as transaction:  # from here on, dest's gc spares what this copies
         present = _present_objects(dest)
         for font_id in wanted:
             if not _claim(dest, font_id, report):
@@ -70,9 +71,9 @@ def transfer(
             needed = {d for _, _, _, digests in plans for d in digests}
             _copy_objects(source, dest, sorted(needed - present), report, progress)
             present |= needed
-            dest._touch_all(needed)  # as a save does: nothing its runs need may be swept now
+            transaction.touch(needed)  # as a save does: nothing its runs need may be swept now
             for run_id, outcome in zip([p[0] for p in plans], dest.objects.parallel(
-                    lambda plan: _publish(dest, font_id, plan), plans)):
+                    lambda plan: _publish(transaction, font_id, plan), plans)):
                 if outcome == "created":
                     report.runs_copied += 1
                 elif outcome == "moved":
@@ -82,11 +83,12 @@ def transfer(
     return report
 
 
-def _publish(dest: Store, font_id: str, plan: tuple[str, Digest, Digest | None, set[Digest]]) -> str:
-    run_id, new, old, _ = plan
+def _publish(transaction: Transaction, font_id: str, plan: tuple[str, Digest, Digest | None, set[Digest]]) -> str:
+    run_id, new, old, _ = plan  # every object it needs was touched with the others of its font
     if old is None:
-        return "created" if dest.refs.create_run(font_id, run_id, new) else "created in the destination meanwhile"
-    return "moved" if dest.refs.move_run(font_id, run_id, old, new) else "changed in the destination meanwhile"
+        return "created" if transaction.create(font_id, run_id, new, ()) else "created in the destination meanwhile"
+    moved = transaction.move(font_id, run_id, old, new)
+    return "moved" if moved is not None else "changed in the destination meanwhile"
 
 
 def _present_objects(store: Store) -> set[Digest]:
