@@ -309,3 +309,13 @@ def test_search_tag_describe_reindex_du(capsys, root: Path) -> None:
     assert usage["unreferenced_objects"] == 1 and usage["fonts"][font]["dedup_ratio"] > 1
     code, out, _ = run_cli(capsys, "store", "du")
     assert "objects no run needs" in out
+
+
+def test_a_run_answers_for_a_field_as_queries_name_it(store: aoe.Store, font: str) -> None:
+    run_id = store.save_model(font, {"w": torch.ones(1)}, feedback={"loss": 0.5, "glyph_loss": {"A": 0.25}},
+                              params={"opt": {"lr": 0.01}, "steps": 3})
+    info = store.get_run_info(font, run_id)
+    assert info.value("metrics.glyph_loss.A") == 0.25 and info.value("metrics.loss") == 0.5
+    assert info.value("params.opt.lr") == 0.01 and info.value("params.steps") == 3
+    assert info.value("params.opt.missing") is None and info.value("status") == "completed"
+    assert info.value("nonsense") is None

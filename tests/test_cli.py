@@ -63,7 +63,7 @@ def test_put_get_round_trip(capsys, root: Path, tmp_path: Path) -> None:
 
 
 def test_a_progress_bar_on_a_terminal(capsys, root: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(cli, "PROGRESS_MIN_BYTES", 0)
+    monkeypatch.setattr(cli.ui, "PROGRESS_MIN_BYTES", 0)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     run_dir = make_run_dir(tmp_path / "run")
     code, out, err = run_cli(capsys, "store", "put", "1-fruity", str(run_dir), "--create")
@@ -321,13 +321,13 @@ def test_rm_trash_restore_and_gc(capsys, saved_run) -> None:
 
 @pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("30m", 1800), ("1h", 3600), ("2d", 172800)])
 def test_durations(text: str, seconds: float) -> None:
-    assert cli.parse_duration(text) == seconds
+    assert cli.upkeep.parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["soon", "-1", "1w", ""])
 def test_bad_durations(text: str) -> None:
     with pytest.raises(aoe.InvalidInputError):
-        cli.parse_duration(text)
+        cli.upkeep.parse_duration(text)
 
 
 def test_amend_and_log(capsys, saved_run, tmp_path: Path) -> None:

@@ -382,3 +382,12 @@ def open_files_under(folder: Path) -> list[str]:
         if target.startswith(str(folder)):
             found.append(target)
     return found
+
+
+def test_create_font_may_accept_a_font_that_exists(store: aoe.Store) -> None:
+    font = store.create_font("fruity")
+    assert store.has_font(font) and not store.has_font("2-other")
+    assert store.create_font(font, exist_ok=True) == font
+    with pytest.raises(aoe.FontExistsError):
+        store.create_font(font)
+    assert store.list_fonts() == [font]

@@ -90,6 +90,20 @@ class RunInfo:
     def incomplete(self) -> bool:
         return bool(self.missing)
 
+    def value(self, field: str) -> Any:
+        """A field as queries name it: a column (``status``), ``params.NAME`` (params
+        nest: ``params.opt.lr``) or ``metrics.NAME`` (flat: names may hold dots, as in
+        ``glyph_loss.A``); None where the run has none."""
+        kind, _, key = field.partition(".")
+        if kind == "metrics" and key:
+            return self.metrics.get(key)
+        if kind == "params" and key:
+            value: Any = self.params
+            for part in key.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            return value
+        return getattr(self, field, None) if field in COLUMNS else None
+
     @classmethod
     def from_manifest(cls, manifest: Manifest, digest: str, metrics: dict[str, float] | None = None) -> RunInfo:
         present = {

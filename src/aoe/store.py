@@ -162,14 +162,16 @@ class Store:
 
     # -- fonts ------------------------------------------------------------------
 
-    def create_font(self, name: str) -> str:
+    def create_font(self, name: str, *, exist_ok: bool = False) -> str:
         """Create a font and return its id.
 
         ``"fruity"`` takes the next free number (``"1-fruity"``), atomically even with
         other processes creating fonts; ``"7-fruity"`` takes exactly that id. A number
         already taken (also by a deleted, restorable font), or a name another font
-        already has, is refused.
+        already has, is refused; with ``exist_ok`` a whole id that exists is returned.
         """
+        if exist_ok and self.has_font(name):
+            return name
         trashed = self.refs.trashed_font_numbers()
         if isinstance(name, str) and name[:1].isdigit() and "-" in name:
             font_id = check_font_id(name)
@@ -203,6 +205,10 @@ class Store:
                     f"a font named {name!r} already exists: {font_id!r}; use that id, "
                     "or choose another name"
                 )
+
+    def has_font(self, font_id: str) -> bool:
+        """Whether the font exists (``font_id`` a whole id, ``1-fruity``)."""
+        return self.refs.font_with_number(font_number(check_font_id(font_id))) == font_id
 
     def list_fonts(self) -> list[str]:
         """Every font id, by number."""
@@ -616,7 +622,8 @@ class Store:
                                        None, sort, descending, limit, offset))
 
     def count_runs(self, font_id: str | None = None, **filters: Any) -> int:
-        """How many runs match (of one font, or of all); the filters of :meth:`list_runs`."""
+        """How many runs match (of one font, or of all): the filters of :meth:`list_runs`,
+        and ``text`` as in :meth:`search`; counted in the index, none of them built."""
         fonts = self._synced_fonts(font_id)
         return self.catalog.count(Query(fonts, **filters))
 

@@ -1,0 +1,95 @@
+"""The ``aoe`` command's application: the typer apps, the store option, and ``main``,
+which turns every error into one line and an exit code (:data:`EXIT_CODES`).
+
+The commands live beside this module, one module per group (runs, upkeep, transfer,
+serve), each a thin layer: parse, call the library, render with :mod:`aoe.cli.ui`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from ..errors import (
+    CorruptObjectError,
+    FormatError,
+    InvalidInputError,
+    InvalidNameError,
+    NotFoundError,
+    StorageError,
+    StorageFullError,
+    StoreError,
+)
+from ..store import Store
+from .ui import fail, say
+
+EXIT_CODES: list[tuple[type[BaseException], int]] = [
+    (NotFoundError, 3),
+    (CorruptObjectError, 4),
+    (FormatError, 4),
+    (StorageFullError, 5),
+    (StorageError, 5),
+    (InvalidNameError, 2),
+    (InvalidInputError, 2),
+    (StoreError, 1),
+]
+"""Exit code per error type, first match wins; 0 is success, 2 also bad usage."""
+
+EXIT_INTERNAL = 70
+"""An error aoe did not expect (a bug): one line, like every other (EX_SOFTWARE)."""
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="aoe: a content-addressed store for ML training runs.")
+store_app = typer.Typer(no_args_is_help=True, help="Save, fetch and browse runs in a store.")
+app.add_typer(store_app, name="store")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
+
+def main() -> None:
+    """Entry point: run the app, turning every library error into one line."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # bad usage: one line, and where to look
+        ctx = getattr(exc, "ctx", None)
+        # typer vendors click privately (typer._click) and compares this name itself
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            say(ctx.get_help())
+            raise SystemExit(0) from None
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        fail(exc.format_message() + hint, getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        fail("interrupted; nothing half-written was published", 130)
+    except StoreError as exc:
+        fail(str(exc), next(code for kind, code in EXIT_CODES if isinstance(exc, kind)))
+    except KeyboardInterrupt:
+        fail("interrupted; nothing half-written was published", 130)
+    except OSError as exc:
+        fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), 1)
+    except Exception as exc:  # a bug of aoe's: still one line, and how to see more
+        if os.environ.get("AOE_DEBUG"):
+            raise
+        fail(f"internal error ({type(exc).__name__}: {exc}); please report it (AOE_DEBUG=1 shows the "
+             "traceback)", EXIT_INTERNAL)
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
+
+
+@store_app.callback()
+def store_options(
+    ctx: typer.Context,
+    root: Annotated[
+        str | None,
+        typer.Option("--root", envvar="AOE_STORE",
+                     help="The store: a folder, or s3://bucket/prefix (default: ./networks)."),
+    ] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option("--endpoint", envvar="AOE_S3_ENDPOINT",
+                     help="The S3-compatible server of an s3:// store (default: AWS S3)."),
+    ] = None,
+) -> None:
+    ctx.obj = Store(root, endpoint=endpoint)
+

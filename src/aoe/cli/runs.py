@@ -1,0 +1,346 @@
+"""Commands that save, fetch, list, describe and compare runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import (
+    FontNotFoundError,
+    InvalidInputError,
+)
+from ..names import printable
+from ..store import Store
+from .app import JsonFlag, store_app
+from .ui import counter, progress, say, table, warn, when
+
+
+@store_app.command("create-font")
+def create_font(ctx: typer.Context, name: str) -> None:
+    """Create a font: NAME takes the next free number, or give a whole id like 7-fruity."""
+    say(ctx.obj.create_font(name))
+
+
+@store_app.command()
+def put(
+    ctx: typer.Context,
+    font_id: str,
+    run_dir: Path,
+    create: Annotated[bool, typer.Option("--create", help="Create the font if it does not exist.")] = False,
+    from_checkpoint: Annotated[bool, typer.Option(
+        "--from-checkpoint", help="The weights (or RUN_DIR itself, a file) are a training checkpoint: "
+        "keep the model, drop optimizer and scheduler state, record epoch and losses.",
+    )] = False,
+) -> None:
+    """Commit a run from a folder in the spec's layout; prints the run id.
+
+    RUN_DIR holds weights.pt (or weights, weights.pth), personality_vector.pt,
+    sample.png, eval-glyphs/<glyph>.png, feedback.json, optionally run.json
+    (params, started_at, ended_at, status, name, description, tags) and
+    extras/<name>.pt. With --from-checkpoint, RUN_DIR may also be a checkpoint file.
+    """
+    from ..legacy import read_run_folder
+
+    store: Store = ctx.obj
+    if not (run_dir.is_dir() or (from_checkpoint and run_dir.is_file())):
+        raise InvalidInputError(f"run folder {run_dir} does not exist or is not a folder")
+    if create:
+        store.create_font(font_id, exist_ok=True)
+    elif not store.has_font(font_id):
+        raise FontNotFoundError(
+            f"no font {font_id!r} in {store.root}; add --create to create it, "
+            f"or run `aoe store create-font {font_id}`"
+        )
+    if from_checkpoint and run_dir.is_file():
+        with progress(store, "saving", run_dir.stat().st_size):
+            run_id = store.save_model_from_checkpoint(font_id, run_dir)
+    else:
+        folder = read_run_folder(run_dir, checkpoint=from_checkpoint)
+        for note in folder.notes:
+            warn(note)
+        with progress(store, "saving", _input_bytes(folder.arguments)):
+            run_id = store.save_model(font_id, **folder.arguments)
+    info = store.get_run_info(font_id, run_id)
+    if info.missing:
+        warn(f"run {run_id} is incomplete: no {', '.join(info.missing)}")
+    say(run_id)
+
+
+@store_app.command("import")
+def import_(
+    ctx: typer.Context,
+    legacy_dir: Annotated[Path, typer.Argument(metavar="LEGACY_DIR")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Import a plain-folder store (LEGACY_DIR/<font-id>/runs/<timestamp>/...), keeping
+    run times; importing again adds nothing."""
+    from ..legacy import import_legacy
+
+    with counter("importing", None) as advance:
+        report = import_legacy(ctx.obj, legacy_dir, progress=advance)
+    if as_json:
+        say(json.dumps(report.to_dict(), indent=2))
+        return
+    for font_id in report.fonts_created:
+        say(f"created font {font_id}")
+    for run in report.imported:
+        say(f"imported {run}")
+    for line in report.incomplete:
+        say(f"incomplete: {line}")
+    for line in report.notes:
+        warn(line)
+    for path, why in report.skipped:
+        warn(f"skipped {path}: {why}")
+    say(f"{len(report.imported)} runs imported, {len(report.already_imported)} already there, "
+          f"{len(report.incomplete)} incomplete, {len(report.skipped)} skipped")
+
+
+def _input_bytes(args: dict[str, Any]) -> int:
+    import torch
+
+    total = 0
+    stack = [args.get("weights"), *(args.get("extras") or {}).values()]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, torch.Tensor):
+            total += value.numel() * value.element_size()
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+    return total
+
+
+@store_app.command()
+def get(
+    ctx: typer.Context,
+    font_id: str,
+    run_and_dest: Annotated[list[str], typer.Argument(metavar="[RUN_ID] DEST")],
+) -> None:
+    """Write a run (the newest by default) back as a folder, verifying every hash."""
+    store: Store = ctx.obj
+    if len(run_and_dest) > 2:
+        raise InvalidInputError("too many arguments: expected FONT_ID [RUN_ID] DEST")
+    run_id, dest = (None, run_and_dest[0]) if len(run_and_dest) == 1 else run_and_dest
+    run = store.open_run(font_id, run_id)
+    with progress(store, "fetching", run.logical_bytes):
+        say(run.export(dest))
+
+
+StatusOption = Annotated[str | None, typer.Option(help="Only runs with this status.")]
+TagOption = Annotated[list[str] | None, typer.Option("--tag", help="Only runs with this tag (repeat: any of them).")]
+AllTagsFlag = Annotated[bool, typer.Option("--all-tags", help="Runs must have every --tag.")]
+WhereOption = Annotated[list[str] | None, typer.Option(
+    "--where", help="A condition FIELD OP VALUE, e.g. 'metrics.final_loss<0.05' or 'params.lr=0.001' (repeat: all).")]
+SortOption = Annotated[str, typer.Option(help="Sort by a field: run_id, time, saved_at, name, status, "
+                                               "params.NAME, metrics.NAME; '-FIELD' for descending.")]
+DescFlag = Annotated[bool, typer.Option("--desc", help="Descending order.")]
+LimitOption = Annotated[int | None, typer.Option(help="At most this many runs.", min=0)]
+OffsetOption = Annotated[int, typer.Option(help="Skip this many runs first (paging).", min=0)]
+CountFlag = Annotated[bool, typer.Option("--count", help="Print only how many runs match.")]
+
+
+@store_app.command("ls")
+def ls(
+    ctx: typer.Context,
+    font_id: Annotated[str | None, typer.Argument()] = None,
+    status: StatusOption = None,
+    tag: TagOption = None,
+    all_tags: AllTagsFlag = False,
+    since: Annotated[str | None, typer.Option(help="Only runs from this time on (ISO 8601).")] = None,
+    until: Annotated[str | None, typer.Option(help="Only runs before this time (ISO 8601).")] = None,
+    where: WhereOption = None,
+    sort: SortOption = "run_id",
+    desc: DescFlag = False,
+    limit: LimitOption = None,
+    offset: OffsetOption = 0,
+    count: CountFlag = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """List fonts with their run counts, or the runs of FONT_ID (oldest first), filtered,
+    sorted and paged."""
+    store: Store = ctx.obj
+    if font_id is None:
+        summaries = store.font_summaries()
+        if as_json:
+            say(json.dumps([s.to_dict() for s in summaries]))
+        else:
+            table(["font", "runs", "newest run"], [[s.font_id, s.runs, s.newest_run or "-"] for s in summaries])
+        return
+    filters: dict[str, Any] = dict(status=status, tags=tag or (), all_tags=all_tags, since=since, until=until,
+                                   where=where or (), sort=sort, descending=desc, limit=limit, offset=offset)
+    if count:
+        say(store.count_runs(font_id, **filters))
+        return
+    show_runs(store.list_runs(font_id, **filters), sort, as_json)
+
+
+@store_app.command()
+def search(
+    ctx: typer.Context,
+    text: Annotated[str, typer.Argument(help="Found in the name or description, in any case.")] = "",
+    font: Annotated[str | None, typer.Option(help="Only this font.")] = None,
+    status: StatusOption = None,
+    tag: TagOption = None,
+    all_tags: AllTagsFlag = False,
+    where: WhereOption = None,
+    sort: SortOption = "run_id",
+    desc: DescFlag = False,
+    limit: LimitOption = None,
+    offset: OffsetOption = 0,
+    count: CountFlag = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Search the runs of every font by name and description, tags and conditions."""
+    store: Store = ctx.obj
+    if count:
+        say(store.count_runs(font, text=text or None, status=status, tags=tag or (), all_tags=all_tags,
+                             where=where or ()))
+        return
+    runs = store.search(text, font=font, status=status, tags=tag or (), all_tags=all_tags, where=where or (),
+                        sort=sort, descending=desc, limit=limit, offset=offset)
+    show_runs(runs, sort, as_json, with_font=font is None)
+
+
+def show_runs(runs: list[Any], sort: str, as_json: bool, *, with_font: bool = False) -> None:
+    """Runs as a table (with the sort field when it is a param or metric), or JSON."""
+    if as_json:
+        say(json.dumps([info.to_dict() for info in runs]))
+        return
+    field = sort.lstrip("-")
+    extra = field if field.startswith(("params.", "metrics.")) else None
+    headers = (["font"] if with_font else []) + ["run", "status", "name", "tags"] + ([extra] if extra else []) + ["missing"]
+    rows = []
+    for info in runs:
+        row = ([info.font_id] if with_font else []) + [info.run_id, info.status, info.name or "", ",".join(info.tags)]
+        if extra:
+            value = info.value(extra)
+            row.append("-" if value is None else value)
+        rows.append(row + [",".join(info.missing)])
+    table(headers, rows)
+
+
+@store_app.command()
+def show(
+    ctx: typer.Context,
+    font_id: str,
+    run_id: Annotated[str | None, typer.Argument()] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show one run (the newest by default): metadata, assets and what is missing."""
+    info = ctx.obj.get_run_info(font_id, run_id).to_dict()
+    if as_json:
+        say(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        if value in (None, [], {}):
+            continue
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value)
+        say(f"{key:>16}: {printable(str(value))}")
+
+
+@store_app.command()
+def cat(ctx: typer.Context, object_id: Annotated[str, typer.Argument(metavar="OBJECT")]) -> None:
+    """Write an object's raw (verified) content to stdout: `aoe store cat X | b3sum` prints X."""
+    data = ctx.obj.read_object(object_id)
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+
+@store_app.command()
+def diff(
+    ctx: typer.Context,
+    font_id: str,
+    run_a: str,
+    run_b: str,
+    values: Annotated[bool, typer.Option(
+        "--values/--no-values", help="Read changed tensors to say how much they changed.")] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """What differs between two runs: params, feedback, images, and which tensors changed by how much."""
+    from ..diff import diff_runs, lines
+
+    result = diff_runs(ctx.obj, font_id, run_a, run_b, measure=values)
+    if as_json:
+        say(json.dumps(result.to_dict(), indent=2, default=str))
+        return
+    for line in lines(result):
+        say(line)
+
+
+@store_app.command()
+def amend(
+    ctx: typer.Context,
+    font_id: str,
+    run_id: str,
+    sample: Annotated[Path | None, typer.Option(help="A sample image (PNG).")] = None,
+    glyphs: Annotated[Path | None, typer.Option(help="A folder of <glyph>.png to add or replace.")] = None,
+    feedback: Annotated[Path | None, typer.Option(help="A feedback JSON file.")] = None,
+    personality: Annotated[Path | None, typer.Option(help="A personality vector (.pt tensor).")] = None,
+    name: Annotated[str | None, typer.Option(help="A new name.")] = None,
+    description: Annotated[str | None, typer.Option(help="A new description.")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="Replace the tags (repeat for several).")] = None,
+) -> None:
+    """Add what a run lacks, or change its texts: a new manifest, history kept."""
+    run = ctx.obj.amend_run(font_id, run_id, sample_image=sample, eval_glyphs=glyphs, feedback=feedback,
+                            personality_vector=personality, name=name, description=description, tags=tag)
+    say(f"amended {font_id} {run_id}: now manifest {run.digest}")
+    if run.info.missing:
+        warn(f"still incomplete: no {', '.join(run.info.missing)}")
+
+
+@store_app.command()
+def log(
+    ctx: typer.Context,
+    font_id: str,
+    run_id: Annotated[str | None, typer.Argument()] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """A run's history: every version its amends and edits left, newest first."""
+    history = ctx.obj.run_history(font_id, run_id)
+    if as_json:
+        say(json.dumps([info.to_dict() for info in history], indent=2))
+        return
+    for info in history:
+        say(f"{info.manifest}  {when(info.saved_at)}  {info.status}  "
+              f"name={info.name or '-'}  tags={','.join(info.tags) or '-'}  missing={','.join(info.missing) or '-'}")
+
+
+# -- the catalog ---------------------------------------------------------------------
+
+
+@store_app.command()
+def tag(
+    ctx: typer.Context,
+    font_id: str,
+    run_id: str,
+    tags: Annotated[list[str] | None, typer.Argument(metavar="[TAG]...", help="Tags to add.")] = None,
+    remove: Annotated[list[str] | None, typer.Option("--remove", help="A tag to remove (repeat).")] = None,
+) -> None:
+    """Add (and --remove) tags of a run; a new version of the run, history kept."""
+    if not tags and not remove:
+        raise InvalidInputError("name tags to add, or --remove TAG")
+    info = ctx.obj.tag_run(font_id, run_id, add=tags or (), remove=remove or ())
+    say(f"{font_id} {run_id}: tags {','.join(info.tags) or '(none)'}")
+
+
+@store_app.command()
+def describe(
+    ctx: typer.Context,
+    font_id: str,
+    run_id: str,
+    name: Annotated[str | None, typer.Option(help="The run's new name.")] = None,
+    description: Annotated[str | None, typer.Option(help="The run's new description.")] = None,
+) -> None:
+    """Set a run's name and description; a new version of the run, history kept."""
+    if name is None and description is None:
+        raise InvalidInputError("give --name and/or --description")
+    info = ctx.obj.describe_run(font_id, run_id, name=name, description=description)
+    say(f"{font_id} {run_id}: name {info.name!r}, description {info.description!r}")
+
