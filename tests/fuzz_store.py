@@ -42,10 +42,10 @@ import zstandard
 
 import aoe
 from aoe import cli
+from aoe.codec import CODEC_PLANES, CODEC_RAW, CODEC_ZSTD, HEADER, MAGIC, hash_bytes
 from aoe.errors import FormatError, StoreError
 from aoe.fsck import fsck
 from aoe.manifests import EXT_STATE_DICT, EXT_TUPLE, unpack
-from aoe.objects import CODEC_PLANES, CODEC_RAW, CODEC_ZSTD, HEADER, MAGIC, hash_bytes
 from aoe.web import Browser
 
 DOCUMENTED_EXITS = {0, 1, 2, 3, 4, 5, 6, 10}

@@ -12,9 +12,9 @@ import torch
 from conftest import TinyFont
 
 import aoe
+from aoe.codec import encode, hash_bytes
 from aoe.fsck import INFO, WARNING, fsck
 from aoe.manifests import FORMAT_VERSION
-from aoe.objects import encode, hash_bytes
 
 
 def object_path(store: aoe.Store, digest: str) -> Path:

@@ -38,8 +38,8 @@ def test_gc_sweeps_only_unreachable_objects_older_than_the_grace(store: aoe.Stor
     store.objects.put(b"young garbage")
     report = collect_garbage(store, grace=3600)
     assert (report.swept, report.kept_young) == (1, 1)
-    assert report.freed_bytes > 0 and not store.objects.has(aoe.objects.hash_bytes(b"old garbage"))
-    assert store.objects.has(aoe.objects.hash_bytes(b"young garbage"))
+    assert report.freed_bytes > 0 and not store.objects.has(aoe.codec.hash_bytes(b"old garbage"))
+    assert store.objects.has(aoe.codec.hash_bytes(b"young garbage"))
     assert torch.equal(store.load_model(font, kept).weights["w"], torch.ones(10))
     assert collect_garbage(store, grace=0).swept == 1
 

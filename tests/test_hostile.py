@@ -23,11 +23,11 @@ import zstandard
 from conftest import make_png
 
 import aoe
+from aoe.codec import CODEC_PLANES, CODEC_ZSTD, HEADER, MAGIC, decode, hash_bytes
 from aoe.errors import CorruptObjectError, FormatError, InvalidInputError, InvalidNameError
 from aoe.fsck import fsck
 from aoe.layout import object_key
 from aoe.manifests import EXT_STATE_DICT, EXT_TENSOR, EXT_TUPLE, FORMAT, MAX_EXT_DEPTH, unpack
-from aoe.objects import CODEC_PLANES, CODEC_ZSTD, HEADER, MAGIC, decode, hash_bytes
 
 RUN_ID = "20260111T083000.000000Z-0000"
 SAVED = "2026-01-11T09:00:00.000000Z"
@@ -165,7 +165,7 @@ def test_a_tree_deeper_than_the_limit_is_refused_at_save_time(store: aoe.Store, 
 
 def bomb_code(stored: bytes, digest: str) -> str:
     return f"""
-        from aoe.objects import decode
+        from aoe.codec import decode
         from aoe.errors import CorruptObjectError
         try:
             decode({stored!r}, {digest!r})

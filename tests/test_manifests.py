@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
+from aoe.codec import hash_bytes
 from aoe.errors import FormatError, UnsupportedValueError
 from aoe.manifests import (
     FORMAT,
@@ -18,7 +19,7 @@ from aoe.manifests import (
     unpack,
     unpack_tree,
 )
-from aoe.objects import Blob, hash_bytes
+from aoe.objects import Blob
 
 D1, D2, D3 = (hash_bytes(bytes([i])) for i in range(3))
 

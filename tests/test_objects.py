@@ -13,24 +13,14 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import aoe.codec
 import aoe.objects
 from aoe.backends.local import LocalBackend
+from aoe.codec import CODEC_PLANES, CODEC_RAW, CODEC_ZSTD, HEADER, PLANE, decode, encode, hash_bytes
 from aoe.errors import CorruptObjectError, InvalidNameError, ObjectNotFoundError
-from aoe.objects import (
-    CHUNK_SIZE,
-    CODEC_PLANES,
-    CODEC_RAW,
-    CODEC_ZSTD,
-    HEADER,
-    PLANE,
-    Blob,
-    ObjectStore,
-    decode,
-    encode,
-    hash_bytes,
-    object_key,
-    parse_digest,
-)
+from aoe.layout import object_key
+from aoe.names import parse_digest
+from aoe.objects import CHUNK_SIZE, Blob, ObjectStore
 
 
 @pytest.fixture
@@ -222,10 +212,10 @@ def test_incompressible_content_costs_only_a_sample(monkeypatch: pytest.MonkeyPa
             compressed.append(memoryview(data).nbytes)
             return real.compress(data)
 
-    monkeypatch.setattr(aoe.objects, "_compressor", Counting)
+    monkeypatch.setattr(aoe.codec, "_compressor", Counting)
     data = os.urandom(1_000_000)  # a PNG is as incompressible as this
     assert encode(data)[1] == data
-    assert compressed == [4 * aoe.objects.SAMPLE_BYTES]
+    assert compressed == [4 * aoe.codec.SAMPLE_BYTES]
 
 
 def planes_object(data: bytes) -> bytearray:
@@ -269,7 +259,7 @@ def test_decoding_into_a_buffer_fills_it_in_place(objects: ObjectStore) -> None:
         out = memoryview(bytearray(len(data)))
         objects.read_into(objects.put(data, width), out)
         assert out == data
-        with pytest.raises(aoe.objects.SizeMismatch):
+        with pytest.raises(aoe.codec.SizeMismatch):
             objects.read_into(hash_bytes(data), memoryview(bytearray(len(data) + 1)))
 
 

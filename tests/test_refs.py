@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from aoe.backends.local import LocalBackend
+from aoe.codec import hash_bytes
 from aoe.errors import FontNotFoundError, FormatError, InvalidNameError, RunNotFoundError
 from aoe.names import check_font_id, check_name, check_run_id
-from aoe.objects import hash_bytes
 from aoe.refs import Refs, run_id_for, run_time
 
 MOMENT = datetime(2026, 1, 11, 8, 30, 0, 500, tzinfo=UTC)

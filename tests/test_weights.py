@@ -231,8 +231,8 @@ def test_loading_a_subset_of_keys(tmp_path: Path) -> None:
 
 
 def test_floating_point_tensors_are_stored_as_byte_planes(tmp_path: Path) -> None:
+    from aoe.codec import CODEC_PLANES, HEADER
     from aoe.layout import object_key
-    from aoe.objects import CODEC_PLANES, HEADER
     from aoe.weights import plane_width
 
     assert [plane_width(d) for d in (torch.float32, torch.bfloat16, torch.float64, torch.complex64,
