@@ -13,8 +13,10 @@ import torch
 from conftest import run_cli
 
 import aoe
-from aoe.catalog import Catalog, Query, feedback_metrics, parse_condition
+from aoe.catalog import Catalog
 from aoe.fsck import fsck
+from aoe.query import Query, parse_condition
+from aoe.runinfo import feedback_metrics
 
 
 @pytest.fixture

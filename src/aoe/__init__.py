@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .catalog import COMPLETED, FontSummary, RunInfo
 from .errors import (
     CorruptObjectError,
     FontExistsError,
@@ -35,6 +34,7 @@ from .errors import (
     UnsupportedValueError,
 )
 from .manifests import FEEDBACK_SCHEMA, FORMAT, FORMAT_VERSION, WEIGHTS_VERSION
+from .runinfo import COMPLETED, FontSummary, RunInfo
 from .store import FAILED, INTERRUPTED, RUNNING, LoadedModel, Run, RunRecorder, Store
 
 __version__ = "0.2.0"

@@ -20,322 +20,27 @@ from __future__ import annotations
 import functools
 import json
 import math
-import re
 import sqlite3
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import msgpack
-
-from . import inputs
-from .errors import InvalidInputError, StorageError, StoreError
+from .errors import StorageError, StoreError
 from .layout import name_in_folder, run_id_at, runs_folder
-from .limits import parse_json
-from .manifests import Manifest, check_location, unpack
+from .manifests import check_location, unpack
 from .names import format_time, parse_time
 from .objects import ObjectStore
+from .query import Query, build_query
 from .refs import Refs, run_time
-
-COMPLETED = "completed"
-ASSETS = ("weights", "personality_vector", "sample", "eval_glyphs", "feedback")
-EXPECTED_ASSETS = ("weights", "sample", "eval_glyphs", "feedback")
-"""The spec's files of a run; a completed run without one of them is incomplete. (The
-personality vector may live inside the weights, so it is not required on its own.)"""
+from .runinfo import FontSummary, RunInfo, feedback_metrics
 
 SCHEMA_VERSION = 3
 T = TypeVar("T")
 RACY_NS = 2_000_000_000
-UNREADABLE = "unreadable"
-"""The status listed for a run whose ref or manifest cannot be read (see `aoe store fsck`)."""
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """What a run is, without reading its weights or images."""
-
-    font_id: str
-    run_id: str
-    status: str
-    saved_at: datetime
-    started_at: datetime | None
-    ended_at: datetime | None
-    params: dict[str, Any]
-    name: str | None
-    description: str | None
-    tags: tuple[str, ...]
-    weights_version: str | None
-    feedback_schema: str | None
-    manifest: str
-    assets: tuple[str, ...]
-    glyphs: tuple[str, ...]
-    extras: tuple[str, ...]
-    parent: str | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    """Numeric fields of the feedback (``final_loss``, ``glyph_loss.A``...), for filtering and sorting."""
-
-    @property
-    def missing(self) -> tuple[str, ...]:
-        """Expected assets a completed run lacks (empty for other statuses)."""
-        if self.status != COMPLETED:
-            return ()
-        return tuple(a for a in EXPECTED_ASSETS if a not in self.assets)
-
-    @property
-    def incomplete(self) -> bool:
-        return bool(self.missing)
-
-    def value(self, field: str) -> Any:
-        """A field as queries name it: a column (``status``), ``params.NAME`` (params
-        nest: ``params.opt.lr``) or ``metrics.NAME`` (flat: names may hold dots, as in
-        ``glyph_loss.A``); None where the run has none."""
-        kind, _, key = field.partition(".")
-        if kind == "metrics" and key:
-            return self.metrics.get(key)
-        if kind == "params" and key:
-            value: Any = self.params
-            for part in key.split("."):
-                value = value.get(part) if isinstance(value, dict) else None
-            return value
-        return getattr(self, field, None) if field in COLUMNS else None
-
-    @classmethod
-    def from_manifest(cls, manifest: Manifest, digest: str, metrics: dict[str, float] | None = None) -> RunInfo:
-        present = {
-            "weights": manifest.weights is not None,
-            "personality_vector": manifest.personality is not None,
-            "sample": manifest.sample is not None,
-            "eval_glyphs": bool(manifest.glyphs),
-            "feedback": manifest.feedback is not None,
-        }
-        return cls(
-            font_id=manifest.font_id,
-            run_id=manifest.run_id,
-            status=manifest.status,
-            saved_at=parse_time(manifest.saved_at),  # type: ignore[arg-type]
-            started_at=parse_time(manifest.started_at),
-            ended_at=parse_time(manifest.ended_at),
-            params=manifest.params,
-            name=manifest.name,
-            description=manifest.description,
-            tags=manifest.tags,
-            weights_version=manifest.weights_version,
-            feedback_schema=manifest.feedback_schema,
-            manifest=digest,
-            assets=tuple(a for a in ASSETS if present[a]),
-            glyphs=tuple(manifest.glyphs),
-            extras=tuple(manifest.extras),
-            parent=manifest.parent,
-            metrics=metrics or {},
-        )
-
-    @classmethod
-    def unreadable(cls, font_id: str, run_id: str, why: str) -> RunInfo:
-        """A stand-in for a run whose ref or manifest cannot be read: listed, not hidden."""
-        return cls(font_id, run_id, UNREADABLE, run_time(run_id), None, None, {}, None,
-                   f"{why}; run `aoe store fsck`", (), None, None, "", (), (), ())
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready view (times as ISO 8601 text)."""
-        out: dict[str, Any] = {}
-        for key, value in self.__dict__.items():
-            if isinstance(value, datetime):
-                value = format_time(value)
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[key] = value
-        out["missing"] = list(self.missing)
-        return out
-
-    def _row(self) -> bytes:
-        """The compact form the index keeps: the fields in order, times as text."""
-        data = self.to_dict()
-        row: bytes = msgpack.packb([data[name] for name in _FIELDS], use_bin_type=True)
-        return row
-
-    @classmethod
-    def _from_row(cls, row: bytes) -> RunInfo:
-        data = dict(zip(_FIELDS, msgpack.unpackb(row, raw=False)))
-        data["saved_at"] = _fromiso(data["saved_at"])
-        if data["started_at"]:
-            data["started_at"] = _fromiso(data["started_at"])
-        if data["ended_at"]:
-            data["ended_at"] = _fromiso(data["ended_at"])
-        for name in ("tags", "assets", "glyphs", "extras"):
-            data[name] = tuple(data[name])
-        info = cls.__new__(cls)  # fast path: 10,000 of these must take milliseconds
-        object.__setattr__(info, "__dict__", data)
-        return info
-
-
-_FIELDS = tuple(RunInfo.__dataclass_fields__)
-_fromiso = datetime.fromisoformat
-
-
-def feedback_metrics(data: bytes) -> dict[str, float]:
-    """The numbers in a feedback document: top-level fields, and one level down as
-    ``outer.inner`` (per-glyph losses). Booleans are not numbers here."""
-    try:
-        feedback = parse_json(data)
-    except ValueError:  # malformed, or nested too deep (a reader never crashes on a feedback)
-        return {}
-    metrics: dict[str, float] = {}
-    if not isinstance(feedback, dict):
-        return metrics
-    for key, value in feedback.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            metrics[key] = value
-        elif isinstance(value, dict):
-            for inner, number in value.items():
-                if isinstance(number, (int, float)) and not isinstance(number, bool):
-                    metrics[f"{key}.{inner}"] = number
-    return metrics
-
-
-@dataclass(frozen=True)
-class FontSummary:
-    font_id: str
-    runs: int
-    newest_run: str | None
-    newest_saved_at: datetime | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"font_id": self.font_id, "runs": self.runs, "newest_run": self.newest_run,
-                "newest_saved_at": format_time(self.newest_saved_at) if self.newest_saved_at else None}
-
-
-# -- queries ---------------------------------------------------------------------------
-
-COLUMNS = {"font_id", "run_id", "status", "saved_at", "started_at", "ended_at", "name", "description", "time"}
-"""Fields to filter and sort on besides ``params.*`` and ``metrics.*``; ``time`` is the
-run's time (its start, else when it was saved), the one its run id is made of."""
-OPERATORS = ("<=", ">=", "!=", "=", "<", ">")
-MAX_PAGE = 2**62
-"""The largest limit or offset a query takes (SQLite's integers end at 2**63)."""
-_CONDITION = re.compile(r"\s*([A-Za-z_][\w.\-]*)\s*(<=|>=|!=|=|<|>)\s*(.*?)\s*$", re.S)
-
-
-@dataclass
-class Query:
-    """What to list: all filters are ANDed."""
-
-    fonts: Sequence[str] | None = None
-    """The fonts to answer about (None: every font in the index)."""
-    status: str | None = None
-    tags: Sequence[str] = ()
-    all_tags: bool = False
-    since: datetime | str | None = None
-    until: datetime | str | None = None
-    where: Sequence[str | tuple[str, str, Any]] = ()
-    text: str | None = None
-    sort: str = "run_id"
-    descending: bool = False
-    limit: int | None = None
-    offset: int = 0
-
-
-def parse_condition(condition: str | tuple[str, str, Any]) -> tuple[str, str, Any]:
-    """``"metrics.final_loss<0.1"`` or ``("params.lr", "=", 0.001)`` -> (field, op, value)."""
-    if isinstance(condition, tuple):
-        name, op, value = condition
-    else:
-        match = _CONDITION.fullmatch(condition)
-        if not match:
-            raise InvalidInputError(
-                f"cannot read the condition {condition!r}: write FIELD OP VALUE, e.g. "
-                "'metrics.final_loss<0.05', 'params.lr=0.001' or 'status!=failed'"
-            )
-        name, op, text = match.groups()
-        value = _value(text)
-    if op not in OPERATORS:
-        raise InvalidInputError(f"unknown operator {op!r}: use one of {' '.join(OPERATORS)}")
-    _field_sql(name)
-    return name, op, value
-
-
-def _value(text: str) -> Any:
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-        return text[1:-1]
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "null": None}.get(text, text)
-
-
-def _field_sql(name: str) -> str:
-    """The SQL expression for a field; only known names reach the SQL text."""
-    if name in COLUMNS:
-        return name
-    for prefix in ("params.", "metrics."):
-        key = name[len(prefix):]
-        if name.startswith(prefix) and key and "'" not in key and '"' not in key:
-            # params nest (params.opt.lr); metrics are flat, their names may hold dots (glyph_loss.A)
-            parts = key.split(".") if prefix == "params." else [key]
-            path = "".join(f'."{part}"' for part in parts)
-            return f"json_extract({prefix[:-1]}, '${path}')"
-    raise InvalidInputError(
-        f"unknown field {name!r}: use {', '.join(sorted(COLUMNS))}, params.NAME or metrics.NAME"
-    )
-
-
-def _like(text: str) -> str:
-    return "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def build_query(query: Query, select: str) -> tuple[str, list[Any]]:
-    """SQL and its arguments for a query (never string-formatted user values)."""
-    clauses: list[str] = []
-    args: list[Any] = []
-    if query.fonts is not None:
-        clauses.append(f"font_id IN ({','.join('?' * len(query.fonts))})" if query.fonts else "0")
-        args += list(query.fonts)
-    if query.status:
-        clauses.append("status = ?")
-        args.append(query.status)
-    if query.tags:
-        tags = list(dict.fromkeys(query.tags))
-        marks = ",".join("?" * len(tags))
-        matches = f"(SELECT count(DISTINCT value) FROM json_each(runs.tags) WHERE value IN ({marks}))"
-        clauses.append(f"{matches} = ?" if query.all_tags else f"{matches} > 0")
-        args += tags + ([len(tags)] if query.all_tags else [])
-    for bound, op in ((query.since, ">="), (query.until, "<")):
-        if bound is not None:
-            clauses.append(f"time {op} ?")
-            args.append(inputs.timestamp(bound, "time bound"))
-    for name, op, value in map(parse_condition, query.where):
-        expr = _field_sql(name)
-        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
-            value = float(value)  # beyond SQLite's integers: compare as a float
-        if value is None:
-            clauses.append(f"{expr} IS {'NOT ' if op == '!=' else ''}NULL")
-        else:
-            clauses.append(f"{expr} {op} ?")
-            args.append(value)
-    if query.text:
-        clauses.append("(lower(name) LIKE ? ESCAPE '\\' OR lower(description) LIKE ? ESCAPE '\\')")
-        args += [_like(query.text)] * 2
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    sort = query.sort[1:] if query.sort.startswith("-") else query.sort
-    direction = "DESC" if query.descending != query.sort.startswith("-") else "ASC"
-    order = _field_sql(sort)
-    sql = f"SELECT {select} FROM runs{where} ORDER BY {order} IS NULL, {order} {direction}, font_id, run_id"
-    for count, what in ((query.limit, "limit"), (query.offset, "offset")):
-        if count is not None and not (isinstance(count, int) and 0 <= count <= MAX_PAGE):
-            raise InvalidInputError(f"{what} {count!r}: use a whole number from 0 to {MAX_PAGE:,}")
-    if query.limit is not None or query.offset:
-        sql += " LIMIT ? OFFSET ?"
-        args += [-1 if query.limit is None else query.limit, query.offset]
-    return sql, args
-
-
-# -- the index ---------------------------------------------------------------------------
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -529,7 +234,7 @@ class Catalog:
                 format_time(info.started_at or run_time(run_id)),
                 format_time(info.saved_at), _text(info.started_at), _text(info.ended_at),
                 info.name, info.description, json.dumps(list(info.tags)), index_json(info.params),
-                index_json(info.metrics), info._row(),
+                index_json(info.metrics), info.to_row(),
             )
 
     def read_infos(self, font_id: str, run_ids: list[str]) -> list[RunInfo]:
@@ -591,7 +296,7 @@ class Catalog:
         cached = self._built.get(font_id)
         if cached is None or cached[0] != generation:
             rows = db.execute("SELECT run_id, info FROM runs WHERE font_id = ?", (font_id,)).fetchall()
-            cached = (generation, {run_id: RunInfo._from_row(info) for run_id, info in rows})
+            cached = (generation, {run_id: RunInfo.from_row(info) for run_id, info in rows})
             self._built[font_id] = cached
         return cached[1]
 

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .catalog import RunInfo
 from .manifests import StateDict, TensorRecord
 from .objects import Blob
+from .runinfo import RunInfo
 from .store import Store
 
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import reachability
-from .catalog import RunInfo
 from .errors import (
     CorruptObjectError,
     FormatError,
@@ -48,6 +47,7 @@ from .layout import (
 from .manifests import unpack
 from .names import Digest, check_font_id, font_number, format_time, parse_digest, utc_now
 from .refs import TrashRecord
+from .runinfo import RunInfo
 from .store import Store
 from .transaction import marker_is_stale
 

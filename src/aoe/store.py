@@ -28,7 +28,7 @@ from . import inputs, reachability
 from .backends import Backend, open_backend
 from .backends.files import atomic_write, fsync_dir, with_retries
 from .backends.wrappers import ReadOnlyBackend
-from .catalog import COMPLETED, Catalog, FontSummary, Query, RunInfo, feedback_metrics
+from .catalog import Catalog
 from .errors import (
     CorruptObjectError,
     FontExistsError,
@@ -61,7 +61,9 @@ from .names import (
     utc_now,
 )
 from .objects import ObjectStore
+from .query import Query
 from .refs import Refs, TrashRecord
+from .runinfo import COMPLETED, FontSummary, RunInfo, feedback_metrics
 from .transaction import Transaction, Transactions
 
 if TYPE_CHECKING:

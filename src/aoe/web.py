@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
-from .catalog import RunInfo
 from .errors import InvalidInputError, InvalidNameError, NotFoundError, StoreError
 from .manifests import Manifest, unpack
 from .names import RUN_ID_RE, check_font_id, parse_digest
 from .objects import Blob
+from .runinfo import RunInfo
 from .store import Store
 
 PAGE_SIZE = 100

@@ -1,0 +1,183 @@
+"""RunInfo: what a run is, without reading its weights or images; and the numbers of a
+feedback document that listings filter and sort by."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgpack
+
+from .limits import parse_json
+from .manifests import Manifest
+from .names import format_time, parse_time
+from .refs import run_time
+
+COMPLETED = "completed"
+ASSETS = ("weights", "personality_vector", "sample", "eval_glyphs", "feedback")
+EXPECTED_ASSETS = ("weights", "sample", "eval_glyphs", "feedback")
+"""The spec's files of a run; a completed run without one of them is incomplete. (The
+personality vector may live inside the weights, so it is not required on its own.)"""
+
+UNREADABLE = "unreadable"
+"""The status listed for a run whose ref or manifest cannot be read (see `aoe store fsck`)."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run is, without reading its weights or images."""
+
+    font_id: str
+    run_id: str
+    status: str
+    saved_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    params: dict[str, Any]
+    name: str | None
+    description: str | None
+    tags: tuple[str, ...]
+    weights_version: str | None
+    feedback_schema: str | None
+    manifest: str
+    assets: tuple[str, ...]
+    glyphs: tuple[str, ...]
+    extras: tuple[str, ...]
+    parent: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Numeric fields of the feedback (``final_loss``, ``glyph_loss.A``...), for filtering and sorting."""
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Expected assets a completed run lacks (empty for other statuses)."""
+        if self.status != COMPLETED:
+            return ()
+        return tuple(a for a in EXPECTED_ASSETS if a not in self.assets)
+
+    @property
+    def incomplete(self) -> bool:
+        return bool(self.missing)
+
+    def value(self, field: str) -> Any:
+        """A field as queries name it: a column (``status``), ``params.NAME`` (params
+        nest: ``params.opt.lr``) or ``metrics.NAME`` (flat: names may hold dots, as in
+        ``glyph_loss.A``); None where the run has none."""
+        kind, _, key = field.partition(".")
+        if kind == "metrics" and key:
+            return self.metrics.get(key)
+        if kind == "params" and key:
+            value: Any = self.params
+            for part in key.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            return value
+        return getattr(self, field, None) if field in COLUMNS else None
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest, digest: str, metrics: dict[str, float] | None = None) -> RunInfo:
+        present = {
+            "weights": manifest.weights is not None,
+            "personality_vector": manifest.personality is not None,
+            "sample": manifest.sample is not None,
+            "eval_glyphs": bool(manifest.glyphs),
+            "feedback": manifest.feedback is not None,
+        }
+        return cls(
+            font_id=manifest.font_id,
+            run_id=manifest.run_id,
+            status=manifest.status,
+            saved_at=parse_time(manifest.saved_at),  # type: ignore[arg-type]
+            started_at=parse_time(manifest.started_at),
+            ended_at=parse_time(manifest.ended_at),
+            params=manifest.params,
+            name=manifest.name,
+            description=manifest.description,
+            tags=manifest.tags,
+            weights_version=manifest.weights_version,
+            feedback_schema=manifest.feedback_schema,
+            manifest=digest,
+            assets=tuple(a for a in ASSETS if present[a]),
+            glyphs=tuple(manifest.glyphs),
+            extras=tuple(manifest.extras),
+            parent=manifest.parent,
+            metrics=metrics or {},
+        )
+
+    @classmethod
+    def unreadable(cls, font_id: str, run_id: str, why: str) -> RunInfo:
+        """A stand-in for a run whose ref or manifest cannot be read: listed, not hidden."""
+        return cls(font_id, run_id, UNREADABLE, run_time(run_id), None, None, {}, None,
+                   f"{why}; run `aoe store fsck`", (), None, None, "", (), (), ())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view (times as ISO 8601 text)."""
+        out: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            if isinstance(value, datetime):
+                value = format_time(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[key] = value
+        out["missing"] = list(self.missing)
+        return out
+
+    def to_row(self) -> bytes:
+        """The compact form the index keeps: the fields in order, times as text."""
+        data = self.to_dict()
+        row: bytes = msgpack.packb([data[name] for name in _FIELDS], use_bin_type=True)
+        return row
+
+    @classmethod
+    def from_row(cls, row: bytes) -> RunInfo:
+        data = dict(zip(_FIELDS, msgpack.unpackb(row, raw=False)))
+        data["saved_at"] = _fromiso(data["saved_at"])
+        if data["started_at"]:
+            data["started_at"] = _fromiso(data["started_at"])
+        if data["ended_at"]:
+            data["ended_at"] = _fromiso(data["ended_at"])
+        for name in ("tags", "assets", "glyphs", "extras"):
+            data[name] = tuple(data[name])
+        info = cls.__new__(cls)  # fast path: 10,000 of these must take milliseconds
+        object.__setattr__(info, "__dict__", data)
+        return info
+
+
+_FIELDS = tuple(RunInfo.__dataclass_fields__)
+_fromiso = datetime.fromisoformat
+
+
+def feedback_metrics(data: bytes) -> dict[str, float]:
+    """The numbers in a feedback document: top-level fields, and one level down as
+    ``outer.inner`` (per-glyph losses). Booleans are not numbers here."""
+    try:
+        feedback = parse_json(data)
+    except ValueError:  # malformed, or nested too deep (a reader never crashes on a feedback)
+        return {}
+    metrics: dict[str, float] = {}
+    if not isinstance(feedback, dict):
+        return metrics
+    for key, value in feedback.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics[key] = value
+        elif isinstance(value, dict):
+            for inner, number in value.items():
+                if isinstance(number, (int, float)) and not isinstance(number, bool):
+                    metrics[f"{key}.{inner}"] = number
+    return metrics
+
+
+@dataclass(frozen=True)
+class FontSummary:
+    font_id: str
+    runs: int
+    newest_run: str | None
+    newest_saved_at: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"font_id": self.font_id, "runs": self.runs, "newest_run": self.newest_run,
+                "newest_saved_at": format_time(self.newest_saved_at) if self.newest_saved_at else None}
+
+
+COLUMNS = {"font_id", "run_id", "status", "saved_at", "started_at", "ended_at", "name", "description", "time"}
+"""Fields to filter and sort on besides ``params.*`` and ``metrics.*``; ``time`` is the
+run's time (its start, else when it was saved), the one its run id is made of."""
