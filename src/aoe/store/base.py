@@ -1,0 +1,233 @@
+"""The store's foundation: where it is, its backend, objects, refs, transactions and
+catalog, whether it exists, and a handle on one run. The other parts of :class:`aoe.Store`
+(fonts, saving, history, reading) build on :class:`StoreBase`."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+from .. import inputs
+from ..backends import Backend, open_backend
+from ..backends.wrappers import ReadOnlyBackend
+from ..catalog import Catalog
+from ..errors import (
+    FontFolderMissingError,
+    FormatError,
+    InvalidInputError,
+    NotFoundError,
+    StoreError,
+    StoreMissingError,
+)
+from ..layout import CATALOG, FONTS, looks_like_plain_folders
+from ..limits import parse_json
+from ..manifests import FEEDBACK_SCHEMA, check_location, unpack
+from ..names import check_name
+from ..objects import ObjectStore
+from ..refs import Refs
+from ..runinfo import feedback_metrics
+from ..transaction import Transaction, Transactions
+
+if TYPE_CHECKING:
+    pass
+
+from .run import Run
+
+DEFAULT_ROOT = "networks"
+MAX_MOVE_ATTEMPTS = 10
+T = TypeVar("T")
+
+
+def default_root() -> Path | str:
+    """``$AOE_STORE`` if set (a folder, or an ``s3://`` URL), else ``./networks``."""
+    location = os.environ.get("AOE_STORE") or DEFAULT_ROOT
+    return location if location.startswith("s3://") else Path(location)
+
+class StoreBase:
+    """What every part of a store shares; see :class:`aoe.Store`."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        workers: int | None = None,
+        endpoint: str | None = None,
+        cache_bytes: int | None = None,
+        read_only: bool = False,
+        backend: Backend | None = None,
+    ) -> None:
+        """``endpoint`` (or ``$AOE_S3_ENDPOINT``) names an S3-compatible server;
+        ``cache_bytes`` bounds the local cache of a remote store's objects (0: none;
+        default ``$AOE_CACHE_BYTES``, else 10 GiB). ``read_only`` refuses every change and
+        keeps the catalog index in memory (seeded from the one on disk): a browser of a
+        store never writes to it. ``backend`` gives the storage itself (a wrapper, say),
+        instead of a location."""
+        if backend is None:
+            location = root if root is not None else default_root()
+            backend = open_backend(location, endpoint=endpoint, cache_bytes=cache_bytes)
+        self.backend: Backend = ReadOnlyBackend(backend) if read_only else backend
+        self.read_only = read_only
+        self.root: Any = self.backend.location
+        """The store's folder (a Path), or its URL (a str) for an object store."""
+        self.backend_endpoint: str | None = getattr(self.backend, "endpoint", None) or endpoint
+        self.objects = ObjectStore(self.backend, workers=workers)
+        self.refs = Refs(self.backend)
+        self.transactions = Transactions(self.objects, self.refs)
+        self._catalog: Catalog | None = None
+
+    @property
+    def catalog(self) -> Catalog:
+        """The derived index behind listing and search (in memory if it cannot be kept on
+        disk). A remote store's index lives in the local cache folder."""
+        if self._catalog is None:
+            path = self.backend.local_path(CATALOG)
+            if self.read_only or path is None:
+                catalog = Catalog(None, self.refs, self.objects, seed=path.absolute() if path else None)
+            else:
+                catalog = Catalog(path, self.refs, self.objects)
+                try:
+                    catalog.open()
+                except (OSError, sqlite3.Error):  # a store we may not write: keep the index in memory
+                    catalog = Catalog(None, self.refs, self.objects)
+            self._catalog = catalog
+        return self._catalog
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    def close(self) -> None:
+        """Release what the store holds open (its catalog index); it may be used again
+        afterwards, and reopens what it needs."""
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def exists(self) -> bool:
+        """Whether the store has been created (by its first write)."""
+        return self.backend.created()
+
+    def require_root(self) -> None:
+        """Raise :class:`StoreMissingError` (or, for a folder of the old plain layout, a
+        FormatError saying how to import it) unless the store exists."""
+        if not self.backend.has_folder(FONTS) and self._plain_folder_layout():
+            raise FormatError(
+                f"{self.root} is a plain-folder store of the old layout (<font>/runs/<time>/weights), "
+                f"not an aoe store: import it with `aoe store --root NEW_ROOT import {self.root}`, "
+                "which keeps every run and its time"
+            )
+        if not self.backend.created():
+            raise StoreMissingError(
+                f"no store at {self.root}: {self.backend.missing_hint}; a new store is created by its "
+                "first write (create_font / `aoe store create-font`)"
+            )
+
+    def _plain_folder_layout(self) -> bool:
+        try:
+            return looks_like_plain_folders(self.backend.list(""))
+        except StoreError:  # an unreadable folder is not evidence of anything
+            return False
+
+    def _require_font(self, font_id: str) -> None:
+        """The font exists, and so does its runs folder (it may be removed outside aoe)."""
+        self.require_root()
+        self.refs.require_font(font_id)
+        if not self.refs.has_runs_folder(font_id):
+            raise FontFolderMissingError(
+                f"the folder {font_id}/runs is missing from {self.root} (removed outside aoe?): "
+                f"the runs of {font_id} cannot be listed. Restore it from a backup if you have "
+                "one; the next save recreates it empty, and `aoe store fsck` lists the runs "
+                "whose data is still in the store"
+            )
+
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """A write transaction for as long as the block runs (see :mod:`aoe.transaction`):
+        gc spares what it writes, and it publishes, moves and restores refs."""
+        return self.transactions.open()
+
+    def list_fonts(self) -> list[str]:
+        """Every font id, by number."""
+        self.require_root()
+        return self.refs.fonts()
+
+    def newest_run(self, font_id: str) -> str:
+        """The id of a font's most recent run."""
+        self._require_font(font_id)
+        runs = self.refs.runs(font_id)
+        if not runs:
+            raise NotFoundError(f"font {font_id!r} has no runs yet; save one first")
+        return runs[-1]
+
+    def open_run(self, font_id: str, run_id: str | None = None) -> Run:
+        """A handle on one run (the newest by default): its manifest is read and
+        verified once, its assets are read when asked for."""
+        self._require_font(font_id)
+        run_id = run_id or self.newest_run(font_id)
+        digest = self.refs.read_run(font_id, run_id)
+        try:
+            manifest = check_location(unpack(self.objects.get(digest)), font_id, run_id)
+        except StoreError as exc:
+            named = type(exc)(f"{exc} (the manifest of run {run_id} of {font_id})")
+            named.__dict__.update(exc.__dict__)
+            raise named from None
+        return Run(self, manifest, digest)
+
+    def _write_assets(
+        self,
+        weights: Any = None,
+        personality_vector: Any = None,
+        sample_image: Any = None,
+        eval_glyphs: Any = None,
+        feedback: Any = None,
+        extras: Mapping[str, Any] | None = None,
+        feedback_schema: str | None = None,
+    ) -> dict[str, Any]:
+        """Validate, then write the blobs of a run; returns its manifest fields."""
+        sample = inputs.image_bytes(sample_image, "sample image") if sample_image is not None else None
+        glyphs = inputs.glyph_images(eval_glyphs) if eval_glyphs is not None else {}
+        feedback_data = inputs.feedback_bytes(feedback) if feedback is not None else None
+        if feedback_schema is not None and not isinstance(feedback_schema, str):
+            raise InvalidInputError(f"feedback_schema must be text such as '1.0', not {type(feedback_schema).__name__}")
+        if extras is not None and not isinstance(extras, Mapping):
+            raise InvalidInputError(f"extras must be a mapping of names to state, not a {type(extras).__name__}")
+        extras = dict(extras or {})
+        parts: dict[str, Any] = {}
+        if weights is not None or personality_vector is not None or extras:
+            from .. import weights as tensors
+
+            prepared = tensors.PreparedTrees()
+            if weights is not None:
+                prepared.add("weights", weights)
+            if personality_vector is not None:
+                prepared.add("personality", tensors.as_tensor(personality_vector))
+            for extra_name, value in extras.items():
+                prepared.add(f"extra/{check_name(extra_name, 'extra name')}", value)
+            trees = prepared.store(self.objects)
+            parts["weights"] = trees.pop("weights", None)
+            parts["personality"] = trees.pop("personality", None)
+            parts["extras"] = {k.removeprefix("extra/"): v for k, v in trees.items()}
+        files = [f for f in (sample, *glyphs.values(), feedback_data) if f is not None]
+        blobs = iter(self.objects.put_blobs(files))
+        parts["sample"] = next(blobs) if sample is not None else None
+        parts["glyphs"] = {glyph: next(blobs) for glyph in glyphs}
+        if feedback_data is not None:
+            parts["feedback"] = next(blobs)
+            parts["feedback_schema"] = feedback_schema or _feedback_schema(feedback_data)
+            parts["metrics"] = feedback_metrics(feedback_data)
+        return parts
+
+
+def _feedback_schema(data: bytes) -> str:
+    """The schema a feedback file declares (``"feedback_schema"``), else the current one."""
+    parsed = parse_json(data)
+    declared = parsed.get("feedback_schema") if isinstance(parsed, dict) else None
+    return declared if isinstance(declared, str) else FEEDBACK_SCHEMA

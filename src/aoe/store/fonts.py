@@ -1,0 +1,71 @@
+"""Creating fonts, and finding them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import (
+    FontExistsError,
+)
+from ..names import (
+    check_font_id,
+    check_font_name,
+    font_number,
+)
+
+if TYPE_CHECKING:
+    pass
+
+from .base import StoreBase
+
+
+class Fonts(StoreBase):
+    """Fonts: create them, ask for them."""
+
+    def create_font(self, name: str, *, exist_ok: bool = False) -> str:
+        """Create a font and return its id.
+
+        ``"fruity"`` takes the next free number (``"1-fruity"``), atomically even with
+        other processes creating fonts; ``"7-fruity"`` takes exactly that id. A number
+        already taken (also by a deleted, restorable font), or a name another font
+        already has, is refused; with ``exist_ok`` a whole id that exists is returned.
+        """
+        if exist_ok and self.has_font(name):
+            return name
+        trashed = self.refs.trashed_font_numbers()
+        if isinstance(name, str) and name[:1].isdigit() and "-" in name:
+            font_id = check_font_id(name)
+            self._refuse_taken_name(font_id.split("-", 1)[1])
+            number = font_number(font_id)
+            if number in trashed:
+                raise FontExistsError(
+                    f"font number {number} belongs to the deleted font {trashed[number]!r}; restore it "
+                    f"with `aoe store restore {trashed[number]}`, or pick another number"
+                )
+            if not self.refs.claim_font(font_id):
+                raise FontExistsError(
+                    f"font number {number} is taken by {self.refs.font_with_number(number)!r}; "
+                    f"pick another number, or pass just the name to get the next free one"
+                )
+        else:
+            check_font_name(name)
+            self._refuse_taken_name(name)
+            taken = [font_number(f) for f in self.refs.fonts()] + list(trashed)
+            number = max(taken, default=0) + 1
+            while not self.refs.claim_font(f"{number}-{name}"):
+                number += 1
+            font_id = f"{number}-{name}"
+        self.refs.make_runs_folder(font_id)
+        return font_id
+
+    def _refuse_taken_name(self, name: str) -> None:
+        for font_id in self.refs.fonts():
+            if font_id.split("-", 1)[1] == name:
+                raise FontExistsError(
+                    f"a font named {name!r} already exists: {font_id!r}; use that id, "
+                    "or choose another name"
+                )
+
+    def has_font(self, font_id: str) -> bool:
+        """Whether the font exists (``font_id`` a whole id, ``1-fruity``)."""
+        return self.refs.font_with_number(font_number(check_font_id(font_id))) == font_id

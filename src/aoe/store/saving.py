@@ -1,0 +1,272 @@
+"""Saving runs: validate everything, write the blobs, then publish the manifest and the
+ref in one transaction; and recording a run around a training loop (``start_run``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from contextlib import ExitStack
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from .. import inputs
+from ..errors import (
+    InvalidInputError,
+    StoreError,
+)
+from ..manifests import Manifest
+from ..names import (
+    check_font_id,
+    check_status,
+    check_tags,
+    check_text,
+    format_time,
+    parse_time,
+    utc_now,
+)
+from ..runinfo import COMPLETED
+from ..transaction import Transaction
+
+if TYPE_CHECKING:
+    pass
+
+from .base import StoreBase
+
+FAILED = "failed"
+INTERRUPTED = "interrupted"
+RUNNING = "running"
+
+
+class Saving(StoreBase):
+    """Saving runs."""
+
+    def save_model(
+        self,
+        font_id: str,
+        weights: Any,
+        personality_vector: Any = None,
+        sample_image: inputs.ImageInput | None = None,
+        eval_glyphs: Mapping[str, inputs.ImageInput] | str | os.PathLike[str] | None = None,
+        feedback: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        started_at: datetime | str | None = None,
+        ended_at: datetime | str | None = None,
+        status: str = COMPLETED,
+        name: str | None = None,
+        description: str | None = None,
+        tags: tuple[str, ...] | list[str] = (),
+        extras: Mapping[str, Any] | None = None,
+        feedback_schema: str | None = None,
+    ) -> str:
+        """Store one run and return its run id.
+
+        Everything is validated before anything is written; the run becomes visible
+        only when complete. ``weights`` is a state_dict or an ``nn.Module``; ``extras``
+        bundles auxiliary components (``{"vocoder": state_dict}``) stored the same way.
+        """
+        self.require_root()
+        self.refs.require_font(font_id)
+        metadata = run_metadata(params, started_at, ended_at, status, name, description, tags)
+        with self.transaction() as transaction:
+            parts = self._write_assets(
+                weights, personality_vector, sample_image, eval_glyphs, feedback, extras, feedback_schema
+            )
+            return self._publish(transaction, font_id, metadata, parts)
+
+    def import_run(self, font_id: str, run_id: str, source: dict[str, Any], **run: Any) -> str:
+        """Store one run under exactly ``run_id`` (an import of a run made elsewhere, whose
+        time its id keeps), recording ``source``; ``run`` takes :meth:`save_model`'s
+        arguments. :class:`RunExistsError` if that run exists; nothing is published then."""
+        self.require_root()
+        self.refs.require_font(font_id)
+        metadata = run_metadata(run.pop("params", None), run.pop("started_at", None), run.pop("ended_at", None),
+                                run.pop("status", COMPLETED), run.pop("name", None), run.pop("description", None),
+                                run.pop("tags", ()))
+        with self.transaction() as transaction:
+            parts = self._write_assets(**run)
+            return self._publish(transaction, font_id, metadata, parts, run_id=run_id, source=source)
+
+    def save_model_from_checkpoint(
+        self,
+        font_id: str,
+        checkpoint: Mapping[str, Any] | str | os.PathLike[str],
+        personality_vector: Any = None,
+        sample_image: inputs.ImageInput | None = None,
+        eval_glyphs: Mapping[str, inputs.ImageInput] | str | os.PathLike[str] | None = None,
+        feedback: Mapping[str, Any] | None = None,
+        *,
+        keep_training_state: bool = False,
+        params: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> str:
+        """Store a training checkpoint as a finished run.
+
+        The model's state_dict becomes the weights; optimizer, scheduler and grad-scaler
+        state are dropped (about half a checkpoint's size) unless ``keep_training_state``,
+        which bundles them as extras for resuming. Epoch and step counters become params,
+        losses become feedback fields, a ``personality_vector`` entry the run's vector,
+        other tensor-holding entries extras and other plain entries params.
+        ``checkpoint`` is a mapping or a path read with ``torch.load(weights_only=True)``.
+        """
+        from .. import weights as tensors
+
+        if isinstance(checkpoint, (str, os.PathLike)):
+            checkpoint = tensors.load_tensor_file(checkpoint, "checkpoint")
+        parts = tensors.split_checkpoint(checkpoint)  # type: ignore[arg-type]  # a mapping by now
+        if feedback is not None and not isinstance(feedback, Mapping):
+            raise InvalidInputError("with a checkpoint, pass feedback as a dict (its losses are added to it)")
+        extras = dict(parts.other_state)
+        if keep_training_state:
+            extras.update(parts.training_state)
+        merged_feedback = {**parts.losses, **(feedback or {})}
+        return self.save_model(
+            font_id,
+            parts.weights,
+            personality_vector if personality_vector is not None else parts.personality_vector,
+            sample_image,
+            eval_glyphs,
+            merged_feedback or None,
+            params={**parts.other_values, **parts.counters, **(params or {})},
+            extras={**extras, **fields.pop("extras", {})} or None,
+            **fields,
+        )
+
+
+    def _publish(self, transaction: Transaction, font_id: str, metadata: dict[str, Any], parts: dict[str, Any],
+                 *, run_id: str | None = None, source: dict[str, Any] | None = None) -> str:
+        """The manifest of a run from its metadata and stored parts, published."""
+        now = utc_now()
+        fields = {
+            "font_id": check_font_id(font_id),
+            "saved_at": format_time(now),
+            **metadata,
+            "ended_at": metadata["ended_at"] or format_time(now),
+            **{k: v for k, v in parts.items() if v is not None},
+            **({"source": source} if source else {}),
+        }
+        self.refs.require_font(font_id)
+        moment = parse_time(fields["started_at"]) or now
+        return transaction.publish(lambda candidate: Manifest(run_id=candidate, **fields), font_id, moment, run_id)
+
+    def start_run(
+        self,
+        font_id: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        tags: tuple[str, ...] | list[str] = (),
+    ) -> RunRecorder:
+        """A context manager for a training loop; see :class:`RunRecorder`."""
+        self.require_root()
+        self.refs.require_font(font_id)
+        return RunRecorder(self, font_id, params, name=name, description=description, tags=tags)
+
+
+def run_metadata(
+    params: Mapping[str, Any] | None,
+    started_at: datetime | str | None,
+    ended_at: datetime | str | None,
+    status: str,
+    name: str | None,
+    description: str | None,
+    tags: tuple[str, ...] | list[str],
+) -> dict[str, Any]:
+    """Validated manifest fields describing a run (checked before any blob is written)."""
+    return {
+        "status": check_status(status),
+        "started_at": inputs.timestamp(started_at, "started_at"),
+        "ended_at": inputs.timestamp(ended_at, "ended_at"),
+        "params": inputs.params(params),
+        "name": check_text(name, "name"),
+        "description": check_text(description, "description", lines=True),
+        "tags": check_tags(tags),
+    }
+
+
+
+
+class RunRecorder:
+    """Records a training run around a ``with`` block.
+
+    ``run.save(...)`` writes the given assets at once (later calls add to or replace
+    earlier ones); the run is published when the block ends: ``completed`` when it
+    ends normally, ``failed`` (or ``interrupted`` on Ctrl-C) with whatever was saved
+    when it raises, and the exception goes on. ``run.run_id`` is set once published.
+    """
+
+    def __init__(
+        self,
+        store: Saving,
+        font_id: str,
+        params: Mapping[str, Any] | None,
+        *,
+        name: str | None,
+        description: str | None,
+        tags: tuple[str, ...] | list[str],
+    ) -> None:
+        self.store = store
+        self.font_id = font_id
+        self.params = dict(params or {})
+        self.meta: dict[str, Any] = {"name": name, "description": description, "tags": tags}
+        run_metadata(self.params, None, None, COMPLETED, **self.meta)  # refuse bad input now
+        self.parts: dict[str, Any] = {}
+        self._open = ExitStack()  # the transaction, from the first save to publication
+        self._transaction: Transaction | None = None
+        self.started_at: datetime | None = None
+        self.run_id: str | None = None
+
+    def __enter__(self) -> RunRecorder:
+        self.started_at = utc_now()
+        return self
+
+    def save(
+        self,
+        weights: Any = None,
+        personality_vector: Any = None,
+        sample_image: Any = None,
+        eval_glyphs: Any = None,
+        feedback: Any = None,
+        *,
+        extras: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        feedback_schema: str | None = None,
+    ) -> None:
+        """Write these assets now; they are published with the run when the block ends."""
+        if self._transaction is None:
+            self._transaction = self._open.enter_context(self.store.transaction())
+        else:
+            self._transaction.keep_alive()
+        new = self.store._write_assets(
+            weights, personality_vector, sample_image, eval_glyphs, feedback, extras, feedback_schema
+        )
+        for key, value in new.items():
+            if key in ("glyphs", "extras"):
+                self.parts[key] = {**self.parts.get(key, {}), **value}
+            elif value is not None:
+                self.parts[key] = value
+        if params:
+            self.params.update(params)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            status = COMPLETED
+        elif issubclass(exc_type, KeyboardInterrupt):
+            status = INTERRUPTED
+        else:
+            status = FAILED
+        try:
+            metadata = run_metadata(self.params, self.started_at, None, status, **self.meta)
+            with self._open:
+                transaction = self._transaction or self._open.enter_context(self.store.transaction())
+                self.run_id = self.store._publish(transaction, self.font_id, metadata, self.parts)
+        except StoreError as publish_error:
+            if exc is None:
+                raise
+            exc.add_note(f"aoe could not record this run as {status}: {publish_error}")
