@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .manifests import StateDict, TensorRecord
+from .manifests import TensorRecord, walk
 from .objects import Blob
 from .runinfo import RunInfo
 from .store import Store
@@ -106,20 +106,9 @@ def diff_runs(store: Store, font_id: str, run_a: str, run_b: str, *, measure: bo
     return result
 
 
-def tensor_table(tree: Any, prefix: str = "") -> dict[str, TensorRecord]:
+def tensor_table(tree: Any) -> dict[str, TensorRecord]:
     """Every tensor of a weights tree by its dotted name (``layer.0.weight``)."""
-    if isinstance(tree, TensorRecord):
-        return {prefix or "(tensor)": tree}
-    if isinstance(tree, StateDict):
-        tree = tree.items
-    table: dict[str, TensorRecord] = {}
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            table.update(tensor_table(value, f"{prefix}.{key}" if prefix else str(key)))
-    elif isinstance(tree, (list, tuple)):
-        for index, value in enumerate(tree):
-            table.update(tensor_table(value, f"{prefix}[{index}]"))
-    return table
+    return {name or "(tensor)": leaf for name, leaf in walk(tree) if isinstance(leaf, TensorRecord)}
 
 
 def changes(a: Any, b: Any, prefix: str = "") -> list[Change]:

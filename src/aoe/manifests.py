@@ -151,18 +151,29 @@ class Manifest:
         return sum(blob.size for blob in self.blobs())
 
 
+def walk(tree: Any) -> Iterator[tuple[str, Any]]:
+    """The one walk over a weights tree: every leaf (tensor record or plain value) with
+    its dotted name (``layer.0.weight``, list items ``name[3]``, a lone tensor ``""``),
+    depth first in stored order, without recursion. A state dict's ``_metadata`` is not
+    part of its entries."""
+    stack: list[tuple[str, Any]] = [("", tree)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, StateDict):
+            item = item.items
+        if isinstance(item, Mapping):
+            children = [(f"{path}.{key}" if path else str(key), value) for key, value in item.items()]
+        elif isinstance(item, (list, tuple)):
+            children = [(f"{path}[{index}]", value) for index, value in enumerate(item)]
+        else:
+            yield path, item
+            continue
+        stack.extend(reversed(children))
+
+
 def tensors(tree: Any) -> Iterator[TensorRecord]:
     """Every tensor record in a weights tree, depth first."""
-    if isinstance(tree, TensorRecord):
-        yield tree
-    elif isinstance(tree, StateDict):
-        yield from tensors(tree.items)
-    elif isinstance(tree, Mapping):
-        for value in tree.values():
-            yield from tensors(value)
-    elif isinstance(tree, (list, tuple)):
-        for value in tree:
-            yield from tensors(value)
+    return (leaf for _, leaf in walk(tree) if isinstance(leaf, TensorRecord))
 
 
 # -- checking -------------------------------------------------------------------

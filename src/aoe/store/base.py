@@ -179,7 +179,7 @@ class StoreBase:
             named = type(exc)(f"{exc} (the manifest of run {run_id} of {font_id})")
             named.__dict__.update(exc.__dict__)
             raise named from None
-        return Run(self, manifest, digest)
+        return Run(self.objects, manifest, digest)
 
     def _write_assets(
         self,

@@ -85,7 +85,7 @@ class History(StoreBase):
                 new = replace(old, **changes, parent=current.digest, saved_at=format_time(utc_now()))
                 digest = transaction.move(font_id, run_id, current.digest, new)
                 if digest is not None:
-                    return Run(self, new, digest)
+                    return Run(self.objects, new, digest)
         raise StoreError(  # pragma: no cover - needs 10 editors racing on one run
             f"run {run_id} of {font_id} kept changing under this amend; try again"
         )
@@ -103,7 +103,7 @@ class History(StoreBase):
     def run_history(self, font_id: str, run_id: str | None = None) -> list[RunInfo]:
         """A run and the versions it amended, newest first."""
         run = self.open_run(font_id, run_id)
-        return [Run(self, manifest, digest).info for digest, manifest in self.versions(run.digest)]
+        return [Run(self.objects, manifest, digest).info for digest, manifest in self.versions(run.digest)]
 
     def versions(self, digest: Digest) -> Iterator[tuple[Digest, Manifest]]:
         """A manifest and the ones it amended (its ``parent`` chain), newest first, each
@@ -160,7 +160,7 @@ class History(StoreBase):
         self.refs.forget_trashed(record)
         if manifest is None:
             return RunInfo.unreadable(font_id, run_id, "restored as it was set aside: its manifest cannot be read")
-        return Run(self, manifest, record.manifest).info
+        return Run(self.objects, manifest, record.manifest).info
 
     def restore_font(self, font_id: str) -> list[str]:
         """Bring back a deleted font and every run of it that can still be restored."""

@@ -12,9 +12,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, TypeVar
 
-if TYPE_CHECKING:
-    from .base import StoreBase
-
 from ..backends.files import atomic_write, fsync_dir, with_retries
 from ..errors import (
     CorruptObjectError,
@@ -29,6 +26,7 @@ from ..manifests import FEEDBACK_SCHEMA, Manifest
 from ..names import (
     Digest,
 )
+from ..objects import ObjectStore
 from ..runinfo import RunInfo, feedback_metrics
 
 if TYPE_CHECKING:
@@ -71,8 +69,8 @@ def _naming_the_run(method: Callable[..., T]) -> Callable[..., T]:
 class Run:
     """One published run: its verified manifest, and its assets read on demand."""
 
-    def __init__(self, store: StoreBase, manifest: Manifest, digest: Digest) -> None:
-        self.store = store
+    def __init__(self, objects: ObjectStore, manifest: Manifest, digest: Digest) -> None:
+        self.objects = objects
         self.manifest = manifest
         self.digest = digest
 
@@ -100,21 +98,21 @@ class Run:
         weights = self._need(self.manifest.weights, "weights")
         if keys is not None:
             weights = tensors.select(weights, keys)
-        weights, vector = tensors.load_trees(self.store.objects, [weights, self.manifest.personality], map_location)
+        weights, vector = tensors.load_trees(self.objects, [weights, self.manifest.personality], map_location)
         return LoadedModel(weights, vector, self.info)
 
     def open_weights(self, map_location: Any = "cpu") -> Any:
         """The weights as a mapping that reads a tensor only when it is accessed."""
         from .. import weights as tensors
 
-        return tensors.LazyWeights(self.store.objects, self._need(self.manifest.weights, "weights"), map_location)
+        return tensors.LazyWeights(self.objects, self._need(self.manifest.weights, "weights"), map_location)
 
     @_naming_the_run
     def personality_vector(self, map_location: Any = "cpu") -> torch.Tensor:
         from .. import weights as tensors
 
         record = self._need(self.manifest.personality, "personality vector")
-        vector: torch.Tensor = tensors.load_trees(self.store.objects, [record], map_location)[0]
+        vector: torch.Tensor = tensors.load_trees(self.objects, [record], map_location)[0]
         return vector
 
     @_naming_the_run
@@ -124,20 +122,20 @@ class Run:
         if name not in self.manifest.extras:
             known = ", ".join(self.manifest.extras) or "none"
             raise NotFoundError(f"{self._what} has no extra {name!r} (extras: {known})")
-        return tensors.load_trees(self.store.objects, [self.manifest.extras[name]], map_location)[0]
+        return tensors.load_trees(self.objects, [self.manifest.extras[name]], map_location)[0]
 
     @_naming_the_run
     def sample(self) -> bytes:
-        return self.store.objects.get_blob(self._need(self.manifest.sample, "sample image"))
+        return self.objects.get_blob(self._need(self.manifest.sample, "sample image"))
 
     @_naming_the_run
     def glyphs(self) -> dict[str, bytes]:
-        return {name: self.store.objects.get_blob(blob) for name, blob in self.manifest.glyphs.items()}
+        return {name: self.objects.get_blob(blob) for name, blob in self.manifest.glyphs.items()}
 
     @_naming_the_run
     def feedback_bytes(self) -> bytes:
         """The feedback JSON exactly as it was saved."""
-        return self.store.objects.get_blob(self._need(self.manifest.feedback, "feedback"))
+        return self.objects.get_blob(self._need(self.manifest.feedback, "feedback"))
 
     def feedback(self, with_defaults: bool = False) -> Any:
         """The feedback; ``with_defaults`` fills the optional fields its schema
