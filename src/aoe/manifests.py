@@ -10,6 +10,9 @@ Three msgpack extension types keep them exact without pickle:
 - ext 1, a tensor: ``{"dtype", "shape", "size", "chunks"}`` (the tensor's raw bytes
   are the blob); ext 2, a tuple: an array; ext 3, an ordered mapping that carries
   torch's ``_metadata``: ``[map, metadata map or nil]``.
+
+(Over 500 lines on purpose: the rules every manifest is checked against, on write and on
+read, stay beside the schema they guard; splitting them would let the two drift.)
 """
 
 from __future__ import annotations
