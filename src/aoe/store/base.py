@@ -181,7 +181,7 @@ class StoreBase:
             raise named from None
         return Run(self.objects, manifest, digest)
 
-    def _write_assets(
+    def write_assets(
         self,
         weights: Any = None,
         personality_vector: Any = None,
@@ -191,7 +191,9 @@ class StoreBase:
         extras: Mapping[str, Any] | None = None,
         feedback_schema: str | None = None,
     ) -> dict[str, Any]:
-        """Validate, then write the blobs of a run; returns its manifest fields."""
+        """Validate, then write the blobs of a run; returns its manifest fields. The first
+        half of every save (saving, amending, ``start_run``'s saves as training goes);
+        nothing is published until a transaction publishes these fields."""
         sample = inputs.image_bytes(sample_image, "sample image") if sample_image is not None else None
         glyphs = inputs.glyph_images(eval_glyphs) if eval_glyphs is not None else {}
         feedback_data = inputs.feedback_bytes(feedback) if feedback is not None else None

@@ -69,7 +69,7 @@ class History(StoreBase):
         new_tags = check_tags(tags) if tags is not None else None
         adding, removing = check_tags(add_tags), set(check_tags(remove_tags))
         with self.transaction() as transaction:
-            parts = self._write_assets(None, personality_vector, sample_image, eval_glyphs, feedback)
+            parts = self.write_assets(None, personality_vector, sample_image, eval_glyphs, feedback)
             for _ in range(MAX_MOVE_ATTEMPTS):
                 current = self.open_run(font_id, run_id)
                 old = current.manifest

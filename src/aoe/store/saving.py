@@ -69,7 +69,7 @@ class Saving(StoreBase):
         self.refs.require_font(font_id)
         metadata = run_metadata(params, started_at, ended_at, status, name, description, tags)
         with self.transaction() as transaction:
-            parts = self._write_assets(
+            parts = self.write_assets(
                 weights, personality_vector, sample_image, eval_glyphs, feedback, extras, feedback_schema
             )
             return self._publish(transaction, font_id, metadata, parts)
@@ -84,7 +84,7 @@ class Saving(StoreBase):
                                 run.pop("status", COMPLETED), run.pop("name", None), run.pop("description", None),
                                 run.pop("tags", ()))
         with self.transaction() as transaction:
-            parts = self._write_assets(**run)
+            parts = self.write_assets(**run)
             return self._publish(transaction, font_id, metadata, parts, run_id=run_id, source=source)
 
     def save_model_from_checkpoint(
@@ -238,7 +238,7 @@ class RunRecorder:
             self._transaction = self._open.enter_context(self.store.transaction())
         else:
             self._transaction.keep_alive()
-        new = self.store._write_assets(
+        new = self.store.write_assets(
             weights, personality_vector, sample_image, eval_glyphs, feedback, extras, feedback_schema
         )
         for key, value in new.items():
