@@ -129,15 +129,15 @@ def test_a_save_that_reused_an_object_gc_set_aside_gets_it_back(s3_store: aoe.St
     s3_store.delete_run(font, s3_store.save_model(font, weights(7)))  # weights(7): unreachable now
     time.sleep(1.1)
     reports = []
-    original = aoe.Store._publish_fields
+    original = aoe.transaction.Transaction.publish
 
-    def gc_first(self: aoe.Store, *args, **kwargs):  # another machine's gcs, between dedup and ref
+    def gc_first(self, *args, **kwargs):  # type: ignore[no-untyped-def]  # other machines' gcs, between dedup and ref
         reports.append(collect_garbage(aoe.Store(s3_store.root), grace=0))
         time.sleep(1.1)
         reports.append(collect_garbage(aoe.Store(s3_store.root), grace=0))
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(aoe.Store, "_publish_fields", gc_first)
+    monkeypatch.setattr(aoe.transaction.Transaction, "publish", gc_first)
     run = s3_store.save_model(font, weights(7))
     monkeypatch.undo()
     assert reports[0].set_aside >= 3 and reports[1].swept == 0  # the live save blocked every purge
