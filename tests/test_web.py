@@ -186,7 +186,10 @@ def test_the_serve_command_serves_until_stopped(store: aoe.Store, runs: list[str
     import sys
 
     process = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "aoe", "store", "--root", str(store.root),
-                                "serve", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                "serve", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               # as from a terminal: a shell running this suite in the background
+                               # ignores Ctrl-C for its children, and Python then keeps ignoring it
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = process.stdout.readline()
         assert line.startswith(f"serving {store.root} at http://127.0.0.1:"), process.stderr.read()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import io
+from collections import OrderedDict, defaultdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
+import aoe
 from aoe.backends.local import LocalBackend
 from aoe.errors import FormatError, InvalidInputError, UnsupportedValueError
 from aoe.manifests import pack_tree, tensors, unpack_tree
@@ -132,7 +135,7 @@ def test_large_tensors_are_chunked_and_read_back(objects: ObjectStore) -> None:
     "value, where",
     [
         ({"layer": {"bad": object()}}, "w['layer']['bad']"),
-        ({"x": [1, {2, 3}]}, "w['x'][1]"),
+        ({"x": [1, frozenset({2, 3})]}, "w['x'][1]"),
         ({"big": 2**64}, "w['big']"),
         ({(1, 2): 3}, "tuple"),
         ({"q": torch.quantize_per_tensor(torch.randn(3), 0.1, 0, torch.qint8)}, "quantized"),
@@ -255,3 +258,105 @@ def test_floating_point_tensors_are_stored_as_byte_planes(tmp_path: Path) -> Non
     assert codecs["bf"][0] == CODEC_PLANES and codecs["bf"][1] < 0.72
     assert codecs["steps"][0] != CODEC_PLANES
     assert all(torch.equal(store.load_model(font).weights[k], v) for k, v in weights.items())
+
+
+# -- torch's semantics, against torch.save / torch.load -----------------------------------
+
+
+def torch_round_trip(value: Any) -> Any:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+class Tied(torch.nn.Module):
+    """An embedding tied to the output layer, as GPT-2, BERT and T5 do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(10, 4)
+        self.head = torch.nn.Linear(4, 10, bias=False)
+        self.head.weight = self.embed.weight
+        self.zero_a = torch.nn.Parameter(torch.zeros(3))
+        self.zero_b = torch.nn.Parameter(torch.zeros(3))  # equal values, not tied
+
+
+def shares_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
+def test_tied_weights_load_as_one_storage_as_with_torch_load(store: aoe.Store, font: str) -> None:
+    state = Tied().state_dict()
+    expected = torch_round_trip(state)
+    assert shares_storage(expected["embed.weight"], expected["head.weight"])
+    loaded = store.load_model(font, store.save_model(font, state)).weights
+    assert shares_storage(loaded["embed.weight"], loaded["head.weight"])
+    assert not shares_storage(loaded["zero_a"], loaded["zero_b"])  # equal values stay apart
+    loaded["embed.weight"][0, 0] = 42.0  # an in-place edit of one reaches the other
+    assert loaded["head.weight"][0, 0] == 42.0
+    model = Tied().to("meta")
+    model.load_state_dict(store.load_model(font).weights, assign=True)
+    assert model.head.weight is model.embed.weight or shares_storage(model.head.weight, model.embed.weight)
+
+
+def test_a_tie_is_stored_once_and_recorded_by_its_alias(store: aoe.Store, font: str) -> None:
+    run = store.open_run(font, store.save_model(font, Tied().state_dict()))
+    embed, head = run.manifest.weights.items["embed.weight"], run.manifest.weights.items["head.weight"]
+    assert embed == head and embed.alias == 0  # the same blob and alias: one storage when loaded
+    assert run.manifest.weights.items["zero_a"].alias is None
+
+
+def test_containers_torch_load_accepts_come_back_as_themselves(store: aoe.Store, font: str) -> None:
+    from collections import Counter
+
+    value = {"milestones": Counter({2: 1, 4: 1}), "s": {1, 2}, "size": torch.Size([2, 3]), "z": 1 + 2j,
+             "od": OrderedDict(a=1), "t": (1, [2])}
+    expected = torch_round_trip(value)
+    loaded = store.load_model(font, store.save_model(font, value)).weights
+    for key in value:
+        assert type(loaded[key]) is type(expected[key]) and loaded[key] == expected[key], key
+
+
+def test_a_multistep_scheduler_resumes_from_a_stored_checkpoint(store: aoe.Store, font: str) -> None:
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[2, 4], gamma=0.5)
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+    run_id = store.save_model(font, model, extras={"scheduler": scheduler.state_dict(),
+                                                   "optimizer": optimizer.state_dict()})
+    fresh_optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    fresh = torch.optim.lr_scheduler.MultiStepLR(fresh_optimizer, milestones=[9], gamma=0.5)
+    fresh_optimizer.load_state_dict(store.load_extra(font, run_id, "optimizer"))
+    fresh.load_state_dict(store.load_extra(font, run_id, "scheduler"))
+    with pytest.warns(UserWarning, match="epoch parameter"):
+        fresh.step(5)  # the call that failed with a plain dict of milestones ('dict' has no 'elements')
+    assert fresh.milestones == scheduler.milestones
+
+
+@pytest.mark.parametrize("value", [defaultdict(int, {1: 2}), frozenset({1}), range(3)])
+def test_containers_torch_load_refuses_are_refused_clearly(store: aoe.Store, font: str, value: Any) -> None:
+    with pytest.raises(UnsupportedValueError, match="cannot store a value of type"):
+        store.save_model(font, {"w": torch.ones(1), "x": value})
+    assert store.list_runs(font) == []
+
+
+def test_lazy_weights_give_modules_their_version_metadata(store: aoe.Store, font: str) -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    run_id = store.save_model(font, model)
+    lazy = store.open_weights(font, run_id)
+    assert lazy._metadata == torch_round_trip(model.state_dict())._metadata
+    seen: list[Any] = []
+    real = torch.nn.BatchNorm1d._load_from_state_dict
+
+    def spy(self, state_dict, prefix, local_metadata, *args):  # type: ignore[no-untyped-def]
+        seen.append(local_metadata.get("version"))
+        return real(self, state_dict, prefix, local_metadata, *args)
+
+    fresh = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.nn.BatchNorm1d, "_load_from_state_dict", spy)
+        fresh.load_state_dict(lazy)
+    assert seen == [2]  # BatchNorm's version reached the module

@@ -21,6 +21,7 @@ import math
 import re
 import threading
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,10 @@ FEEDBACK_SCHEMA = "1.0"
 EXT_TENSOR = 1
 EXT_TUPLE = 2
 EXT_STATE_DICT = 3
+EXT_COUNTER = 4
+EXT_SET = 5
+EXT_SIZE = 6
+EXT_COMPLEX = 7
 
 MAX_EXT_DEPTH = 16
 """Extension types nest at most this deep (real trees: 2 or 3). Each level is decoded by
@@ -85,11 +90,20 @@ DTYPE_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 @dataclass(frozen=True)
 class TensorRecord:
-    """A tensor as stored: dtype name (``"float32"``...), shape, and its raw bytes."""
+    """A tensor as stored: dtype name (``"float32"``...), shape, and its raw bytes.
+
+    ``alias``: tensors of one run with the same alias were one tensor in memory (views of
+    one storage with the same offset, shape and strides: tied weights); a reader gives
+    them one storage again, as ``torch.load`` does."""
 
     dtype: str
     shape: tuple[int, ...]
     blob: Blob
+    alias: int | None = None
+
+
+class Shape(tuple):  # type: ignore[type-arg]
+    """A ``torch.Size`` in a tree (kept apart from tuples; this layer knows no torch)."""
 
 
 @dataclass
@@ -266,13 +280,15 @@ def check_tensor(record: Any) -> TensorRecord:
             isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
         raise BadManifest(f"bad tensor shape {shape!r}")
     check_blob(record.blob)
+    if record.alias is not None and not (isinstance(record.alias, int) and 0 <= record.alias < 2**31):
+        raise BadManifest(f"bad tensor alias {record.alias!r}")
     size = DTYPE_SIZES.get(record.dtype)
     if size is not None and math.prod(shape) * size != record.blob.size:
         raise BadManifest(f"a {record.dtype} tensor of shape {list(shape)} cannot hold {record.blob.size} bytes")
     return record
 
 
-_LEAVES = (type(None), bool, int, float, str, bytes)
+_LEAVES = (type(None), bool, int, float, complex, str, bytes)
 
 
 def check_tree(tree: Any) -> None:
@@ -295,7 +311,12 @@ def check_tree(tree: Any) -> None:
                     raise BadManifest(f"a weights mapping has a key of type {type(key).__name__}")
             stack += item.values()
         elif isinstance(item, (list, tuple)):
+            if isinstance(item, Shape) and not all(isinstance(n, int) and not isinstance(n, bool) for n in item):
+                raise BadManifest("a torch.Size holds something other than ints")
             stack += item
+        elif isinstance(item, set):
+            if not all(isinstance(x, _LEAVES) for x in item):
+                raise BadManifest("a set in a weights tree holds something other than plain values")
         elif not isinstance(item, _LEAVES):
             raise BadManifest(f"a weights tree holds a {type(item).__name__}")
 
@@ -393,6 +414,14 @@ def pack_tree(tree: Any) -> bytes:
 def _ext(value: Any) -> msgpack.ExtType:
     if isinstance(value, TensorRecord):
         return msgpack.ExtType(EXT_TENSOR, pack_tree(_tensor_map(value)))
+    if isinstance(value, Counter):
+        return msgpack.ExtType(EXT_COUNTER, pack_tree(dict(value)))
+    if isinstance(value, (set, frozenset)):
+        return msgpack.ExtType(EXT_SET, pack_tree(list(value)))
+    if isinstance(value, Shape):
+        return msgpack.ExtType(EXT_SIZE, pack_tree(list(value)))
+    if isinstance(value, complex):
+        return msgpack.ExtType(EXT_COMPLEX, pack_tree([value.real, value.imag]))
     if isinstance(value, tuple):
         return msgpack.ExtType(EXT_TUPLE, pack_tree(list(value)))
     if isinstance(value, StateDict):
@@ -405,7 +434,8 @@ def _blob_map(blob: Blob) -> dict[str, Any]:
 
 
 def _tensor_map(record: TensorRecord) -> dict[str, Any]:
-    return {"dtype": record.dtype, "shape": list(record.shape), **_blob_map(record.blob)}
+    alias = {} if record.alias is None else {"alias": record.alias}
+    return {"dtype": record.dtype, "shape": list(record.shape), **_blob_map(record.blob), **alias}
 
 
 # -- unpacking ------------------------------------------------------------------
@@ -527,6 +557,17 @@ def _from_ext(code: int, payload: bytes) -> Any:
     if code == EXT_STATE_DICT:
         items, metadata = _sequence(value)
         return StateDict(_mapping(items), metadata)
+    if code == EXT_COUNTER:
+        return Counter(_mapping(value))
+    if code == EXT_SET:
+        return set(_sequence(value))
+    if code == EXT_SIZE:
+        return Shape(_sequence(value))
+    if code == EXT_COMPLEX:
+        real, imag = _sequence(value)
+        if not all(isinstance(x, float) for x in (real, imag)):
+            raise TypeError("a complex number is two floats")
+        return complex(real, imag)
     raise FormatError(f"unknown msgpack extension type {code} in a manifest; upgrade aoe")
 
 
@@ -549,4 +590,5 @@ def _blob(value: Any) -> Blob:
 
 def _tensor(value: Any) -> TensorRecord:
     value = _mapping(value)
-    return check_tensor(TensorRecord(value["dtype"], tuple(_sequence(value["shape"])), _blob(value)))
+    return check_tensor(TensorRecord(value["dtype"], tuple(_sequence(value["shape"])), _blob(value),
+                                     value.get("alias")))

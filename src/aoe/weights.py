@@ -15,7 +15,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from .errors import FormatError, InvalidInputError, NotFoundError, StorageError, UnsupportedValueError
-from .manifests import StateDict, TensorRecord, tensors
+from .limits import MAX_DEPTH
+from .manifests import Shape, StateDict, TensorRecord, tensors
 from .objects import ObjectStore
 
 if sys.byteorder != "little":  # pragma: no cover - every platform torch ships for today
@@ -76,6 +77,10 @@ class PreparedTrees:
     trees: dict[str, Any] = field(default_factory=dict)
     tensors: list[torch.Tensor] = field(default_factory=list)
     shapes: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
+    views: dict[tuple[Any, ...], int] = field(default_factory=dict)
+    """Each tensor queued, by its storage, offset, shape, strides, dtype and device."""
+    aliased: set[int] = field(default_factory=set)
+    """Tensors met more than once (tied weights): stored once, loaded as one storage."""
 
     def add(self, name: str, value: Any) -> None:
         """Validate ``value`` (a state_dict, nn.Module or tensor) and queue its tensors."""
@@ -83,20 +88,33 @@ class PreparedTrees:
             value = value.state_dict()
         self.trees[name] = self._walk(value, name)
 
-    def _walk(self, value: Any, path: str) -> Any:
+    def _walk(self, value: Any, path: str, depth: int = 0) -> Any:
+        """The tree of ``value``, every container type kept or refused (never changed
+        silently): dict, OrderedDict (with torch's ``_metadata``), Counter, list, tuple,
+        set, torch.Size, as ``torch.load(weights_only=True)`` returns them."""
+        if depth > MAX_DEPTH:
+            raise UnsupportedValueError(f"{path}: nested deeper than {MAX_DEPTH} levels")
         if isinstance(value, torch.Tensor):
             return self._tensor(value, path)
-        if isinstance(value, Mapping):
-            items = {self._key(k, path): self._walk(v, f"{path}[{k!r}]") for k, v in value.items()}
+        if isinstance(value, Mapping) and type(value) in (dict, OrderedDict, Counter):
+            items = {self._key(k, path): self._walk(v, f"{path}[{k!r}]", depth + 1) for k, v in value.items()}
             metadata = getattr(value, "_metadata", None)
+            if isinstance(value, Counter):
+                return Counter(items)
             if isinstance(value, OrderedDict) or metadata is not None:
-                meta = self._walk(metadata, f"{path}._metadata") if metadata is not None else None
+                meta = self._walk(metadata, f"{path}._metadata", depth + 1) if metadata is not None else None
                 return StateDict(items, meta)
             return items
-        if isinstance(value, list):
-            return [self._walk(v, f"{path}[{i}]") for i, v in enumerate(value)]
-        if isinstance(value, tuple):
-            return tuple(self._walk(v, f"{path}[{i}]") for i, v in enumerate(value))
+        if type(value) is list:
+            return [self._walk(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+        if type(value) is tuple:
+            return tuple(self._walk(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
+        if isinstance(value, torch.Size):
+            return Shape(int(n) for n in value)
+        if type(value) is set:
+            return {self._walk(v, f"{path}{{{v!r}}}", depth + 1) for v in value}
+        if isinstance(value, complex):
+            return complex(value)
         if value is None or isinstance(value, (bool, str, bytes)):
             return value
         if isinstance(value, int):
@@ -106,9 +124,10 @@ class PreparedTrees:
         if isinstance(value, float):
             return float(value)
         raise UnsupportedValueError(
-            f"{path}: cannot store a value of type {type(value).__module__}.{type(value).__qualname__}; "
-            "weights may hold tensors, ints, floats, bools, strings, bytes, None, "
-            "and lists, tuples and mappings of those"
+            f"{path}: cannot store a value of type {type(value).__module__}.{type(value).__qualname__}"
+            f"{' (torch.load(weights_only=True) refuses it too)' if isinstance(value, (Mapping, list, tuple)) else ''}; "
+            "weights may hold tensors, ints, floats, complex numbers, bools, strings, bytes, None, and dicts, "
+            "OrderedDicts, Counters, lists, tuples, sets and torch.Sizes of those: convert it to one of these"
         )
 
     def _key(self, key: Any, path: str) -> Any:
@@ -128,16 +147,25 @@ class PreparedTrees:
                 f"{path}: a {kind} tensor cannot be stored; convert it to a dense tensor "
                 "with real data (e.g. .to_dense() or .dequantize()) first"
             )
+        view = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
+                tensor.stride(), tensor.dtype, str(tensor.device))
+        if tensor.numel() and view in self.views:  # the same tensor again: tied weights
+            index = self.views[view]
+            self.aliased.add(index)
+            return _Pending(index)
         dense = tensor.detach().cpu().resolve_conj().resolve_neg().contiguous()
         self.tensors.append(dense)
         self.shapes.append((dtype_name(dense.dtype), tuple(dense.shape)))
+        self.views[view] = len(self.tensors) - 1
         return _Pending(len(self.tensors) - 1)
 
     def store(self, objects: ObjectStore) -> dict[str, Any]:
         """Write every queued tensor as a blob (in parallel); return the finished trees."""
         blobs = objects.put_blobs((raw_view(t) for t in self.tensors),
                                   (plane_width(t.dtype) for t in self.tensors))
-        records = [TensorRecord(dtype, shape, blob) for (dtype, shape), blob in zip(self.shapes, blobs)]
+        aliases = {index: alias for alias, index in enumerate(sorted(self.aliased))}
+        records = [TensorRecord(dtype, shape, blob, aliases.get(index))
+                   for index, ((dtype, shape), blob) in enumerate(zip(self.shapes, blobs))]
         return {name: _resolve(tree, records) for name, tree in self.trees.items()}
 
 
@@ -147,10 +175,10 @@ def _resolve(tree: Any, records: list[TensorRecord]) -> Any:
     if isinstance(tree, StateDict):
         return StateDict(_resolve(tree.items, records), tree.metadata)
     if isinstance(tree, dict):
-        return {k: _resolve(v, records) for k, v in tree.items()}
+        return type(tree)({k: _resolve(v, records) for k, v in tree.items()})  # dict or Counter
     if isinstance(tree, list):
         return [_resolve(v, records) for v in tree]
-    if isinstance(tree, tuple):
+    if isinstance(tree, tuple) and not isinstance(tree, Shape):
         return tuple(_resolve(v, records) for v in tree)
     return tree
 
@@ -161,14 +189,15 @@ def _resolve(tree: Any, records: list[TensorRecord]) -> Any:
 def load_trees(
     objects: ObjectStore, trees: Iterable[Any], map_location: str | torch.device | None = "cpu"
 ) -> list[Any]:
-    """Rebuild stored trees, reading every tensor (hash-verified) in parallel."""
+    """Rebuild stored trees, reading every tensor (hash-verified) in parallel. Tensors with
+    one ``alias`` (tied weights) are read once and share one storage, as with torch.load."""
     device = _device(map_location)
     trees = list(trees)
-    buffers: dict[int, torch.Tensor] = {}
+    buffers: dict[Any, torch.Tensor] = {}
     targets = []
     for tree in trees:
         for record in tensors(tree):
-            if id(record) not in buffers:
+            if _buffer_key(record) not in buffers:
                 _check_size(record)  # before anything is allocated for it
                 try:
                     buffer = torch.empty(record.blob.size, dtype=torch.uint8)
@@ -176,29 +205,34 @@ def load_trees(
                     raise StorageError(
                         f"cannot allocate {record.blob.size:,} bytes for a {record.dtype}{list(record.shape)} "
                         "tensor on this machine") from None
-                buffers[id(record)] = buffer
+                buffers[_buffer_key(record)] = buffer
                 targets.append((record.blob, raw_view(buffer)))
     objects.read_blobs_into(targets)
-    return [_build(tree, buffers, device) for tree in trees]
+    if device is not None:  # moved once each, so tied tensors stay tied on the device
+        buffers = {key: buffer.to(device) for key, buffer in buffers.items()}
+    return [_build(tree, buffers) for tree in trees]
 
 
-def _build(tree: Any, buffers: dict[int, torch.Tensor], device: torch.device | None) -> Any:
+def _buffer_key(record: TensorRecord) -> Any:
+    return ("alias", record.alias) if record.alias is not None else id(record)
+
+
+def _build(tree: Any, buffers: dict[Any, torch.Tensor]) -> Any:
     if isinstance(tree, TensorRecord):
-        tensor = buffers[id(tree)].view(dtype_from_name(tree.dtype)).reshape(tree.shape)
-        return tensor.to(device) if device is not None else tensor
+        return buffers[_buffer_key(tree)].view(dtype_from_name(tree.dtype)).reshape(tree.shape)
     if isinstance(tree, StateDict):
-        state: OrderedDict[Any, Any] = OrderedDict(
-            (k, _build(v, buffers, device)) for k, v in tree.items.items()
-        )
+        state: OrderedDict[Any, Any] = OrderedDict((k, _build(v, buffers)) for k, v in tree.items.items())
         if tree.metadata is not None:
-            state._metadata = _build(tree.metadata, buffers, device)  # type: ignore[attr-defined]
+            state._metadata = _build(tree.metadata, buffers)  # type: ignore[attr-defined]
         return state
     if isinstance(tree, dict):
-        return {k: _build(v, buffers, device) for k, v in tree.items()}
+        return type(tree)({k: _build(v, buffers) for k, v in tree.items()})  # dict or Counter
     if isinstance(tree, list):
-        return [_build(v, buffers, device) for v in tree]
+        return [_build(v, buffers) for v in tree]
+    if isinstance(tree, Shape):
+        return torch.Size(tree)
     if isinstance(tree, tuple):
-        return tuple(_build(v, buffers, device) for v in tree)
+        return tuple(_build(v, buffers) for v in tree)
     return tree
 
 
@@ -373,6 +407,7 @@ class LazyWeights(Mapping[Any, Any]):
         self._map_location = map_location
         self._loaded: dict[Any, Any] = {}
         self.metadata = load_trees(objects, [metadata])[0] if metadata is not None else None
+        self._metadata = self.metadata  # the name module.load_state_dict looks up: module versions
 
     def __getitem__(self, key: Any) -> Any:
         if key not in self._loaded:
