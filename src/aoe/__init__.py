@@ -35,9 +35,9 @@ from .errors import (
 )
 from .manifests import FEEDBACK_SCHEMA, FORMAT, FORMAT_VERSION, WEIGHTS_VERSION
 from .runinfo import COMPLETED, FontSummary, RunInfo
-from .store import FAILED, INTERRUPTED, RUNNING, LoadedModel, Run, RunRecorder, Store
+from .store import FAILED, INTERRUPTED, RUNNING, LoadedModel, PendingSave, Run, RunRecorder, Store
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "COMPLETED",
@@ -60,6 +60,7 @@ __all__ = [
     "LoadedModel",
     "NotFoundError",
     "ObjectNotFoundError",
+    "PendingSave",
     "Run",
     "RunExistsError",
     "RunInfo",
@@ -90,6 +91,7 @@ __all__ = [
     "open_weights",
     "restore_run",
     "run_history",
+    "save_in_background",
     "save_model",
     "save_model_from_checkpoint",
     "search",
@@ -112,6 +114,7 @@ def _on_default_store(name: str) -> Any:
 create_font = _on_default_store("create_font")
 list_fonts = _on_default_store("list_fonts")
 save_model = _on_default_store("save_model")
+save_in_background = _on_default_store("save_in_background")
 load_model = _on_default_store("load_model")
 list_runs = _on_default_store("list_runs")
 get_run_info = _on_default_store("get_run_info")

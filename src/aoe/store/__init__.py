@@ -10,6 +10,7 @@ Torch is imported only by the calls that build or return tensors, so browsing a 
 
 from __future__ import annotations
 
+from .background import PendingSave
 from .base import DEFAULT_ROOT, StoreBase, default_root
 from .fonts import Fonts
 from .history import History
@@ -29,6 +30,7 @@ class Store(Fonts, Saving, History, Reading):
 
 
 __all__ = [
-    "DEFAULT_ROOT", "FAILED", "FEEDBACK_DEFAULTS", "INTERRUPTED", "RUNNING", "LoadedModel", "Run", "RunRecorder",
+    "DEFAULT_ROOT", "FAILED", "FEEDBACK_DEFAULTS", "INTERRUPTED", "RUNNING", "LoadedModel", "PendingSave", "Run",
+    "RunRecorder",
     "Store", "StoreBase", "default_root", "run_metadata",
 ]

@@ -35,6 +35,7 @@ from ..transaction import Transaction, Transactions
 if TYPE_CHECKING:
     pass
 
+from .background import BackgroundSaves
 from .run import Run
 
 DEFAULT_ROOT = "networks"
@@ -77,6 +78,7 @@ class StoreBase:
         self.objects = ObjectStore(self.backend, workers=workers)
         self.refs = Refs(self.backend)
         self.transactions = Transactions(self.objects, self.refs)
+        self._background: BackgroundSaves | None = None
         self._catalog: Catalog | None = None
 
     @property
@@ -99,9 +101,19 @@ class StoreBase:
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
 
+    @property
+    def background(self) -> BackgroundSaves:
+        """The store's background saves (a worker thread, started on first use)."""
+        if self._background is None:
+            self._background = BackgroundSaves()
+        return self._background
+
     def close(self) -> None:
-        """Release what the store holds open (its catalog index); it may be used again
-        afterwards, and reopens what it needs."""
+        """Wait for background saves, then release what the store holds open (its catalog
+        index); it may be used again afterwards, and reopens what it needs."""
+        if self._background is not None:
+            self._background.close()
+            self._background = None
         if self._catalog is not None:
             self._catalog.close()
             self._catalog = None

@@ -31,6 +31,7 @@ from ..transaction import Transaction
 if TYPE_CHECKING:
     pass
 
+from .background import PendingSave, snapshot
 from .base import StoreBase
 
 FAILED = "failed"
@@ -67,12 +68,54 @@ class Saving(StoreBase):
         """
         self.require_root()
         self.refs.require_font(font_id)
+        self.background.raise_failures()
         metadata = run_metadata(params, started_at, ended_at, status, name, description, tags)
         with self.transaction() as transaction:
             parts = self.write_assets(
                 weights, personality_vector, sample_image, eval_glyphs, feedback, extras, feedback_schema
             )
             return self._publish(transaction, font_id, metadata, parts)
+
+    def save_in_background(
+        self,
+        font_id: str,
+        weights: Any,
+        personality_vector: Any = None,
+        sample_image: inputs.ImageInput | None = None,
+        eval_glyphs: Mapping[str, inputs.ImageInput] | str | os.PathLike[str] | None = None,
+        feedback: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        started_at: datetime | str | None = None,
+        ended_at: datetime | str | None = None,
+        status: str = COMPLETED,
+        name: str | None = None,
+        description: str | None = None,
+        tags: tuple[str, ...] | list[str] = (),
+        extras: Mapping[str, Any] | None = None,
+        feedback_schema: str | None = None,
+    ) -> PendingSave:
+        """:meth:`save_model`, with the training loop blocked only while the tensors are
+        copied: the rest (hash, compress, write, publish) runs on the store's worker thread.
+        Returns a handle; ``handle.result()`` is the run id. See :mod:`aoe.store.background`."""
+        self.require_root()
+        self.refs.require_font(font_id)
+        metadata = run_metadata(params, started_at, ended_at, status, name, description, tags)
+        if feedback_schema is not None and not isinstance(feedback_schema, str):
+            raise InvalidInputError(f"feedback_schema must be text such as '1.0', not {type(feedback_schema).__name__}")
+        files = {  # small, read and checked now: errors in them reach the caller at once
+            "sample_image": inputs.image_bytes(sample_image, "sample image") if sample_image is not None else None,
+            "eval_glyphs": inputs.glyph_images(eval_glyphs) if eval_glyphs is not None else None,
+            "feedback": inputs.feedback_bytes(feedback) if feedback is not None else None,
+        }
+        trees = snapshot({"weights": weights, "personality": personality_vector, "extras": extras})
+
+        def save() -> str:
+            with self.transaction() as transaction:
+                parts = self.write_assets(trees["weights"], trees["personality"], extras=trees["extras"],
+                                          feedback_schema=feedback_schema, **files)
+                return self._publish(transaction, font_id, metadata, parts)
+
+        return self.background.submit(font_id, save)
 
     def import_run(self, font_id: str, run_id: str, source: dict[str, Any], **run: Any) -> str:
         """Store one run under exactly ``run_id`` (an import of a run made elsewhere, whose
