@@ -28,7 +28,8 @@ def serve(
     store.require_root()
     server = make_server(store, host, port, allow_host or ())
     if host not in ("127.0.0.1", "localhost", "::1"):
-        warn(f"listening on {host}: anyone who can reach this machine can read the store")
+        warn(f"listening on {host}: anyone who can reach this machine can read the store"
+             + ("" if allow_host else "; pages are answered only for the names given with --allow-host"))
     say(f"serving {store.root} at http://{host}:{server.server_address[1]}/ (Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()
