@@ -42,18 +42,21 @@ def depth_exceeds(value: Any, limit: int = MAX_DEPTH) -> bool:
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, Mapping):
+        if isinstance(item, dict):
             children: Any = item.values()
         elif isinstance(item, (list, tuple)):
             children = item
+        elif isinstance(item, Mapping):
+            children = item.values()
         else:
-            children = getattr(item, "children", None)
-            if children is None:
+            nested = getattr(item, "children", None)
+            if nested is None:
                 continue
-            children = children()
+            children = nested()
         if depth >= limit:
             return True
-        stack.extend((child, depth + 1) for child in children)
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, (dict, list, tuple, Mapping)) or hasattr(child, "children"))
     return False
 
 

@@ -200,11 +200,12 @@ class BadManifest(ValueError):
     """A manifest breaks a rule of the format (internal: the caller says whose)."""
 
 
-def check(manifest: Manifest, *, writing: bool = False) -> Manifest:
+def check(manifest: Manifest, *, writing: bool = False, depth_known: bool = False) -> Manifest:
     """Every rule of the format, checked on each manifest written and read: names that
     become paths, times, tags, params and metrics, every tensor's size against its dtype
     and shape, every blob's size against its chunks. Raises :class:`BadManifest` naming
-    the first field that breaks one.
+    the first field that breaks one. (``depth_known``: the caller bounded the nesting of
+    the whole manifest already, as :func:`unpack_tree` does.)
 
     ``writing`` adds the rules for texts a terminal prints (no control characters in
     names, descriptions and tags): older aoe did not check them, so readers accept them
@@ -233,8 +234,8 @@ def check(manifest: Manifest, *, writing: bool = False) -> Manifest:
             raise BadManifest(f"tags {manifest.tags!r} are not texts")
         if writing and check_tags(manifest.tags) != manifest.tags:
             raise BadManifest(f"tags {manifest.tags!r} are not distinct, trimmed, printable texts")
-        _plain(manifest.params, "params", mapping=True)
-        _plain(manifest.source, "source", mapping=True)
+        _plain(manifest.params, "params", mapping=True, depth_known=depth_known)
+        _plain(manifest.source, "source", mapping=True, depth_known=depth_known)
         if manifest.metrics is not None:
             _metrics(manifest.metrics)
         for what, files in (("glyph", manifest.glyphs), ("extra", manifest.extras)):
@@ -248,7 +249,7 @@ def check(manifest: Manifest, *, writing: bool = False) -> Manifest:
         if manifest.personality is not None:
             check_tensor(manifest.personality)
         for tree in (manifest.weights, *manifest.extras.values()):
-            check_tree(tree)
+            check_tree(tree, depth_known=depth_known)
     except (InvalidInputError, InvalidNameError) as exc:
         raise BadManifest(str(exc)) from None
     return manifest
@@ -291,10 +292,10 @@ def check_tensor(record: Any) -> TensorRecord:
 _LEAVES = (type(None), bool, int, float, complex, str, bytes)
 
 
-def check_tree(tree: Any) -> None:
+def check_tree(tree: Any, *, depth_known: bool = False) -> None:
     """A weights tree holds only plain values, tuples, state dicts and valid tensors,
     nested at most :data:`MAX_DEPTH` deep (checked without recursion)."""
-    if depth_exceeds(tree):
+    if not depth_known and depth_exceeds(tree):
         raise BadManifest(f"a weights tree nests deeper than {MAX_DEPTH}")
     stack = [tree]
     while stack:
@@ -321,11 +322,11 @@ def check_tree(tree: Any) -> None:
             raise BadManifest(f"a weights tree holds a {type(item).__name__}")
 
 
-def _plain(value: Any, what: str, *, mapping: bool = False) -> None:
+def _plain(value: Any, what: str, *, mapping: bool = False, depth_known: bool = False) -> None:
     """JSON-like: string keys, plain values, at most :data:`MAX_DEPTH` deep."""
     if mapping and not isinstance(value, dict):
         raise BadManifest(f"{what} must be a mapping, not {type(value).__name__}")
-    if depth_exceeds(value):
+    if not depth_known and depth_exceeds(value):
         raise BadManifest(f"{what} nests deeper than {MAX_DEPTH}")
     stack = [value]
     while stack:
@@ -467,7 +468,7 @@ def unpack(data: bytes) -> Manifest:
     if version < FORMAT_VERSION:
         fields = migrate(fields, version)
     try:
-        return check(Manifest(
+        return check(depth_known=True, manifest=Manifest(
             font_id=fields["font_id"],
             run_id=fields["run_id"],
             status=fields["status"],
