@@ -141,12 +141,23 @@ def test_search_and_filter(browser, site) -> None:  # type: ignore[no-untyped-de
     box = browser.find_element(By.ID, "search")
     box.send_keys("fruity v3")
     box.submit()
-    assert [a.text for a in browser.find_elements(By.CSS_SELECTOR, "a.run-link")] == [runs[3]]
+    assert [a.text for a in links_after(browser, "/search?")] == [runs[3]]
     browser.get(f"{url}/font/{font}")
     tag = browser.find_element(By.NAME, "tag")
     tag.send_keys("bold")
     tag.submit()
-    assert sorted(a.text for a in browser.find_elements(By.CSS_SELECTOR, "a.run-link")) == runs[4:]
+    assert sorted(a.text for a in links_after(browser, "tag=bold")) == runs[4:]
+
+
+def links_after(browser, url_part: str, seconds: float = 10):  # type: ignore[no-untyped-def]
+    """The run links of the page a form submit leads to, once it has loaded (find_elements
+    right after submit() may still see the old page, or none)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, seconds).until(
+        lambda b: url_part in b.current_url and b.execute_script("return document.readyState") == "complete")
+    return browser.find_elements(By.CSS_SELECTOR, "a.run-link")
 
 
 def test_compare_two_runs(browser, site) -> None:  # type: ignore[no-untyped-def]
