@@ -100,6 +100,13 @@ def feedback_bytes(value: Mapping[str, Any] | str | os.PathLike[str] | bytes) ->
     return data
 
 
+def feedback_schema(value: Any) -> str | None:
+    """A feedback schema version given with a save: text such as ``"1.0"``, or None."""
+    if value is not None and not isinstance(value, str):
+        raise InvalidInputError(f"feedback_schema must be text such as '1.0', not {type(value).__name__}")
+    return value
+
+
 def read_file(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()

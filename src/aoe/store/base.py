@@ -131,7 +131,9 @@ class StoreBase:
     def require_root(self) -> None:
         """Raise :class:`StoreMissingError` (or, for a folder of the old plain layout, a
         FormatError saying how to import it) unless the store exists."""
-        if not self.backend.has_folder(FONTS) and self._plain_folder_layout():
+        if self.backend.has_folder(FONTS):  # an aoe store: one look (one request on S3)
+            return
+        if self._plain_folder_layout():
             raise FormatError(
                 f"{self.root} is a plain-folder store of the old layout (<font>/runs/<time>/weights), "
                 f"not an aoe store: import it with `aoe store --root NEW_ROOT import {self.root}`, "
@@ -209,8 +211,7 @@ class StoreBase:
         sample = inputs.image_bytes(sample_image, "sample image") if sample_image is not None else None
         glyphs = inputs.glyph_images(eval_glyphs) if eval_glyphs is not None else {}
         feedback_data = inputs.feedback_bytes(feedback) if feedback is not None else None
-        if feedback_schema is not None and not isinstance(feedback_schema, str):
-            raise InvalidInputError(f"feedback_schema must be text such as '1.0', not {type(feedback_schema).__name__}")
+        inputs.feedback_schema(feedback_schema)
         if extras is not None and not isinstance(extras, Mapping):
             raise InvalidInputError(f"extras must be a mapping of names to state, not a {type(extras).__name__}")
         extras = dict(extras or {})

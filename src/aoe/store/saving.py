@@ -100,8 +100,7 @@ class Saving(StoreBase):
         self.require_root()
         self.refs.require_font(font_id)
         metadata = run_metadata(params, started_at, ended_at, status, name, description, tags)
-        if feedback_schema is not None and not isinstance(feedback_schema, str):
-            raise InvalidInputError(f"feedback_schema must be text such as '1.0', not {type(feedback_schema).__name__}")
+        inputs.feedback_schema(feedback_schema)
         files = {  # small, read and checked now: errors in them reach the caller at once
             "sample_image": inputs.image_bytes(sample_image, "sample image") if sample_image is not None else None,
             "eval_glyphs": inputs.glyph_images(eval_glyphs) if eval_glyphs is not None else None,
