@@ -150,3 +150,23 @@ def test_invalid_keys_are_refused(backend: Backend, key: str) -> None:
 def test_no_leftovers_after_writes(backend: Backend) -> None:
     backend.write("k", [b"v" * 1000], exclusive=True)
     assert list(backend.temp_files()) == []
+
+
+def test_a_write_batch_shows_its_keys_only_when_it_ends(backend: Backend) -> None:
+    backend.write("objects/old", [b"before"], exclusive=True)
+    with backend.write_batch() as write:
+        assert write("objects/a", [b"first ", b"one"]) is True
+        assert write("objects/old", [b"again"]) is False  # create-only: the existing key stays
+        if "LocalBackend" in repr(backend):  # a folder: nothing shows before the batch's one flush
+            assert not backend.exists("objects/a")
+    assert backend.read("objects/a") == b"first one" and backend.read("objects/old") == b"before"
+
+
+def test_a_write_batch_that_fails_leaves_no_half_written_key(backend: Backend) -> None:
+    with pytest.raises(RuntimeError), backend.write_batch() as write:
+        write("objects/b", [b"x" * 1000])
+        raise RuntimeError("the save failed")
+    if "LocalBackend" in repr(backend):  # what was not visible yet is discarded, temporary files included
+        assert not backend.exists("objects/b") and not list(backend.temp_files())
+    else:
+        assert backend.read("objects/b") == b"x" * 1000  # durable as it landed: written whole

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
+import msgpack
 import pytest
 import torch
 from conftest import make_png, run_cli
@@ -200,15 +202,38 @@ def test_legacy_feedback_loads_with_defaults(store: aoe.Store, font: str) -> Non
 
 def test_an_older_manifest_version_is_migrated_with_a_warning(store: aoe.Store, font: str, monkeypatch) -> None:
     run_id = store.save_model(font, {"w": torch.ones(1)}, name="old")
-    monkeypatch.setattr(manifests, "FORMAT_VERSION", 2)
-    monkeypatch.setitem(manifests.MIGRATIONS, 1, lambda fields: {**fields, "name": fields["name"] + " (migrated)"})
-    with pytest.warns(manifests.FormatMigrationWarning, match="format version 1, read as version 2"):
+    monkeypatch.setattr(manifests, "FORMAT_VERSION", 3)
+    monkeypatch.setitem(manifests.MIGRATIONS, 2, lambda fields: {**fields, "name": fields["name"] + " (migrated)"})
+    with pytest.warns(manifests.FormatMigrationWarning, match="format version 2, read as version 3"):
         info = store.get_run_info(font, run_id)
     assert info.name == "old (migrated)"
-    monkeypatch.setattr(manifests, "FORMAT_VERSION", 3)
-    with pytest.raises(aoe.FormatError, match="no migration from manifest format version 2"):
+    monkeypatch.setattr(manifests, "FORMAT_VERSION", 4)
+    with pytest.raises(aoe.FormatError, match="no migration from manifest format version 3"):
         store.get_run_info(font, run_id)
 
 
+def test_version_1_manifests_read_as_they_are_without_a_warning(store: aoe.Store, font: str) -> None:
+    """Version 2 only added blob slices: what aoe 0.3 wrote reads unchanged."""
+    run_id = store.save_model(font, {"w": torch.arange(4.0)}, sample_image=make_png(3), name="old")
+    manifest = store.open_run(font, run_id).manifest
+    fields = msgpack.unpackb(manifests.pack(manifest), strict_map_key=False, ext_hook=msgpack.ExtType)
+    fields["version"] = 1
+    old = manifests.unpack(msgpack.packb(fields))
+    assert old == manifest
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        manifests.unpack(msgpack.packb(fields))
+
+
+def test_a_version_1_manifest_holding_a_slice_is_refused(store: aoe.Store, font: str) -> None:
+    run_id = store.save_model(font, {"a": torch.ones(3), "b": torch.zeros(3)})  # packed together: slices
+    manifest = store.open_run(font, run_id).manifest
+    assert manifest.weights["a"].blob.offset is not None
+    fields = msgpack.unpackb(manifests.pack(manifest), strict_map_key=False, ext_hook=msgpack.ExtType)
+    fields["version"] = 1
+    with pytest.raises(aoe.FormatError, match="version 1 manifest holds a blob slice"):
+        manifests.unpack(msgpack.packb(fields))
+
+
 def test_format_constants_are_exported() -> None:
-    assert (aoe.FORMAT, aoe.FORMAT_VERSION, aoe.WEIGHTS_VERSION, aoe.FEEDBACK_SCHEMA) == ("aoe.run", 1, "v1", "1.0")
+    assert (aoe.FORMAT, aoe.FORMAT_VERSION, aoe.WEIGHTS_VERSION, aoe.FEEDBACK_SCHEMA) == ("aoe.run", 2, "v1", "1.0")

@@ -288,3 +288,49 @@ def test_blobs_cut_into_other_chunk_sizes_are_read_in_order(objects: ObjectStore
         assert objects.get_blob(blob) == data
     with pytest.raises(ValueError, match="buffer of 3 bytes"):
         objects.read_blobs_into([(standard, memoryview(bytearray(3)))])
+
+
+def test_small_contents_are_packed_into_one_object_and_read_back_as_slices(objects: ObjectStore) -> None:
+    contents = [bytes([n]) * (100 + n) for n in range(50)]
+    blobs = objects.put_blobs(contents)
+    assert len({b.chunks for b in blobs}) == 1  # one pack for all fifty
+    assert [b.offset for b in blobs[:3]] == [0, 100, 201] and blobs[0].digest == hash_bytes(contents[0])
+    assert [objects.get_blob(b) for b in blobs] == contents
+    outs = [bytearray(len(c)) for c in contents]
+    objects.read_blobs_into((b, memoryview(o)) for b, o in zip(blobs, outs))
+    assert outs == contents
+    assert {b.identity for b in blobs} == {(hash_bytes(c),) for c in contents}  # as if each were alone
+
+
+def test_packs_follow_groups_and_a_lone_small_content_is_a_plain_object(objects: ObjectStore) -> None:
+    a, b, c, d = objects.put_blobs([b"a" * 10, b"b" * 10, b"c" * 10, b"d" * 10], groups=["x", "x", "y", "z"])
+    assert a.chunks == b.chunks != c.chunks  # x's two share a pack, y's and z's are apart
+    assert c == Blob(10, (hash_bytes(b"c" * 10),)) and c.identity == c.chunks
+    again = objects.put_blobs([b"a" * 10, b"b" * 10], groups=["x", "x"])
+    assert again == [a, b]  # the same pack again: deduplicated
+
+
+def test_equal_small_contents_are_packed_once(objects: ObjectStore) -> None:
+    first, other, second = objects.put_blobs([b"same" * 10, b"else" * 10, b"same" * 10])
+    assert first == second and objects.get(first.chunks[0]) == b"same" * 10 + b"else" * 10
+
+
+def test_packs_never_hold_more_than_a_chunk(objects: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aoe.objects, "CHUNK_SIZE", 64)
+    blobs = objects.put_blobs([bytes([n]) * 30 for n in range(5)] + [b"big" * 30])
+    assert [len(objects.get(b.chunks[0])) for b in blobs[:5]] == [60, 60, 60, 60, 30]
+    assert len(blobs[5].chunks) == 2 and blobs[5].offset is None  # not below a chunk: cut, not packed
+
+
+@pytest.mark.parametrize("blob, message", [
+    (lambda b: Blob(b.size, b.chunks, b.offset + 1, b.digest), "are not the content"),
+    (lambda b: Blob(b.size, b.chunks, 10_000, b.digest), "are not the content"),
+    (lambda b: Blob(b.size + 1, b.chunks, b.offset, b.digest), "are not the content"),
+])
+def test_a_slice_that_does_not_match_its_address_is_corrupt(objects: ObjectStore, blob, message: str) -> None:
+    first, _ = objects.put_blobs([b"x" * 40, b"y" * 40])
+    damaged = blob(first)
+    with pytest.raises(CorruptObjectError, match=message):
+        objects.get_blob(damaged)
+    with pytest.raises(CorruptObjectError, match=message):
+        objects.read_blobs_into([(damaged, memoryview(bytearray(damaged.size)))])

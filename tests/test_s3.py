@@ -106,7 +106,7 @@ def test_gc_sets_aside_then_purges(s3_store: aoe.Store) -> None:
     s3_store.delete_run(font, gone)
     time.sleep(1.1)  # HTTP dates have whole seconds: let the objects be older than "now"
     first = collect_garbage(s3_store, grace=0)
-    assert first.set_aside >= 3 and first.swept == 0
+    assert first.set_aside >= 2 and first.swept == 0  # a pack of its tensors, its manifest
     assert all(s3_store.backend.exists(pending_key(d)) and not s3_store.backend.exists(object_key(d))
                for d in unique if d not in set(s3_store.open_run(font, keep).manifest.digests()))
     time.sleep(1.1)  # the stamps must be older than the grace period by the server's clock
@@ -140,7 +140,7 @@ def test_a_save_that_reused_an_object_gc_set_aside_gets_it_back(s3_store: aoe.St
     monkeypatch.setattr(aoe.transaction.Transaction, "publish", gc_first)
     run = s3_store.save_model(font, weights(7))
     monkeypatch.undo()
-    assert reports[0].set_aside >= 3 and reports[1].swept == 0  # the live save blocked every purge
+    assert reports[0].set_aside >= 2 and reports[1].swept == 0  # the live save blocked every purge
     assert torch.equal(aoe.Store(s3_store.root, cache_bytes=0).load_model(font, run).weights["layer.weight"],
                        weights(7)["layer.weight"])
     assert fsck(s3_store, read_data=True).clean

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import io
+import re
 import threading
 import urllib.error
 import urllib.request
@@ -70,8 +72,8 @@ def test_a_run_page_says_which_tensors_other_runs_share(server: str, font: str, 
     _, _, page = get(f"{server}/run/{font}/{runs[1]}")
     weights = page[page.index(b"<table id=weights>"):].decode()
     frozen, head = weights.split("<td>frozen</td>")[1], weights.split("<td>head</td>")[1]
-    assert "<td>shared</td><td class=nearby>2 of 2</td>" in frozen  # every run has the same frozen layer
-    assert "<td>new</td><td class=nearby>0 of 2</td>" in head  # each run its own head
+    assert "<td>same</td><td class=nearby>2 of 2</td>" in frozen  # every run has the same frozen layer
+    assert "<td>changed</td><td class=nearby>0 of 2</td>" in head  # each run its own head
 
 
 def test_images_are_served_by_address_with_their_type_and_cached_forever(server: str, store: aoe.Store,
@@ -359,3 +361,18 @@ def test_the_readme_flow_with_a_relative_root_answers_every_linked_page(tmp_path
         server.terminate()
         server.wait(timeout=10)
         time.sleep(0)
+
+
+def test_glyph_images_packed_together_are_served_one_by_one(server: str, store: aoe.Store, font: str,
+                                                             runs: list[str]) -> None:
+    _, _, page = get(f"{server}/run/{font}/{runs[1]}")
+    glyph_a = store.open_run(font, runs[1]).manifest.glyphs["A"]
+    assert glyph_a.offset is not None  # A and B share one pack
+    url = html.unescape(re.search(rb'href="(/blob/[^"]+)"><img class="glyph" [^>]*alt="glyph A"', page)[1].decode())
+    status, headers, body = get(f"{server}{url}")
+    assert status == 200 and body == make_png(1) and headers["ETag"] == f'"{glyph_a.digest}"'
+    assert int(headers["Content-Length"]) == len(body)
+    for bad in (url.replace("offset=", "offset=1"), url.replace("size=", "size=9"), url + "x",
+                url.replace("offset=", "offset=-1")):
+        status, _, body = get(f"{server}{bad}")
+        assert status in (400, 500) and b"Traceback" not in body, bad

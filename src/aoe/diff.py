@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .manifests import TensorRecord, walk
+from .manifests import TensorRecord, blob_map, walk
 from .objects import Blob
 from .runinfo import RunInfo
 from .store import Store
@@ -79,11 +79,11 @@ def diff_runs(store: Store, font_id: str, run_a: str, run_b: str, *, measure: bo
         a, b = getattr(first.info, key), getattr(second.info, key)
         if a != b:
             result.metadata.append(Change(key, a, b))
-    if first.manifest.sample != second.manifest.sample:
+    if _identity(first.manifest.sample) != _identity(second.manifest.sample):
         result.images.append(Change("sample", first.manifest.sample, second.manifest.sample))
     for glyph in sorted(set(first.manifest.glyphs) | set(second.manifest.glyphs)):
         a, b = first.manifest.glyphs.get(glyph), second.manifest.glyphs.get(glyph)
-        if a != b:
+        if _identity(a) != _identity(b):
             result.images.append(Change(f"glyph {glyph}", a, b))
     left, right = tensor_table(first.manifest.weights), tensor_table(second.manifest.weights)
     for name in list(left) + [n for n in right if n not in left]:
@@ -94,7 +94,7 @@ def diff_runs(store: Store, font_id: str, run_a: str, run_b: str, *, measure: bo
             present = a if a is not None else b
             assert present is not None  # a name comes from one side or the other
             result.tensors.append(TensorChange(name, status, shown_a, shown_b, present.blob.size))
-        elif a.blob == b.blob and shown_a == shown_b:
+        elif a.blob.identity == b.blob.identity and shown_a == shown_b:
             result.tensors.append(TensorChange(name, "same", shown_a, shown_b, a.blob.size))
         elif shown_a != shown_b:
             result.tensors.append(TensorChange(name, "reshaped", shown_a, shown_b, b.blob.size))
@@ -104,6 +104,10 @@ def diff_runs(store: Store, font_id: str, run_a: str, run_b: str, *, measure: bo
                 relative, largest = _how_much(store, a, b)
             result.tensors.append(TensorChange(name, "changed", shown_a, shown_b, a.blob.size, relative, largest))
     return result
+
+
+def _identity(blob: Blob | None) -> tuple[str, ...] | None:
+    return blob.identity if blob is not None else None
 
 
 def tensor_table(tree: Any) -> dict[str, TensorRecord]:
@@ -154,7 +158,7 @@ def _how_much(store: Store, first: TensorRecord, second: TensorRecord) -> tuple[
 
 def _plain(value: Any) -> Any:
     if isinstance(value, Blob):
-        return {"size": value.size, "chunks": list(value.chunks)}
+        return blob_map(value)
     if isinstance(value, tuple):
         return list(value)
     if hasattr(value, "isoformat"):

@@ -53,8 +53,10 @@ from .objects import Blob
 FORMAT = "aoe.run"
 """The marker every run manifest carries in its ``format`` field."""
 
-FORMAT_VERSION = 1
-"""The newest manifest format this aoe writes and reads."""
+FORMAT_VERSION = 2
+"""The newest manifest format this aoe writes and reads. Version 2 added blob slices
+(``offset``: small contents packed into a shared object), which a reader of version 1
+would misread; a version 1 manifest is a version 2 manifest without them."""
 
 WEIGHTS_VERSION = "v1"
 FEEDBACK_SCHEMA = "1.0"
@@ -257,12 +259,19 @@ def check(manifest: Manifest, *, writing: bool = False, depth_known: bool = Fals
 
 def check_blob(blob: Any) -> Blob:
     """A blob's size agrees with its chunks: none for an empty blob, else at least one
-    byte and at most :data:`MAX_OBJECT_BYTES` per chunk. A reader may then allocate
-    ``size`` bytes, which the chunks it can read must fill exactly."""
-    if not isinstance(blob, Blob) or not isinstance(blob.size, int) or isinstance(blob.size, bool):
+    byte and at most :data:`MAX_OBJECT_BYTES` per chunk; a slice (``offset``) is at least
+    one byte inside the first :data:`MAX_OBJECT_BYTES` of its one chunk. A reader may then
+    allocate ``size`` bytes, which the chunks it can read must fill exactly."""
+    if not isinstance(blob, Blob) or not _is_int(blob.size) or not (blob.offset is None or _is_int(blob.offset)):
         raise BadManifest(f"not a blob: {blob!r}")
     count = len(blob.chunks)
-    if blob.size < 0 or (blob.size == 0) != (count == 0) or not count <= blob.size <= count * MAX_OBJECT_BYTES:
+    if (blob.offset is None) != (blob.digest is None):
+        raise BadManifest("a blob slice needs both an offset and a digest")
+    if blob.offset is not None:
+        if count != 1 or blob.size < 1 or blob.offset < 0 or blob.offset + blob.size > MAX_OBJECT_BYTES:
+            raise BadManifest(f"a slice of {blob.size} bytes at offset {blob.offset} of {count} chunks")
+        parse_digest(blob.digest)
+    elif blob.size < 0 or (blob.size == 0) != (count == 0) or not count <= blob.size <= count * MAX_OBJECT_BYTES:
         raise BadManifest(f"a blob of {blob.size} bytes cannot be held by {count} chunks")
     for digest in blob.chunks:
         parse_digest(digest)
@@ -287,6 +296,10 @@ def check_tensor(record: Any) -> TensorRecord:
     if size is not None and math.prod(shape) * size != record.blob.size:
         raise BadManifest(f"a {record.dtype} tensor of shape {list(shape)} cannot hold {record.blob.size} bytes")
     return record
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 _LEAVES = (type(None), bool, int, float, complex, str, bytes)
@@ -381,9 +394,9 @@ def pack(manifest: Manifest) -> bytes:
         "params": manifest.params or None,
         "personality": _tensor_map(manifest.personality) if manifest.personality else None,
         "weights": manifest.weights,
-        "sample": _blob_map(manifest.sample) if manifest.sample else None,
-        "glyphs": {k: _blob_map(v) for k, v in manifest.glyphs.items()} or None,
-        "feedback": _blob_map(manifest.feedback) if manifest.feedback else None,
+        "sample": blob_map(manifest.sample) if manifest.sample else None,
+        "glyphs": {k: blob_map(v) for k, v in manifest.glyphs.items()} or None,
+        "feedback": blob_map(manifest.feedback) if manifest.feedback else None,
         "extras": manifest.extras or None,
         "name": manifest.name,
         "description": manifest.description,
@@ -430,13 +443,14 @@ def _ext(value: Any) -> msgpack.ExtType:
     raise UnsupportedValueError(f"cannot store a value of type {type(value).__name__}")
 
 
-def _blob_map(blob: Blob) -> dict[str, Any]:
-    return {"size": blob.size, "chunks": list(blob.chunks)}
+def blob_map(blob: Blob) -> dict[str, Any]:
+    where = {} if blob.offset is None else {"offset": blob.offset, "digest": blob.digest}
+    return {"size": blob.size, "chunks": list(blob.chunks), **where}
 
 
 def _tensor_map(record: TensorRecord) -> dict[str, Any]:
     alias = {} if record.alias is None else {"alias": record.alias}
-    return {"dtype": record.dtype, "shape": list(record.shape), **_blob_map(record.blob), **alias}
+    return {"dtype": record.dtype, "shape": list(record.shape), **blob_map(record.blob), **alias}
 
 
 # -- unpacking ------------------------------------------------------------------
@@ -468,7 +482,7 @@ def unpack(data: bytes) -> Manifest:
     if version < FORMAT_VERSION:
         fields = migrate(fields, version)
     try:
-        return check(depth_known=True, manifest=Manifest(
+        manifest = check(depth_known=True, manifest=Manifest(
             font_id=fields["font_id"],
             run_id=fields["run_id"],
             status=fields["status"],
@@ -491,6 +505,9 @@ def unpack(data: bytes) -> Manifest:
             source=fields.get("source", {}),
             metrics=fields.get("metrics"),
         ))
+        if version < 2 and any(blob.offset is not None for blob in manifest.blobs()):
+            raise BadManifest("a version 1 manifest holds a blob slice, which version 2 introduced")
+        return manifest
     except (KeyError, TypeError, ValueError, AttributeError, InvalidNameError) as exc:
         why = str(exc) if isinstance(exc, (BadManifest, InvalidNameError)) else repr(exc)
         raise FormatError(f"malformed run manifest ({why}); run `aoe store fsck`") from None
@@ -506,9 +523,16 @@ def check_location(manifest: Manifest, font_id: str, run_id: str) -> Manifest:
     return manifest
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
-"""``MIGRATIONS[v]`` turns the fields of a version ``v`` manifest into version ``v + 1``.
-Version 1 is the first, so there are none yet; see docs/format.md, *Versions*."""
+def _from_version_1(fields: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 is version 2 without blob slices: nothing changes (a slice in a version 1
+    manifest is refused by :func:`unpack`)."""
+    return fields
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_version_1}
+"""``MIGRATIONS[v]`` turns the fields of a version ``v`` manifest into version ``v + 1``,
+returning them unchanged (the same dict) when they mean the same; see docs/format.md,
+*Versions*."""
 
 
 class FormatMigrationWarning(UserWarning):
@@ -516,17 +540,20 @@ class FormatMigrationWarning(UserWarning):
 
 
 def migrate(fields: dict[str, Any], version: int) -> dict[str, Any]:
-    """Bring an older manifest's fields up to :data:`FORMAT_VERSION`, warning once per read."""
+    """Bring an older manifest's fields up to :data:`FORMAT_VERSION`, warning once per read
+    when that changed them."""
+    original = fields
     for step in range(version, FORMAT_VERSION):
         if step not in MIGRATIONS:
             raise FormatError(f"no migration from manifest format version {step}; this aoe cannot read it")
         fields = MIGRATIONS[step](fields)
-    warnings.warn(
-        f"run {fields.get('font_id')}/{fields.get('run_id')} has manifest format version {version}, "
-        f"read as version {FORMAT_VERSION}; it stays as stored (an amend writes the new version)",
-        FormatMigrationWarning,
-        stacklevel=3,
-    )
+    if fields is not original:
+        warnings.warn(
+            f"run {fields.get('font_id')}/{fields.get('run_id')} has manifest format version {version}, "
+            f"read as version {FORMAT_VERSION}; it stays as stored (an amend writes the new version)",
+            FormatMigrationWarning,
+            stacklevel=3,
+        )
     return fields
 
 
@@ -586,7 +613,7 @@ def _sequence(value: Any) -> list[Any]:
 
 def _blob(value: Any) -> Blob:
     value = _mapping(value)
-    return check_blob(Blob(value["size"], tuple(_sequence(value["chunks"]))))
+    return check_blob(Blob(value["size"], tuple(_sequence(value["chunks"])), value.get("offset"), value.get("digest")))
 
 
 def _tensor(value: Any) -> TensorRecord:

@@ -7,7 +7,10 @@ object raises :class:`CorruptObjectError`, it never returns wrong bytes.
 
 Large contents are cut into fixed-size chunks, each its own object, and described by
 a :class:`Blob` (total size and chunk digests): unchanged chunks deduplicate, and no
-step has to hold more than a chunk of compressed data at once.
+step has to hold more than a chunk of compressed data at once. Small contents are
+packed together into shared chunks (restic's pack files, git's packs): a blob is then a
+slice of one object, which still verifies as a whole, and a run of hundreds of biases
+and counters costs a few objects, not hundreds.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .backends import Backend, Buffer
+from .backends import Backend, BatchWrite, Buffer
 from .codec import CODEC_PLANES, HEADER, MAGIC, SizeMismatch, corrupt, decode, encode, hash_bytes
 from .errors import (
     CorruptObjectError,
@@ -40,6 +43,11 @@ ROUND_TRIP_WORKERS = 16
 
 CHUNK_SIZE = 8 * 1024 * 1024
 """Blobs are cut into chunks of this many bytes (the last one shorter)."""
+
+PACK_BELOW = 256 * 1024
+"""Contents smaller than this are packed with others into chunks of up to CHUNK_SIZE:
+below it, a file of its own costs more (open, write, fsync, link; a request on S3) than
+rewriting its neighbours when it changes."""
 _local = threading.local()
 T = TypeVar("T")
 R = TypeVar("R")
@@ -51,10 +59,32 @@ def _result(entry: Future[R] | tuple[R]) -> R:
 
 @dataclass(frozen=True)
 class Blob:
-    """A content of ``size`` bytes stored as the concatenation of ``chunks``."""
+    """A content of ``size`` bytes stored as the concatenation of ``chunks``; or, a
+    *slice*, as the ``size`` bytes at ``offset`` in its one chunk, a pack it shares with
+    other small contents, with its own address ``digest``."""
 
     size: int
     chunks: tuple[Digest, ...]
+    offset: int | None = None
+    digest: Digest | None = None
+
+    @property
+    def identity(self) -> tuple[Digest, ...]:
+        """What blobs of equal content share, however each is stored: the content's
+        address (a slice's ``digest``, a one-chunk blob's chunk), else its chunks'."""
+        return (self.digest,) if self.digest is not None else self.chunks
+
+
+@dataclass
+class _Pack:
+    """Small contents of one element width on their way into one shared chunk."""
+
+    width: int
+    members: list[tuple[int, memoryview, Digest]]  # (index of the content, its bytes, its address)
+    size: int = 0
+
+    def data(self) -> bytes:
+        return b"".join(view for _, view, _ in self.members)
 
 
 def chunk_views(data: Buffer, chunk_size: int | None = None) -> list[memoryview]:
@@ -89,13 +119,17 @@ class ObjectStore:
         self.on_progress: Callable[[int], None] | None = None
         """Called with the byte count of each object put or got (for progress bars)."""
 
-    def put(self, data: Buffer, width: int = 1) -> Digest:
+    def put(self, data: Buffer, width: int = 1, write: BatchWrite | None = None) -> Digest:
         """Store ``data`` once; storing it again writes nothing but refreshes its mtime.
-        ``width`` is the element size of floating-point data (see :func:`encode`)."""
+        ``width`` is the element size of floating-point data (see :func:`encode`);
+        ``write``, a batch's (see :meth:`Backend.write_batch`)."""
         digest = hash_bytes(data)
         key = object_key(digest)
         if not self.backend.touch(key):
-            self.backend.write(key, encode(data, width), exclusive=True)
+            if write is None:
+                self.backend.write(key, encode(data, width), exclusive=True)
+            else:
+                write(key, encode(data, width))
         self._progress(memoryview(data).nbytes)
         return digest
 
@@ -211,10 +245,12 @@ class ObjectStore:
             not self.backend.atomic_touch and self.backend.exists(pending_key(digest)))
 
     def put_many(self, contents: Iterable[Buffer], widths: Iterable[int] | None = None) -> list[Digest]:
-        """Store many contents; large ones are hashed, compressed and written in parallel."""
+        """Store many contents, made durable together; large ones are hashed, compressed
+        and written in parallel."""
         items = list(zip(contents, widths)) if widths is not None else [(c, 1) for c in contents]
-        return list(self.parallel(lambda item: self.put(*item), items,
-                                   [memoryview(c).nbytes for c, _ in items]))
+        with self.backend.write_batch() as write:
+            return list(self.parallel(lambda item: self.put(*item, write=write), items,
+                                      [memoryview(c).nbytes for c, _ in items]))
 
     def get_many(self, digests: Iterable[Digest], sizes: Iterable[int] | None = None) -> Iterator[bytes]:
         """Verified contents in order; large ones (by ``sizes``, if known) read in parallel."""
@@ -241,19 +277,67 @@ class ObjectStore:
             while pending:
                 yield _result(pending.popleft())
 
-    def put_blobs(self, contents: Iterable[Buffer], widths: Iterable[int] | None = None) -> list[Blob]:
-        """Store each content as a chunked blob; all chunks of all blobs go in parallel.
-        ``widths`` gives each content's float element size (1: not floating-point)."""
-        pieces = [chunk_views(content) for content in contents]
-        widths = list(widths) if widths is not None else [1] * len(pieces)
-        digests = iter(self.put_many(
-            (view for views in pieces for view in views),
-            (width for views, width in zip(pieces, widths) for _ in views),
-        ))
-        return [
-            Blob(sum(len(v) for v in views), tuple(next(digests) for _ in views))
-            for views in pieces
-        ]
+    def put_blobs(self, contents: Iterable[Buffer], widths: Iterable[int] | None = None,
+                  groups: Iterable[object] | None = None) -> list[Blob]:
+        """Store each content as a blob, all made durable together when the call returns.
+        ``widths`` gives each content's float element size (1: not floating-point).
+
+        Contents smaller than :data:`PACK_BELOW` are packed in order, by ``groups`` (what
+        changes together: one tree of tensors, a run's glyph images) and width, into
+        chunks of up to :data:`CHUNK_SIZE`; equal ones are packed once, and a pack that
+        ends up holding one content is just that content's chunk. Larger contents are cut
+        into chunks. Packs are joined on the worker that stores them, so memory holds a
+        few chunks, not all of them."""
+        views = [memoryview(content).cast("B") for content in contents]
+        widths = list(widths) if widths is not None else [1] * len(views)
+        groups = list(groups) if groups is not None else [None] * len(views)
+        pack_below = min(PACK_BELOW, CHUNK_SIZE + 1)
+        blobs: list[Blob | None] = [None] * len(views)
+        pieces: list[tuple[int, memoryview | _Pack]] = []  # what to store: chunks and packs
+        open_packs: dict[tuple[object, int], _Pack] = {}
+        packed: dict[tuple[object, Digest], int] = {}  # (group, content address) -> first index
+        copies: dict[int, int] = {}  # index -> index of an equal content packed before
+        for index, (view, width, group) in enumerate(zip(views, widths, groups)):
+            if not 0 < view.nbytes < pack_below:
+                pieces += [(index, chunk) for chunk in chunk_views(view)]
+                continue
+            address = hash_bytes(view)
+            if (group, address) in packed:
+                copies[index] = packed[group, address]
+                continue
+            packed[group, address] = index
+            pack = open_packs.get((group, width))
+            if pack is None or pack.size + view.nbytes > CHUNK_SIZE:
+                pack = open_packs[group, width] = _Pack(width, [])
+                pieces.append((-1, pack))
+            pack.members.append((index, view, address))
+            pack.size += view.nbytes
+
+        def store(piece: tuple[int, memoryview | _Pack]) -> Digest:
+            index, what = piece
+            if isinstance(what, _Pack):
+                return self.put(what.data() if len(what.members) > 1 else what.members[0][1], what.width, write)
+            return self.put(what, widths[index], write)
+
+        chunks: dict[int, list[Digest]] = {}
+        with self.backend.write_batch() as write:
+            digests = self.parallel(store, pieces, [p.size if isinstance(p, _Pack) else p.nbytes for _, p in pieces])
+            for (index, what), digest in zip(pieces, digests):
+                if not isinstance(what, _Pack):
+                    chunks.setdefault(index, []).append(digest)
+                    continue
+                offset = 0
+                for member, view, address in what.members:
+                    single = len(what.members) == 1
+                    blobs[member] = Blob(view.nbytes, (digest,)) if single else \
+                        Blob(view.nbytes, (digest,), offset, address)
+                    offset += view.nbytes
+        for index, view in enumerate(views):
+            if index in copies:
+                blobs[index] = blobs[copies[index]]
+            elif blobs[index] is None:
+                blobs[index] = Blob(view.nbytes, tuple(chunks.get(index, ())))
+        return [blob for blob in blobs if blob is not None]
 
     def put_blob(self, content: Buffer, width: int = 1) -> Blob:
         return self.put_blobs([content], [width])[0]
@@ -262,30 +346,38 @@ class ObjectStore:
         """Fill each buffer with its blob's verified content. Every chunk is decoded in
         parallel straight into its place, assuming the standard chunk size; a blob cut
         otherwise (another writer's choice, which readers must accept) is read again in
-        order."""
+        order. A pack is decoded once, and each of its slices copied out."""
         targets = list(targets)
         for blob, out in targets:
             if len(out) != blob.size:
                 raise ValueError(f"buffer of {len(out)} bytes for a blob of {blob.size}")
-        places = [
+        slices: dict[Digest, list[tuple[Blob, memoryview]]] = {}
+        for blob, out in targets:
+            if blob.offset is not None:
+                slices.setdefault(blob.chunks[0], []).append((blob, out))
+        places: list[tuple[Digest, memoryview, int]] = [
             (digest, out[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE], index)
-            for index, (blob, out) in enumerate(targets)
+            for index, (blob, out) in enumerate(targets) if blob.offset is None
             for i, digest in enumerate(blob.chunks)
         ]
         irregular = {
             index for index, (blob, _) in enumerate(targets)
-            if len(blob.chunks) != -(-blob.size // CHUNK_SIZE)
+            if blob.offset is None and len(blob.chunks) != -(-blob.size // CHUNK_SIZE)
         }
 
         def fill(place: tuple[Digest, memoryview, int]) -> None:
             digest, out, index = place
-            if index not in irregular:
+            if index < 0:
+                _copy_slices(self.get(digest), slices[digest])
+            elif index not in irregular:
                 try:
                     self.read_into(digest, out)
                 except SizeMismatch:
                     irregular.add(index)
 
-        for _ in self.parallel(fill, places, [len(out) for _, out, _ in places]):
+        places += [(digest, memoryview(b""), -1) for digest in slices]
+        sizes = [len(out) if index >= 0 else sum(b.size for b, _ in slices[digest]) for digest, out, index in places]
+        for _ in self.parallel(fill, places, sizes):
             pass
         for index in sorted(irregular):
             self._read_in_order(*targets[index])
@@ -314,6 +406,9 @@ class ObjectStore:
     def iter_blob(self, blob: Blob) -> Iterator[bytes]:
         """A blob's verified chunks in order; a blob whose chunks do not add up to its
         size raises :class:`CorruptObjectError` as soon as that shows."""
+        if blob.offset is not None:
+            yield bytes(_slice(self.get(blob.chunks[0]), blob))
+            return
         total = 0
         for digest in blob.chunks:
             chunk = self.get(digest)
@@ -326,3 +421,19 @@ class ObjectStore:
                 f"a blob of {blob.size:,} bytes has chunks adding up to another size; "
                 "the manifest naming it is damaged: run `aoe store fsck`"
             )
+
+
+def _slice(pack: bytes, blob: Blob) -> memoryview:
+    """A slice's bytes in its verified pack, checked against the slice's own address."""
+    assert blob.offset is not None and blob.digest is not None
+    data = memoryview(pack)[blob.offset : blob.offset + blob.size]
+    if len(data) != blob.size or hash_bytes(data) != blob.digest:
+        raise CorruptObjectError(
+            f"the {blob.size:,} bytes at offset {blob.offset:,} of object {blob.chunks[0]} are not the content "
+            f"{blob.digest}; the manifest naming them is damaged: run `aoe store fsck`")
+    return data
+
+
+def _copy_slices(pack: bytes, targets: list[tuple[Blob, memoryview]]) -> None:
+    for blob, out in targets:
+        out[:] = _slice(pack, blob)

@@ -32,8 +32,8 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from .errors import InvalidInputError, InvalidNameError, NotFoundError, StoreError
-from .manifests import Manifest, unpack
-from .names import RUN_ID_RE, check_font_id, parse_digest
+from .manifests import Manifest, check_blob, unpack
+from .names import RUN_ID_RE, Digest, check_font_id, parse_digest
 from .objects import Blob
 from .runinfo import RunInfo
 from .store import Store
@@ -161,7 +161,7 @@ class Browser:
         neighbours = self.store.list_runs(font_id, where=[("run_id", "<", run_id)], sort="-run_id", limit=1)
         previous = neighbours[0].run_id if neighbours else None
         glyphs = "".join(
-            f'<figure><a href="{_blob_url(blob, "png")}">{self._thumb(blob, f"glyph {name}", css="glyph")}</a>'
+            f'<figure><a href="{h(_blob_url(blob, "png"))}">{self._thumb(blob, f"glyph {name}", css="glyph")}</a>'
             f"<figcaption>{h(name)}</figcaption></figure>"
             for name, blob in sorted(manifest.glyphs.items()) if blob.chunks)
         feedback = json.dumps(run.feedback(), indent=2, ensure_ascii=False) if manifest.feedback else "(none)"
@@ -234,15 +234,14 @@ class Browser:
         answering, so a missing or damaged blob is an error page; a later chunk that fails
         its check aborts the response, so the client sees a failure, never wrong bytes."""
         chunks = tuple(parse_digest(d) for d in digests.split(","))
+        if "digest" in query:  # a slice of a pack: small, read and verified whole
+            blob = _slice_of(chunks, query)
+            return 200, _content_headers(kind, blob.identity[0], blob.size), self.store.objects.get_blob(blob)
         first = self.store.objects.get(chunks[0])
         length = len(first) + sum(self.store.objects.content_size(d) for d in chunks[1:])
         data: Any = first if len(chunks) == 1 else itertools.chain(
             [first], (self.store.objects.get(d) for d in chunks[1:]))
-        headers = {"Content-Type": CONTENT_TYPES[kind], "Cache-Control": IMMUTABLE, "ETag": f'"{chunks[0]}"',
-                   "X-Content-Type-Options": "nosniff", "Content-Length": str(length)}
-        if kind == "bin":
-            headers["Content-Disposition"] = f'attachment; filename="{chunks[0]}"'
-        return 200, headers, data
+        return 200, _content_headers(kind, chunks[0], length), data
 
     def download(self, font_id: str, run_id: str, query: dict[str, list[str]]) -> tuple[int, dict[str, str], bytes]:
         font_id, run_id = check_font_id(font_id), _run_id(run_id)
@@ -265,7 +264,7 @@ class Browser:
     def _thumb(self, blob: Blob | None, alt: str, css: str = "thumb") -> str:
         if blob is None or not blob.chunks:
             return f'<div class="{css} empty">none</div>'
-        return f'<img class="{css}" src="{_blob_url(blob, "png")}" alt="{h(alt)}" loading="lazy">'
+        return f'<img class="{css}" src="{h(_blob_url(blob, "png"))}" alt="{h(alt)}" loading="lazy">'
 
     def _run_table(self, runs: list[RunInfo], *, compare: bool) -> str:
         rows = []
@@ -300,28 +299,48 @@ class Browser:
             if previous else {}
         nearby = self.store.list_runs(font_id, where=[("run_id", "<", run_id)], sort="-run_id", limit=NEARBY) + \
             self.store.list_runs(font_id, where=[("run_id", ">", run_id)], sort="run_id", limit=NEARBY)
-        blob_sets = [{r.blob for r in tensor_table(self.manifest(info.manifest).weights).values()}
+        blob_sets = [{r.blob.identity for r in tensor_table(self.manifest(info.manifest).weights).values()}
                      for info in nearby if info.manifest]
         rows, shared = [], 0
         for name, record in table.items():
-            same = name in before and before[name].blob == record.blob
+            same = name in before and before[name].blob.identity == record.blob.identity
             shared += record.blob.size if same else 0
-            also = sum(record.blob in blobs for blobs in blob_sets)
-            raw = f'<a href="{_blob_url(record.blob, "bin")}">raw bytes</a>' if record.blob.chunks else ""
+            also = sum(record.blob.identity in identities for identities in blob_sets)
+            raw = f'<a href="{h(_blob_url(record.blob, "bin"))}">raw bytes</a>' if record.blob.chunks else ""
             rows.append(f"<tr><td>{h(name)}</td><td>{h(record.dtype)}</td><td>{h(list(record.shape))}</td>"
-                        f"<td>{record.blob.size:,}</td><td>{'shared' if same else 'new' if previous else ''}</td>"
+                        f"<td>{record.blob.size:,}</td><td>{'same' if same else 'changed' if previous else ''}</td>"
                         f"<td class=nearby>{also} of {len(blob_sets)}</td><td>{raw}</td></tr>")
         total = sum(r.blob.size for r in table.values())
-        note = (f"{shared / 1e6:.2f} of {total / 1e6:.2f} MB shared with the previous run ({h(previous)}), "
-                "stored once" if previous else f"{total / 1e6:.2f} MB")
+        note = (f"{shared / 1e6:.2f} of {total / 1e6:.2f} MB the same as in the previous run ({h(previous)})"
+                if previous else f"{total / 1e6:.2f} MB")
         return (f"<p>{len(table)} tensors, {note}</p><table id=weights><tr><th>tensor</th><th>dtype</th>"
                 f"<th>shape</th><th>bytes</th><th>vs previous run</th><th>same bytes in nearby runs</th>"
                 f"<th>download</th></tr>{''.join(rows)}</table>")
 
 
 def _blob_url(blob: Blob, kind: str) -> str:
-    """Where a blob is served: by the addresses of its chunks, so the URL never goes stale."""
-    return f"/blob/{','.join(blob.chunks)}.{kind}"
+    """Where a blob is served: by the addresses of its chunks (and, for a slice of a pack,
+    where in it and its own address), so the URL never goes stale."""
+    where = "" if blob.offset is None else "?" + urlencode(
+        {"offset": blob.offset, "size": blob.size, "digest": blob.digest})
+    return f"/blob/{','.join(blob.chunks)}.{kind}{where}"
+
+
+def _slice_of(chunks: tuple[Digest, ...], query: dict[str, list[str]]) -> Blob:
+    """The slice a blob URL names, checked as a manifest's would be."""
+    try:
+        blob = Blob(int(query["size"][0]), chunks, int(query["offset"][0]), parse_digest(query["digest"][0]))
+        return check_blob(blob)
+    except (KeyError, ValueError) as exc:  # BadManifest is a ValueError
+        raise InvalidInputError(f"not a blob slice: {exc}") from None
+
+
+def _content_headers(kind: str, etag: str, length: int) -> dict[str, str]:
+    headers = {"Content-Type": CONTENT_TYPES[kind], "Cache-Control": IMMUTABLE, "ETag": f'"{etag}"',
+               "X-Content-Type-Options": "nosniff", "Content-Length": str(length)}
+    if kind == "bin":
+        headers["Content-Disposition"] = f'attachment; filename="{etag}"'
+    return headers
 
 
 def h(value: Any) -> str:

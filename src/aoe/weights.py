@@ -77,6 +77,9 @@ class PreparedTrees:
     trees: dict[str, Any] = field(default_factory=dict)
     tensors: list[torch.Tensor] = field(default_factory=list)
     shapes: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
+    trees_of: list[str] = field(default_factory=list)
+    """The tree each queued tensor belongs to."""
+    _tree: str = ""
     views: dict[tuple[Any, ...], int] = field(default_factory=dict)
     """Each tensor queued, by its storage, offset, shape, strides, dtype and device."""
     aliased: set[int] = field(default_factory=set)
@@ -86,6 +89,7 @@ class PreparedTrees:
         """Validate ``value`` (a state_dict, nn.Module or tensor) and queue its tensors."""
         if isinstance(value, torch.nn.Module):
             value = value.state_dict()
+        self._tree = name
         self.trees[name] = self._walk(value, name)
 
     def _walk(self, value: Any, path: str, depth: int = 0) -> Any:
@@ -156,13 +160,14 @@ class PreparedTrees:
         dense = tensor.detach().cpu().resolve_conj().resolve_neg().contiguous()
         self.tensors.append(dense)
         self.shapes.append((dtype_name(dense.dtype), tuple(dense.shape)))
+        self.trees_of.append(self._tree)
         self.views[view] = len(self.tensors) - 1
         return _Pending(len(self.tensors) - 1)
 
     def store(self, objects: ObjectStore) -> dict[str, Any]:
         """Write every queued tensor as a blob (in parallel); return the finished trees."""
-        blobs = objects.put_blobs((raw_view(t) for t in self.tensors),
-                                  (plane_width(t.dtype) for t in self.tensors))
+        blobs = objects.put_blobs((raw_view(t) for t in self.tensors), (plane_width(t.dtype) for t in self.tensors),
+                                  self.trees_of)  # a tree's small tensors packed together
         aliases = {index: alias for alias, index in enumerate(sorted(self.aliased))}
         records = [TensorRecord(dtype, shape, blob, aliases.get(index))
                    for index, ((dtype, shape), blob) in enumerate(zip(self.shapes, blobs))]

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .base import MAX_KEY_BYTES, Backend, Buffer, check_key
+from .base import MAX_KEY_BYTES, Backend, BatchWrite, Buffer, check_key
 
 Opener = Callable[[str, "str | None", "int | None"], Backend]
 
@@ -51,4 +51,4 @@ def open_backend(location: str | os.PathLike[str], *, endpoint: str | None = Non
     return LocalBackend(Path(location))
 
 
-__all__ = ["LOCATIONS", "MAX_KEY_BYTES", "Backend", "Buffer", "check_key", "open_backend"]
+__all__ = ["LOCATIONS", "MAX_KEY_BYTES", "Backend", "BatchWrite", "Buffer", "check_key", "open_backend"]

@@ -12,8 +12,8 @@ Every implementation passes ``tests/test_backend_contract.py``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -22,6 +22,10 @@ from ..layout import TEMP_PREFIX
 from ..limits import MAX_OBJECT_BYTES, MAX_STORED_OVERHEAD
 
 Buffer = bytes | bytearray | memoryview
+
+BatchWrite = Callable[[str, Sequence[Buffer]], bool]
+"""A create-only write inside :meth:`Backend.write_batch`: False if the key existed (its
+mtime is refreshed then, and nothing is written)."""
 
 MAX_KEY_BYTES = MAX_OBJECT_BYTES + MAX_STORED_OVERHEAD
 """No key holds more than this (the largest stored object); a larger file is refused
@@ -76,6 +80,14 @@ class Backend(Protocol):
         its mtime is refreshed and False is returned. Otherwise the key is replaced
         atomically and True is returned.
         """
+        ...
+
+    def write_batch(self) -> AbstractContextManager[BatchWrite]:
+        """Many create-only writes made durable together (git's batched fsync): a key
+        written in the block is never visible before its bytes are durable, and every
+        one is visible and durable once the block ends without an error; when it ends
+        with one, what is not visible yet is discarded. Backends whose writes are durable
+        as they land write at once (:func:`direct_batch`)."""
         ...
 
     def touch(self, key: str) -> bool:
@@ -141,6 +153,12 @@ class Backend(Protocol):
         """Whether a folder made by :meth:`make_folder` is still there."""
         ...
 
+
+
+@contextmanager
+def direct_batch(backend: Backend) -> Iterator[BatchWrite]:
+    """A write batch for a backend whose every write is durable when it returns."""
+    yield lambda key, parts: backend.write(key, parts, exclusive=True)
 
 
 _BAD_KEY_PART = re.compile(r"(^|/)(\.{1,2})?(/|$)|[\x00-\x1f\x7f\\]|(^|/)" + re.escape(TEMP_PREFIX))

@@ -45,6 +45,19 @@ def atomic_write(path: Path, content: Content, *, exclusive: bool, durable: bool
     created with ``O_EXCL | O_NOFOLLOW``, so a symlink planted at its name is never
     followed. Raises OSError; callers map it (see :func:`with_retries`).
     """
+    temp = write_temp(path, content, durable=durable)
+    try:
+        placed = place(temp, path, exclusive=exclusive)
+        if placed and durable:
+            fsync_dir(path.parent)
+        return placed
+    finally:
+        remove_quietly(temp)
+
+
+def write_temp(path: Path, content: Content, *, durable: bool) -> Path:
+    """The first half of :func:`atomic_write`: ``content`` in a new temporary file beside
+    ``path`` (fsynced if ``durable``), which the caller places or removes."""
     temp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}-{path.name}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_BINARY | O_NOFOLLOW, 0o666)
     try:
@@ -56,26 +69,43 @@ def atomic_write(path: Path, content: Content, *, exclusive: bool, durable: bool
                 _write_all(fd, part)
         if durable:
             os.fsync(fd)
+    except BaseException:
         os.close(fd)
-        fd = -1
-        if exclusive:
-            try:
-                os.link(temp, path)
-            except FileExistsError:
-                os.utime(path, follow_symlinks=False)
-                return False
-        else:
-            os.replace(temp, path)
-        if durable:
-            fsync_dir(path.parent)
-        return True
-    finally:
-        if fd >= 0:
-            os.close(fd)
+        remove_quietly(temp)
+        raise
+    os.close(fd)
+    return temp
+
+
+def place(temp: Path, path: Path, *, exclusive: bool) -> bool:
+    """The second half: a written temporary file becomes ``path``, linked (create-only:
+    False, and ``path``'s mtime refreshed, when it exists) or renamed over it. The caller
+    fsyncs the folder and removes ``temp``."""
+    if exclusive:
         try:
-            os.unlink(temp)
-        except FileNotFoundError:
-            pass
+            os.link(temp, path)
+        except FileExistsError:
+            os.utime(path, follow_symlinks=False)
+            return False
+    else:
+        os.replace(temp, path)
+    return True
+
+
+def fsync_file(path: Path) -> None:
+    """Make a file's data durable."""
+    fd = os.open(path, os.O_RDONLY | O_BINARY | O_NOFOLLOW)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _write_all(fd: int, data: Buffer) -> None:

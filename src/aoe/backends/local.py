@@ -13,13 +13,32 @@ import os
 import secrets
 import stat
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from ..errors import InvalidNameError, NotFoundError, StorageError, UnexpectedFileError
 from ..layout import LOCKS, TEMP_PREFIX
-from .base import MAX_KEY_BYTES, Buffer, check_key
-from .files import O_BINARY, O_NOFOLLOW, atomic_write, fsync_dir, storage_error, with_retries
+from .base import MAX_KEY_BYTES, BatchWrite, Buffer, check_key
+from .files import (
+    O_BINARY,
+    O_NOFOLLOW,
+    atomic_write,
+    fsync_dir,
+    fsync_file,
+    place,
+    remove_quietly,
+    storage_error,
+    with_retries,
+    write_temp,
+)
+
+T = TypeVar("T")
+
+SYNC_THREADS = 16
+"""fsyncs in flight at once when a batch is made durable: the filesystem commits its
+journal once for all those waiting (group commit), so they cost about one."""
 
 
 class LocalBackend:
@@ -223,16 +242,55 @@ class LocalBackend:
         path = self.path(key)
         if exclusive and self.touch(key):
             return False
-        return with_retries(lambda: self._write_once(path, parts, exclusive), f"writing {path}")
+        return with_retries(lambda: self._in_folder(path, lambda: atomic_write(path, parts, exclusive=exclusive)),
+                            f"writing {path}")
 
-    def _write_once(self, path: Path, parts: Sequence[Buffer], exclusive: bool) -> bool:
-        self._ensure_dir(path.parent)  # once per folder: it is real, not a symlink
+    @contextmanager
+    def write_batch(self) -> Iterator[BatchWrite]:
+        """Each write goes to a temporary file, unsynced; when the block ends they are
+        fsynced together, linked into place, and their folders fsynced together: the
+        steps of :func:`files.atomic_write`, each done once for the batch."""
+        staged: list[tuple[Path, Path]] = []
+
+        def write(key: str, parts: Sequence[Buffer]) -> bool:
+            path = self.path(key)
+            if self.touch(key):
+                return False
+            temp = with_retries(lambda: self._in_folder(path, lambda: write_temp(path, parts, durable=False)),
+                                f"writing {path}")
+            staged.append((temp, path))
+            return True
+
         try:
-            return atomic_write(path, parts, exclusive=exclusive)
+            yield write
+            if staged:
+                with_retries(lambda: self._publish(staged), f"writing {len(staged)} files under {self.root}")
+        finally:
+            for temp, _ in staged:
+                remove_quietly(temp)
+
+    @staticmethod
+    def _publish(staged: Sequence[tuple[Path, Path]]) -> None:
+        folders = set()
+        with ThreadPoolExecutor(min(SYNC_THREADS, len(staged))) as pool:
+            for _ in pool.map(fsync_file, [temp for temp, _ in staged]):
+                pass
+            for temp, path in staged:
+                if place(temp, path, exclusive=True):
+                    folders.add(path.parent)
+            for _ in pool.map(fsync_dir, folders):
+                pass
+
+    def _in_folder(self, path: Path, action: Callable[[], T]) -> T:
+        """``action``, which writes into ``path``'s folder, after making sure the folder is
+        there (once per folder: it is real, not a symlink); once more if it was removed."""
+        self._ensure_dir(path.parent)
+        try:
+            return action()
         except FileNotFoundError:  # the folder was removed under us: make it again, once
             self._known_dirs.clear()
             self._ensure_dir(path.parent)
-            return atomic_write(path, parts, exclusive=exclusive)
+            return action()
 
     def _ensure_dir(self, folder: Path) -> None:
         """Create ``folder`` and its missing parents, fsyncing each new entry. A folder

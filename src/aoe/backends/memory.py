@@ -11,13 +11,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import ClassVar
 
 from ..errors import NotFoundError, UnexpectedFileError
 from ..layout import FONTS, lock_key
-from .base import MAX_KEY_BYTES, Buffer, check_key
+from .base import MAX_KEY_BYTES, BatchWrite, Buffer, check_key, direct_batch
 
 
 class MemoryBackend:
@@ -73,6 +73,9 @@ class MemoryBackend:
         if len(entry[0]) > MAX_KEY_BYTES:
             raise UnexpectedFileError(f"{key} holds more than aoe ever writes there")
         return entry[0]
+
+    def write_batch(self) -> AbstractContextManager[BatchWrite]:
+        return direct_batch(self)  # each write is durable as it lands
 
     def write(self, key: str, parts: Sequence[Buffer], *, exclusive: bool) -> bool:
         data = b"".join(bytes(memoryview(p).cast("B")) for p in parts)

@@ -33,7 +33,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 
 from ..errors import InvalidNameError, NotFoundError, StorageError, StoreMissingError, UnexpectedFileError
 from ..layout import FONTS, lock_key
-from .base import MAX_KEY_BYTES, Buffer, check_key
+from .base import MAX_KEY_BYTES, BatchWrite, Buffer, check_key, direct_batch
 from .cache import cache_folder
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
@@ -232,6 +232,9 @@ class S3Backend:
         return bool(page.get("KeyCount") or page.get("Contents"))
 
     # -- writing ------------------------------------------------------------------
+
+    def write_batch(self) -> AbstractContextManager[BatchWrite]:
+        return direct_batch(self)  # each write is durable as it lands
 
     def write(self, key: str, parts: Sequence[Buffer], *, exclusive: bool) -> bool:
         try:

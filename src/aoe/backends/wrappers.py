@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StorageError
-from .base import Backend, Buffer
+from .base import Backend, BatchWrite, Buffer
 from .files import storage_error
 
 
@@ -43,7 +43,7 @@ class ReadOnlyBackend(Wrapper):
     def _refuse(self, *args: Any, **kwargs: Any) -> Any:
         raise StorageError(f"{self.location} is open read-only; nothing was changed")
 
-    write = touch = delete = compare_and_swap = delete_if_untouched = remove_temp = make_folder = _refuse
+    write = write_batch = touch = delete = compare_and_swap = delete_if_untouched = remove_temp = make_folder = _refuse
 
     @contextmanager
     def lock(self, name: str, *, wait: bool) -> Iterator[bool]:
@@ -83,6 +83,15 @@ class FaultyBackend(Wrapper):
     def write(self, key: str, parts: Sequence[Buffer], *, exclusive: bool) -> bool:
         self._maybe_fail("write", key)
         return self.inner.write(key, parts, exclusive=exclusive)
+
+    @contextmanager
+    def write_batch(self) -> Iterator[BatchWrite]:
+        with self.inner.write_batch() as write:
+            def faulty(key: str, parts: Sequence[Buffer]) -> bool:
+                self._maybe_fail("write", key)
+                return write(key, parts)
+
+            yield faulty
 
     def touch(self, key: str) -> bool:
         self._maybe_fail("touch", key)

@@ -230,8 +230,9 @@ class StoreBase:
             parts["weights"] = trees.pop("weights", None)
             parts["personality"] = trees.pop("personality", None)
             parts["extras"] = {k.removeprefix("extra/"): v for k, v in trees.items()}
-        files = [f for f in (sample, *glyphs.values(), feedback_data) if f is not None]
-        blobs = iter(self.objects.put_blobs(files))
+        files = [(data, group) for data, group in ((sample, "sample"), *((g, "glyphs") for g in glyphs.values()),
+                                                   (feedback_data, "feedback")) if data is not None]
+        blobs = iter(self.objects.put_blobs([data for data, _ in files], groups=[group for _, group in files]))
         parts["sample"] = next(blobs) if sample is not None else None
         parts["glyphs"] = {glyph: next(blobs) for glyph in glyphs}
         if feedback_data is not None:
