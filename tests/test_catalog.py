@@ -321,3 +321,21 @@ def test_a_run_answers_for_a_field_as_queries_name_it(store: aoe.Store, font: st
     assert info.value("params.opt.lr") == 0.01 and info.value("params.steps") == 3
     assert info.value("params.opt.missing") is None and info.value("status") == "completed"
     assert info.value("nonsense") is None
+
+
+def test_the_json_listing_is_what_the_run_infos_say(store: aoe.Store, font: str) -> None:
+    for i in range(3):
+        store.save_model(font, {"w": torch.ones(2)}, feedback={"final_loss": [0.5, float("nan"), 0.25][i]},
+                         params={"lr": 0.1 * i}, tags=["bold"] if i else [])
+    for filters in ({}, {"tags": ["bold"], "sort": "-metrics.final_loss"}, {"limit": 1, "offset": 1}):
+        infos = store.list_runs(font, **filters)
+        assert store.list_runs_json(font, **filters) == json.dumps([info.to_dict() for info in infos])
+
+
+def test_run_infos_from_the_index_decode_on_first_use_and_compare_equal(store: aoe.Store, font: str) -> None:
+    run_id = store.save_model(font, {"w": torch.ones(2)}, params={"lr": 0.1}, tags=["bold"])
+    direct = store.get_run_info(font, run_id)
+    [listed] = aoe.Store(store.root).list_runs(font)
+    assert "_row" in listed.__dict__  # nothing decoded yet
+    assert listed == direct and listed.params == {"lr": 0.1} and listed.tags == ("bold",)
+    assert "_row" not in listed.__dict__ and not hasattr(listed, "no_such_field")

@@ -38,7 +38,7 @@ from .query import Query, build_query
 from .refs import Refs, run_time
 from .runinfo import FontSummary, RunInfo, feedback_metrics
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 T = TypeVar("T")
 RACY_NS = 2_000_000_000
 
@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS fonts (font_id TEXT PRIMARY KEY, version INTEGER, syn
 CREATE TABLE IF NOT EXISTS runs (
     font_id TEXT NOT NULL, run_id TEXT NOT NULL, token TEXT, manifest TEXT,
     status TEXT, time TEXT, saved_at TEXT, started_at TEXT, ended_at TEXT,
-    name TEXT, description TEXT, tags TEXT, params TEXT, metrics TEXT, info BLOB,
+    name TEXT, description TEXT, tags TEXT, params TEXT, metrics TEXT, info BLOB, json TEXT,
     PRIMARY KEY (font_id, run_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS runs_time ON runs (font_id, time);
@@ -218,7 +218,7 @@ class Catalog:
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany("DELETE FROM runs WHERE font_id = ? AND run_id = ?", [(font_id, r) for r in gone])
-            db.executemany("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            db.executemany("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             generation = db.execute("SELECT generation FROM fonts WHERE font_id = ?", (font_id,)).fetchone()
             generation = (generation[0] if generation else 0) + (1 if gone or rows else 0)
             db.execute("INSERT OR REPLACE INTO fonts VALUES (?, ?, ?, ?)", (font_id, version, synced_ns, generation))
@@ -234,7 +234,7 @@ class Catalog:
                 format_time(info.started_at or run_time(run_id)),
                 format_time(info.saved_at), _text(info.started_at), _text(info.ended_at),
                 info.name, info.description, json.dumps(list(info.tags)), index_json(info.params),
-                index_json(info.metrics), info.to_row(),
+                index_json(info.metrics), info.to_row(), json.dumps(info.to_dict()),
             )
 
     def read_infos(self, font_id: str, run_ids: list[str]) -> list[RunInfo]:
@@ -299,6 +299,14 @@ class Catalog:
             cached = (generation, {run_id: RunInfo.from_row(info) for run_id, info in rows})
             self._built[font_id] = cached
         return cached[1]
+
+    @_rebuilt_if_damaged
+    def runs_json(self, query: Query) -> list[str]:
+        """The JSON of each run :meth:`runs` would answer (``RunInfo.to_dict``), as the
+        index keeps it: a listing for a program builds no RunInfo at all."""
+        sql, args = build_query(query, "json")
+        with self._lock:
+            return [text for (text,) in self._db().execute(sql, args).fetchall()]
 
     @_rebuilt_if_damaged
     def count(self, query: Query) -> int:

@@ -176,6 +176,9 @@ def ls(
     if count:
         say(store.count_runs(font_id, **filters))
         return
+    if as_json:
+        say(store.list_runs_json(font_id, **filters))
+        return
     show_runs(store.list_runs(font_id, **filters), sort, as_json)
 
 

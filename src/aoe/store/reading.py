@@ -83,6 +83,13 @@ class Reading(StoreBase):
         return self.catalog.runs(Query([font_id], status, tags, all_tags, since, until, where,
                                        None, sort, descending, limit, offset))
 
+    def list_runs_json(self, font_id: str, **filters: Any) -> str:
+        """:meth:`list_runs` as a JSON array of ``RunInfo.to_dict()`` (what ``aoe store ls
+        FONT --json`` prints), straight from the index: no RunInfo is built."""
+        self._require_font(font_id)
+        self.catalog.sync([font_id])
+        return "[" + ", ".join(self.catalog.runs_json(Query([font_id], **filters))) + "]"
+
     def count_runs(self, font_id: str | None = None, **filters: Any) -> int:
         """How many runs match (of one font, or of all): the filters of :meth:`list_runs`,
         and ``text`` as in :meth:`search`; counted in the index, none of them built."""
