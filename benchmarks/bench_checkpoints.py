@@ -86,7 +86,8 @@ def bert_small() -> tuple[torch.nn.Module, Callable[[], dict[str, torch.Tensor]]
 def t5_small() -> tuple[torch.nn.Module, Callable[[], dict[str, torch.Tensor]]]:
     from transformers import T5Config, T5ForConditionalGeneration
 
-    config = T5Config(d_model=512, d_ff=2048, num_layers=6, num_heads=8, vocab_size=32128)  # t5-small's shape
+    config = T5Config(d_model=512, d_ff=2048, num_layers=6, num_heads=8, vocab_size=32128,  # t5-small's shape
+                      decoder_start_token_id=0, pad_token_id=0)
 
     def batch() -> dict[str, torch.Tensor]:
         ids = torch.randint(0, config.vocab_size, (2, 32))
@@ -240,47 +241,62 @@ def flat(state: dict[str, Any]) -> dict[str, torch.Tensor] | None:
     return out
 
 
+def aoe_modes() -> dict[str, bool | None]:
+    """aoe as a user gets it, and with its float setting the other way (see FLOAT_PLANES_MIN_CORES)."""
+    default = aoe.Store("memory://probe").objects.compress_floats
+    return {"aoe": None, f"aoe, float planes {'off' if default else 'on'}": not default}
+
+
 def measure(name: str, state: dict[str, Any], work: Path, repeats: int) -> dict[str, Any]:
     tensors = distinct(tensors_of(state))
     size = sum(t.numel() * t.element_size() for t in tensors)
     plain = flat(state)
+    modes = aoe_modes()
     savers: dict[str, Callable[[int], object]] = {
         "torch.save": lambda n: torch_save_fsync(state, work / f"t{n}.pt"),
         "disk": lambda n: raw_write_fsync(tensors, work / f"r{n}.bin"),
-        "aoe": lambda n: aoe.Store(work / f"s{n}").save_model("1-bench", state),
     }
+    for index, (mode, floats) in enumerate(modes.items()):
+        savers[mode] = lambda n, index=index, floats=floats: aoe.Store(
+            work / f"s{n}-{index}", compress_floats=floats).save_model("1-bench", state)
     if plain is not None:
         savers["safetensors"] = lambda n: safetensors_save_fsync(plain, work / f"f{n}.safetensors")
 
     def prepare(contender: str, attempt: int) -> None:
-        if contender == "aoe":
-            aoe.Store(work / f"s{attempt}").create_font("bench")
+        if contender in modes:
+            aoe.Store(work / f"s{attempt}-{list(modes).index(contender)}").create_font("bench")
 
     def tidy(contender: str, attempt: int) -> None:
-        for path in work.glob(f"[strf]{attempt}*"):
+        for path in work.glob(f"[strf]{attempt}[.-]*"):
             remove(path)
 
     saved = take_turns(savers, repeats, before=prepare, after=tidy)
-    store = aoe.Store(work / "store")
-    store.create_font("bench")
-    run_id = store.save_model("1-bench", state)
-    unchanged = take_turns({"aoe": lambda n: store.save_model("1-bench", state)}, repeats)["aoe"]
+    stores, runs = {}, {}
+    for index, (mode, floats) in enumerate(modes.items()):
+        stores[mode] = aoe.Store(work / f"store-{index}", compress_floats=floats)
+        stores[mode].create_font("bench")
+        runs[mode] = stores[mode].save_model("1-bench", state)
+    stored = {mode: sum(f.stat().st_size for f in (work / f"store-{i}" / ".objects").rglob("*") if f.is_file())
+              for i, mode in enumerate(modes)}
+    unchanged = take_turns({"aoe": lambda n: stores["aoe"].save_model("1-bench", state)}, repeats)["aoe"]
     torch_save_fsync(state, work / "w.pt")
     loaders: dict[str, Callable[[int], object]] = {
         "torch.load": lambda n: torch.load(work / "w.pt", weights_only=True, map_location="cpu"),
-        "aoe": lambda n: store.load_model("1-bench", run_id),
+        **{mode: (lambda n, mode=mode: stores[mode].load_model("1-bench", runs[mode])) for mode in modes},
     }
     if plain is not None:
         safetensors.torch.save_file(plain, work / "w.safetensors")
         loaders["safetensors"] = lambda n: safetensors.torch.load((work / "w.safetensors").read_bytes())
     loaded = take_turns(loaders, repeats)
-    back = store.load_model("1-bench", run_id).weights
-    assert all(torch.equal(a, b) for a, b in zip(tensors_of(back), tensors_of(state))), "round trip is not exact"
-    shutil.rmtree(work / "store")
+    for mode in modes:
+        back = stores[mode].load_model("1-bench", runs[mode]).weights
+        assert all(torch.equal(a, b) for a, b in zip(tensors_of(back), tensors_of(state))), "not exact"
+    for index in range(len(modes)):
+        shutil.rmtree(work / f"store-{index}")
     for path in work.glob("w.*"):
         path.unlink()
     return {"name": name, "tensors": len(tensors_of(state)), "distinct": len(tensors), "bytes": size,
-            "save": saved, "save_unchanged": unchanged, "load": loaded}
+            "save": saved, "save_unchanged": unchanged, "load": loaded, "stored": stored}
 
 
 def report(result: dict[str, Any]) -> None:
@@ -289,11 +305,13 @@ def report(result: dict[str, Any]) -> None:
     print(f"\n{result['name']}: {result['tensors']} tensors ({result['distinct']} distinct), "
           f"{result['bytes'] / 1e6:.1f} MB")
     for contender, seconds in save.items():
-        print(f"  save {contender:22} {seconds * 1000:8.1f} ms  {seconds / base_save:5.2f}x torch.save")
-    print(f"  save {'aoe, unchanged weights':22} {result['save_unchanged'] * 1000:8.1f} ms  "
+        print(f"  save {contender:26} {seconds * 1000:8.1f} ms  {seconds / base_save:5.2f}x torch.save")
+    print(f"  save {'aoe, unchanged weights':26} {result['save_unchanged'] * 1000:8.1f} ms  "
           f"{result['save_unchanged'] / base_save:5.2f}x torch.save")
     for contender, seconds in load.items():
-        print(f"  load {contender:22} {seconds * 1000:8.1f} ms  {seconds / base_load:5.2f}x torch.load")
+        print(f"  load {contender:26} {seconds * 1000:8.1f} ms  {seconds / base_load:5.2f}x torch.load")
+    for mode, stored in result["stored"].items():
+        print(f"  stored by {mode:21} {stored / 1e6:8.1f} MB  {stored / result['bytes']:5.2f}x the tensors")
 
 
 def main() -> None:
@@ -305,7 +323,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"python {platform.python_version()}, aoe {aoe.__version__}; median of {args.repeats}, in turns")
+          f"python {platform.python_version()}, aoe {aoe.__version__}; median of {args.repeats}, in turns; "
+          f"float planes by default here: {aoe.Store('memory://probe').objects.compress_floats}")
     results = []
     for name, build in workloads().items():
         if args.only and not any(part.lower() in name.lower() for part in args.only):

@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -221,12 +222,45 @@ def compare(work: Path, args: argparse.Namespace) -> None:
         ("fonts with run counts and newest run", median_time(store.font_summaries, repeats),
          median_time(lambda: [(f, len(os.listdir(plain / f / "runs"))) for f in FONTS], repeats), "listdir each font"),
     ]
+    rows += growing(root, font, repeats)
     report(rows)
     print(f"\nthe spec's floors (first listing, no index, {cold}):")
     print(f"  discover {int(args.runs * FONTS['3-aggressive-sans'])} runs: {small_first:.2f} s (floor: 2 s for 100+)")
     print(f"  discover {total} runs of {len(FONTS)} fonts: {first:.2f} s (floor: 5 s for 10,000)")
     if args.mlflow:
         compare_mlflow(work, args, store, plain, font)
+
+
+def growing(root: Path, font: str, repeats: int) -> list[tuple[str, float, float | None, str]]:
+    """A font being trained while it is listed (a trainer saves, ``serve`` or a person
+    lists): the first listing after each save, in the Store that listed before and in a
+    new one, then the next listing, and one 3 s later. Each must show the new run."""
+    lister, writer = aoe.Store(root), aoe.Store(root)
+    count = len(lister.list_runs(font))
+    same, fresh, after, later = [], [], [], []
+
+    def timed(action: Callable[[], list[Any]], expected: int) -> float:
+        began = time.perf_counter()
+        found = action()
+        seconds = time.perf_counter() - began
+        assert len(found) == expected, (len(found), expected)
+        return seconds
+
+    for i in range(repeats):
+        writer.save_model(font, {"w": torch.zeros(64)}, params={"growing": i})
+        count += 1
+        same.append(timed(lambda: lister.list_runs(font), count))
+        after.append(timed(lambda: lister.list_runs(font), count))
+        writer.save_model(font, {"w": torch.zeros(64)}, params={"growing": i})
+        count += 1
+        fresh.append(timed(lambda: aoe.Store(root).list_runs(font), count))
+    time.sleep(3)
+    later.append(timed(lambda: lister.list_runs(font), count))
+    median = statistics.median
+    return [("first list_runs after a save, same Store", median(same), None, ""),
+            ("first list_runs after a save, a new Store", median(fresh), None, ""),
+            ("the next list_runs", median(after), None, ""),
+            ("list_runs 3 s after the last save", later[0], None, "")]
 
 
 def _first_listing(root: Path, font: str, drop: bool) -> float:

@@ -13,6 +13,11 @@ import torch
 from PIL import Image
 
 import aoe
+
+# Float byte planes on, whatever the machine's cores (the default follows them): the suite
+# checks the same stored forms everywhere, and the planes path is the fuller one.
+# tests/test_objects.py checks the other setting and the default.
+os.environ.setdefault("AOE_COMPRESS_FLOATS", "1")
 from aoe import cli
 
 

@@ -334,3 +334,22 @@ def test_a_slice_that_does_not_match_its_address_is_corrupt(objects: ObjectStore
         objects.get_blob(damaged)
     with pytest.raises(CorruptObjectError, match=message):
         objects.read_blobs_into([(damaged, memoryview(bytearray(damaged.size)))])
+
+
+def test_floats_are_stored_whole_without_planes_when_asked(tmp_path: Path) -> None:
+    data = trained_like_float32(100_000)
+    planes = ObjectStore(LocalBackend(tmp_path / "a"), compress_floats=True)
+    whole = ObjectStore(LocalBackend(tmp_path / "b"), compress_floats=False)
+    digest = planes.put(data, 4)
+    assert whole.put(data, 4) == digest  # the same address, however it is stored
+    assert planes.backend.read(object_key(digest))[4] == CODEC_PLANES
+    assert whole.backend.read(object_key(digest))[4] != CODEC_PLANES
+    assert planes.get(digest) == whole.get(digest) == data
+
+
+@pytest.mark.parametrize("cores, env, expected", [(2, "", False), (4, "", True), (2, "1", True), (16, "0", False)])
+def test_float_planes_follow_the_cores_unless_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   cores: int, env: str, expected: bool) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setenv("AOE_COMPRESS_FLOATS", env)
+    assert ObjectStore(LocalBackend(tmp_path)).compress_floats is expected

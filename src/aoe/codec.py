@@ -64,7 +64,13 @@ def encode(data: Buffer, width: int = 1) -> list[Buffer]:
         packed = _pack(view, _compressor())
         if packed is not None:
             return [HEADER.pack(MAGIC, CODEC_ZSTD, size), packed]
-    return [HEADER.pack(MAGIC, CODEC_RAW, size), view]
+    return stored_raw(view)
+
+
+def stored_raw(data: Buffer) -> list[Buffer]:
+    """The stored form of ``data`` as it is (codec 0)."""
+    view = memoryview(data).cast("B")
+    return [HEADER.pack(MAGIC, CODEC_RAW, view.nbytes), view]
 
 
 def _pack(view: memoryview, compressor: zstandard.ZstdCompressor) -> bytes | None:

@@ -256,7 +256,7 @@ class LocalBackend:
             path = self.path(key)
             if self.touch(key):
                 return False
-            temp = with_retries(lambda: self._in_folder(path, lambda: write_temp(path, parts, durable=False)),
+            temp = with_retries(lambda: self._in_folder(path, lambda: write_temp(path, parts, durable=False, start_writeback=True)),
                                 f"writing {path}")
             staged.append((temp, path))
             return True

@@ -60,13 +60,16 @@ class StoreBase:
         cache_bytes: int | None = None,
         read_only: bool = False,
         backend: Backend | None = None,
+        compress_floats: bool | None = None,
     ) -> None:
         """``endpoint`` (or ``$AOE_S3_ENDPOINT``) names an S3-compatible server;
         ``cache_bytes`` bounds the local cache of a remote store's objects (0: none;
         default ``$AOE_CACHE_BYTES``, else 10 GiB). ``read_only`` refuses every change and
         keeps the catalog index in memory (seeded from the one on disk): a browser of a
         store never writes to it. ``backend`` gives the storage itself (a wrapper, say),
-        instead of a location."""
+        instead of a location. ``compress_floats`` splits float tensors into compressed
+        byte planes (smaller, slower on few cores; default: on with 4 cores or more, or
+        ``$AOE_COMPRESS_FLOATS``; see ``objects.FLOAT_PLANES_MIN_CORES``)."""
         if backend is None:
             location = root if root is not None else default_root()
             backend = open_backend(location, endpoint=endpoint, cache_bytes=cache_bytes)
@@ -75,7 +78,7 @@ class StoreBase:
         self.root: Any = self.backend.location
         """The store's folder (a Path), or its URL (a str) for an object store."""
         self.backend_endpoint: str | None = getattr(self.backend, "endpoint", None) or endpoint
-        self.objects = ObjectStore(self.backend, workers=workers)
+        self.objects = ObjectStore(self.backend, workers=workers, compress_floats=compress_floats)
         self.refs = Refs(self.backend)
         self.transactions = Transactions(self.objects, self.refs)
         self._background: BackgroundSaves | None = None
