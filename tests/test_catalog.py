@@ -339,3 +339,21 @@ def test_run_infos_from_the_index_decode_on_first_use_and_compare_equal(store: a
     assert "_row" in listed.__dict__  # nothing decoded yet
     assert listed == direct and listed.params == {"lr": 0.1} and listed.tags == ("bold",)
     assert "_row" not in listed.__dict__ and not hasattr(listed, "no_such_field")
+
+
+@pytest.mark.parametrize("table", ["run_info", "run_json"])
+def test_an_index_missing_a_runs_row_is_rebuilt_not_believed(store: aoe.Store, font: str, table: str) -> None:
+    runs = [store.save_model(font, {"w": torch.ones(2)}, name=f"run {i}") for i in range(3)]
+    store.catalog._db().execute(f"DELETE FROM {table} WHERE run_id = ?", (runs[1],))
+    fresh = aoe.Store(store.root)
+    assert [i.name for i in fresh.list_runs(font)] == ["run 0", "run 1", "run 2"]
+    assert [r["name"] for r in json.loads(aoe.Store(store.root).list_runs_json(font))] == ["run 0", "run 1", "run 2"]
+
+
+def test_a_page_of_runs_reads_only_its_rows(store: aoe.Store, font: str) -> None:
+    runs = [store.save_model(font, {"w": torch.ones(2)}, name=f"run {i}") for i in range(5)]
+    fresh = aoe.Store(store.root)
+    page = fresh.list_runs(font, limit=2, offset=1)
+    assert [i.run_id for i in page] == runs[1:3]
+    assert set(fresh.catalog._built[font][1]) == set(runs[1:3])  # the other rows were not read
+    assert [i.run_id for i in fresh.list_runs(font)] == runs

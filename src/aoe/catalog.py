@@ -38,7 +38,7 @@ from .query import Query, build_query
 from .refs import Refs, run_time
 from .runinfo import FontSummary, RunInfo, feedback_metrics
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 T = TypeVar("T")
 RACY_NS = 2_000_000_000
 
@@ -48,11 +48,24 @@ CREATE TABLE IF NOT EXISTS fonts (font_id TEXT PRIMARY KEY, version INTEGER, syn
 CREATE TABLE IF NOT EXISTS runs (
     font_id TEXT NOT NULL, run_id TEXT NOT NULL, token TEXT, manifest TEXT,
     status TEXT, time TEXT, saved_at TEXT, started_at TEXT, ended_at TEXT,
-    name TEXT, description TEXT, tags TEXT, params TEXT, metrics TEXT, info BLOB, json TEXT,
+    name TEXT, description TEXT, tags TEXT, params TEXT, metrics TEXT,
     PRIMARY KEY (font_id, run_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS runs_time ON runs (font_id, time);
+CREATE TABLE IF NOT EXISTS run_info (
+    font_id TEXT NOT NULL, run_id TEXT NOT NULL, info BLOB, PRIMARY KEY (font_id, run_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS run_json (
+    font_id TEXT NOT NULL, run_id TEXT NOT NULL, json TEXT, PRIMARY KEY (font_id, run_id)) WITHOUT ROWID;
 """
+"""``runs`` holds what queries filter and sort on, narrow so a scan of 10,000 rows reads
+little; each run's RunInfo row and its JSON (``ls --json``) live apart, read only for the
+runs an answer returns."""
+
+TABLES = ("runs", "run_info", "run_json")
+
+FETCH_ALL_ABOVE = 500
+"""Answers with more runs of a font than this read all its RunInfo rows in one scan; fewer
+are looked up one by one."""
 
 
 def _rebuilt_if_damaged(method: Callable[..., T]) -> Callable[..., T]:
@@ -153,7 +166,7 @@ class Catalog:
         db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         version = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if version is None or version[0] != str(SCHEMA_VERSION):  # another layout: start afresh
-            db.executescript("DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS fonts;")
+            db.executescript("".join(f"DROP TABLE IF EXISTS {t};" for t in (*TABLES, "fonts")))
             db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         db.executescript(SCHEMA)
         return db
@@ -170,7 +183,7 @@ class Catalog:
                 source.close()
             memory.execute("SELECT count(*) FROM runs").fetchone()
         except sqlite3.Error:
-            memory.executescript("DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS fonts; DROP TABLE IF EXISTS meta;")
+            memory.executescript("".join(f"DROP TABLE IF EXISTS {t};" for t in (*TABLES, "fonts", "meta")))
 
     def _remove_symlinks(self) -> None:
         """A symlink where the index or its folder should be is removed (the link, never
@@ -209,23 +222,40 @@ class Catalog:
             if known_version[0] == version and known_version[1] - version > RACY_NS:
                 return
         synced_ns = time.time_ns()
-        tokens = {run_id: token for key, token in self.refs.backend.list_versions(folder)
-                  if (run_id := run_id_at(key)) is not None}  # files in runs/ that are not refs are skipped
         known = dict(db.execute("SELECT run_id, token FROM runs WHERE font_id = ?", (font_id,)).fetchall())
+        tokens = {}
+        for key, token in self.refs.backend.list_versions(folder):
+            name = name_in_folder(key)
+            if name in known or run_id_at(name) is not None:  # files in runs/ that are not refs are skipped
+                tokens[name] = token
         changed = sorted(name for name, token in tokens.items() if known.get(name) != token)
         gone = sorted(set(known) - set(tokens))
+        if not changed and not gone and known_version is not None and known_version[0] == version:
+            if version is not None and synced_ns - version > RACY_NS:  # settled now: no more rescans
+                db.execute("UPDATE fonts SET synced_ns = ? WHERE font_id = ?", (synced_ns, font_id))
+            return  # a racy rescan that found nothing new: no rows to write
         rows = list(self._rows(font_id, changed, tokens))
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany("DELETE FROM runs WHERE font_id = ? AND run_id = ?", [(font_id, r) for r in gone])
-            db.executemany("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-            generation = db.execute("SELECT generation FROM fonts WHERE font_id = ?", (font_id,)).fetchone()
-            generation = (generation[0] if generation else 0) + (1 if gone or rows else 0)
+            for table in TABLES:
+                db.executemany(f"DELETE FROM {table} WHERE font_id = ? AND run_id = ?", [(font_id, r) for r in gone])
+            db.executemany("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                           [row[:14] for row in rows])
+            db.executemany("INSERT OR REPLACE INTO run_info VALUES (?,?,?)", [(*row[:2], row[14]) for row in rows])
+            db.executemany("INSERT OR REPLACE INTO run_json VALUES (?,?,?)", [(*row[:2], row[15]) for row in rows])
+            before = db.execute("SELECT generation FROM fonts WHERE font_id = ?", (font_id,)).fetchone()
+            before = before[0] if before else 0
+            generation = before + (1 if gone or rows else 0)
             db.execute("INSERT OR REPLACE INTO fonts VALUES (?, ?, ?, ?)", (font_id, version, synced_ns, generation))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        cached = self._built.get(font_id)
+        if cached is not None and cached[0] == before:  # nobody else changed the rows: keep the rest
+            for run_id in (*changed, *gone):
+                cached[1].pop(run_id, None)
+            self._built[font_id] = (generation, cached[1])
 
     def _rows(self, font_id: str, run_ids: list[str], tokens: dict[str, str]) -> Iterator[tuple[Any, ...]]:
         for run_id, info in zip(run_ids, self.read_infos(font_id, run_ids)):
@@ -263,7 +293,7 @@ class Catalog:
         with self._lock:
             self._built.clear()
             try:
-                self._db().executescript("DELETE FROM runs; DELETE FROM fonts;")
+                self._db().executescript("".join(f"DELETE FROM {t};" for t in (*TABLES, "fonts")))
             except sqlite3.DatabaseError:
                 self._start_afresh()
 
@@ -286,27 +316,54 @@ class Catalog:
         with self._lock:
             db = self._db()
             found = db.execute(sql, args).fetchall()
-            built = {font_id: self._built_runs(db, font_id) for font_id in {f for f, _ in found}}
+            fonts = query.fonts if query.fonts is not None and len(query.fonts) == 1 else {f for f, _ in found}
+            built = {font_id: self._built_runs(db, font_id, [r for f, r in found if f == font_id])
+                     for font_id in fonts}
         return [built[font_id][run_id] for font_id, run_id in found]
 
-    def _built_runs(self, db: sqlite3.Connection, font_id: str) -> dict[str, RunInfo]:
-        """RunInfo objects of every run of a font, built again only when its rows changed."""
+    def _built_runs(self, db: sqlite3.Connection, font_id: str, run_ids: list[str]) -> dict[str, RunInfo]:
+        """RunInfo objects of a font's runs, these among them, kept until its rows change
+        (immutable, so shared by every answer). Built from their rows as first needed: a
+        page of 50 runs reads 50 rows, a listing of all reads them in one scan."""
         row = db.execute("SELECT generation FROM fonts WHERE font_id = ?", (font_id,)).fetchone()
         generation = row[0] if row else -1
         cached = self._built.get(font_id)
         if cached is None or cached[0] != generation:
-            rows = db.execute("SELECT run_id, info FROM runs WHERE font_id = ?", (font_id,)).fetchall()
-            cached = (generation, {run_id: RunInfo.from_row(info) for run_id, info in rows})
-            self._built[font_id] = cached
-        return cached[1]
+            cached = self._built[font_id] = (generation, {})
+        infos = cached[1]
+        missing = [run_id for run_id in run_ids if run_id not in infos] if infos else run_ids
+        for run_id, info in self._rows_of(db, "run_info", font_id, missing):
+            if run_id not in infos:
+                infos[run_id] = RunInfo.from_row(info)
+        if any(run_id not in infos for run_id in missing):
+            raise sqlite3.DatabaseError("a run listed in the index has no RunInfo row")  # damaged: rebuilt
+        return infos
 
     @_rebuilt_if_damaged
     def runs_json(self, query: Query) -> list[str]:
         """The JSON of each run :meth:`runs` would answer (``RunInfo.to_dict``), as the
         index keeps it: a listing for a program builds no RunInfo at all."""
-        sql, args = build_query(query, "json")
+        sql, args = build_query(query, "font_id, run_id")
         with self._lock:
-            return [text for (text,) in self._db().execute(sql, args).fetchall()]
+            db = self._db()
+            found = db.execute(sql, args).fetchall()
+            texts: dict[tuple[str, str], str] = {}
+            for font_id in {f for f, _ in found}:
+                run_ids = [r for f, r in found if f == font_id]
+                texts.update(((font_id, run_id), text) for run_id, text in self._rows_of(db, "run_json", font_id, run_ids))
+        if any(key not in texts for key in found):
+            raise sqlite3.DatabaseError("a run listed in the index has no JSON row")  # damaged: rebuilt
+        return [texts[key] for key in found]
+
+    @staticmethod
+    def _rows_of(db: sqlite3.Connection, table: str, font_id: str, run_ids: list[str]) -> list[tuple[str, Any]]:
+        """(run id, value) of these runs from a table of per-run values: one scan of the
+        font's rows for many, a lookup each for few (a page)."""
+        column = {"run_info": "info", "run_json": "json"}[table]
+        if len(run_ids) > FETCH_ALL_ABOVE:
+            return db.execute(f"SELECT run_id, {column} FROM {table} WHERE font_id = ?", (font_id,)).fetchall()
+        return [row for run_id in run_ids for row in db.execute(
+            f"SELECT run_id, {column} FROM {table} WHERE font_id = ? AND run_id = ?", (font_id, run_id))]
 
     @_rebuilt_if_damaged
     def count(self, query: Query) -> int:
