@@ -357,3 +357,13 @@ def test_a_page_of_runs_reads_only_its_rows(store: aoe.Store, font: str) -> None
     assert [i.run_id for i in page] == runs[1:3]
     assert set(fresh.catalog._built[font][1]) == set(runs[1:3])  # the other rows were not read
     assert [i.run_id for i in fresh.list_runs(font)] == runs
+
+
+def test_listing_every_run_of_a_font_reads_its_rows_in_one_scan_and_keeps_its_order(store: aoe.Store, font: str) -> None:
+    runs = [store.save_model(font, {"w": torch.ones(2)}, name=f"run {i}") for i in range(4)]
+    fresh = aoe.Store(store.root)
+    assert [i.run_id for i in fresh.list_runs(font)] == runs
+    assert [r["run_id"] for r in json.loads(fresh.list_runs_json(font))] == runs
+    newer = store.save_model(font, {"w": torch.ones(2)}, name="run 4")
+    assert [i.run_id for i in fresh.list_runs(font)] == runs + [newer]  # kept objects and the new one, in order
+    assert [i.name for i in fresh.list_runs(font, descending=True, limit=2)] == ["run 4", "run 3"]

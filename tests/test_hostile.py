@@ -251,9 +251,13 @@ def test_an_index_that_keeps_failing_is_an_error_never_an_empty_answer(
     def broken(*args: Any) -> Any:
         raise sqlite3.DatabaseError("database disk image is malformed")
 
-    monkeypatch.setattr(aoe.catalog, "build_query", broken)
-    with pytest.raises(aoe.StorageError, match="cannot be used"):
-        store.list_runs(font)
+    monkeypatch.setattr(aoe.catalog, "build_query", broken)  # what a filtered listing runs
+    monkeypatch.setattr(aoe.catalog.Catalog, "_rows_of", staticmethod(broken))  # what every listing reads
+    for filters in ({}, {"status": "completed"}):  # in a new Store: nothing it could answer from memory
+        with pytest.raises(aoe.StorageError, match="cannot be used"):
+            aoe.Store(store.root).list_runs(font, **filters)
+        with pytest.raises(aoe.StorageError, match="cannot be used"):
+            aoe.Store(store.root).list_runs_json(font, **filters)
 
 
 # -- 5. a save racing the deletion of its font ---------------------------------------------

@@ -131,9 +131,10 @@ class Catalog:
         self._connection: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._synced: set[str] = set()
-        self._built: dict[str, tuple[int, dict[str, RunInfo]]] = {}
-        """Per font: the generation of its rows, and the RunInfo objects built from them
-        (immutable, so shared by every answer until the font's rows change)."""
+        self._built: dict[str, tuple[int, dict[str, RunInfo], bool]] = {}
+        """Per font: the generation of its rows, the RunInfo objects built from them
+        (immutable, so shared by every answer until the font's rows change), and whether
+        they are all of its runs, in run id order."""
 
     def open(self) -> None:
         """Open (or create) the index now, so a caller learns at once if it cannot."""
@@ -255,7 +256,7 @@ class Catalog:
         if cached is not None and cached[0] == before:  # nobody else changed the rows: keep the rest
             for run_id in (*changed, *gone):
                 cached[1].pop(run_id, None)
-            self._built[font_id] = (generation, cached[1])
+            self._built[font_id] = (generation, cached[1], False)
 
     def _rows(self, font_id: str, run_ids: list[str], tokens: dict[str, str]) -> Iterator[tuple[Any, ...]]:
         for run_id, info in zip(run_ids, self.read_infos(font_id, run_ids)):
@@ -312,25 +313,37 @@ class Catalog:
 
     @_rebuilt_if_damaged
     def runs(self, query: Query) -> list[RunInfo]:
-        sql, args = build_query(query, "font_id, run_id")
+        font = query.whole_font
         with self._lock:
             db = self._db()
+            if font is not None:  # every run of a font in id order: the RunInfo table's own order
+                return list(self._built_runs(db, font, None).values())
+            sql, args = build_query(query, "font_id, run_id")
             found = db.execute(sql, args).fetchall()
             fonts = query.fonts if query.fonts is not None and len(query.fonts) == 1 else {f for f, _ in found}
             built = {font_id: self._built_runs(db, font_id, [r for f, r in found if f == font_id])
                      for font_id in fonts}
         return [built[font_id][run_id] for font_id, run_id in found]
 
-    def _built_runs(self, db: sqlite3.Connection, font_id: str, run_ids: list[str]) -> dict[str, RunInfo]:
-        """RunInfo objects of a font's runs, these among them, kept until its rows change
-        (immutable, so shared by every answer). Built from their rows as first needed: a
-        page of 50 runs reads 50 rows, a listing of all reads them in one scan."""
+    def _built_runs(self, db: sqlite3.Connection, font_id: str, run_ids: list[str] | None) -> dict[str, RunInfo]:
+        """RunInfo objects of a font's runs, these among them (None: all, in run id order),
+        kept until its rows change (immutable, so shared by every answer). Built from their
+        rows as first needed: a page of 50 runs reads 50 rows, a listing of all reads them
+        in one scan."""
         row = db.execute("SELECT generation FROM fonts WHERE font_id = ?", (font_id,)).fetchone()
         generation = row[0] if row else -1
         cached = self._built.get(font_id)
-        if cached is None or cached[0] != generation:
-            cached = self._built[font_id] = (generation, {})
+        if cached is None or cached[0] != generation or (run_ids is None and cached[2] is False):
+            if run_ids is None:  # all of them: a new dict, filled in run id order
+                rows = self._rows_of(db, "run_info", font_id, None)
+                old = cached[1] if cached is not None and cached[0] == generation else {}
+                infos = {run_id: old.get(run_id) or RunInfo.from_row(info) for run_id, info in rows}
+                self._built[font_id] = (generation, infos, True)
+                return infos
+            cached = self._built[font_id] = (generation, {}, False)
         infos = cached[1]
+        if run_ids is None:
+            return infos
         missing = [run_id for run_id in run_ids if run_id not in infos] if infos else run_ids
         for run_id, info in self._rows_of(db, "run_info", font_id, missing):
             if run_id not in infos:
@@ -343,9 +356,12 @@ class Catalog:
     def runs_json(self, query: Query) -> list[str]:
         """The JSON of each run :meth:`runs` would answer (``RunInfo.to_dict``), as the
         index keeps it: a listing for a program builds no RunInfo at all."""
-        sql, args = build_query(query, "font_id, run_id")
+        font = query.whole_font
         with self._lock:
             db = self._db()
+            if font is not None:  # every run of a font in id order: the JSON table's own order
+                return [text for _, text in self._rows_of(db, "run_json", font, None)]
+            sql, args = build_query(query, "font_id, run_id")
             found = db.execute(sql, args).fetchall()
             texts: dict[tuple[str, str], str] = {}
             for font_id in {f for f, _ in found}:
@@ -356,12 +372,17 @@ class Catalog:
         return [texts[key] for key in found]
 
     @staticmethod
-    def _rows_of(db: sqlite3.Connection, table: str, font_id: str, run_ids: list[str]) -> list[tuple[str, Any]]:
-        """(run id, value) of these runs from a table of per-run values: one scan of the
-        font's rows for many, a lookup each for few (a page)."""
+    def _rows_of(db: sqlite3.Connection, table: str, font_id: str, run_ids: list[str] | None) -> list[tuple[str, Any]]:
+        """(run id, value) of these runs (None: all, in run id order) from a table of
+        per-run values: one scan of the font's rows for many, a lookup each for few (a page)."""
         column = {"run_info": "info", "run_json": "json"}[table]
-        if len(run_ids) > FETCH_ALL_ABOVE:
-            return db.execute(f"SELECT run_id, {column} FROM {table} WHERE font_id = ?", (font_id,)).fetchall()
+        if run_ids is None or len(run_ids) > FETCH_ALL_ABOVE:
+            rows: list[tuple[str, Any]] = db.execute(
+                f"SELECT run_id, {column} FROM {table} WHERE font_id = ? ORDER BY run_id", (font_id,)).fetchall()
+            if run_ids is None and len(rows) != db.execute(
+                    "SELECT count(*) FROM runs WHERE font_id = ?", (font_id,)).fetchone()[0]:
+                raise sqlite3.DatabaseError(f"the index's {table} rows do not match its runs")  # damaged: rebuilt
+            return rows
         return [row for run_id in run_ids for row in db.execute(
             f"SELECT run_id, {column} FROM {table} WHERE font_id = ? AND run_id = ?", (font_id, run_id))]
 

@@ -38,6 +38,16 @@ class Query:
     limit: int | None = None
     offset: int = 0
 
+    @property
+    def whole_font(self) -> str | None:
+        """The font whose every run this query asks for in run id order (``ls FONT``,
+        the most common listing), which the index can answer in one scan; else None."""
+        unfiltered = not (self.status or self.tags or self.since or self.until or self.where or self.text)
+        in_id_order = self.sort == "run_id" and not self.descending and self.limit is None and not self.offset
+        if self.fonts is not None and len(self.fonts) == 1 and unfiltered and in_id_order:
+            return self.fonts[0]
+        return None
+
 
 def parse_condition(condition: str | tuple[str, str, Any]) -> tuple[str, str, Any]:
     """``"metrics.final_loss<0.1"`` or ``("params.lr", "=", 0.001)`` -> (field, op, value)."""
