@@ -135,7 +135,9 @@ class ObjectStore:
         gains, or stored as they are (zstd over whole floats costs more than planes and
         gains less): ``$AOE_COMPRESS_FLOATS`` (1 or 0), else on with FLOAT_PLANES_MIN_CORES
         cores or more. Readers read either; addresses do not change."""
-        self.workers = workers or (ROUND_TRIP_WORKERS if backend.round_trips else os.cpu_count() or 1)
+        self.workers = workers or (ROUND_TRIP_WORKERS if backend.round_trips else (os.cpu_count() or 1) + 2)
+        """Local: two more than the cores, so workers waiting on the disk leave their cores to
+        others (saves of 100-250 MB checkpoints 5-12% faster on 2 cores than one per core)."""
         self.inline_below = 0 if backend.round_trips else PARALLEL_MIN_BYTES
         """Objects smaller than this are read and written on the calling thread: none
         where each call is a round trip worth overlapping (``Backend.round_trips``)."""
