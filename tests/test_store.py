@@ -391,3 +391,30 @@ def test_create_font_may_accept_a_font_that_exists(store: aoe.Store) -> None:
     with pytest.raises(aoe.FontExistsError):
         store.create_font(font)
     assert store.list_fonts() == [font]
+
+
+def test_saving_and_loading_pause_the_garbage_collector_only_while_they_run(store: aoe.Store, font: str,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    seen: list[bool] = []
+    import aoe.weights
+
+    original = aoe.weights.PreparedTrees.add
+
+    def spy(self, name, value):  # type: ignore[no-untyped-def]
+        seen.append(gc.isenabled())
+        return original(self, name, value)
+
+    monkeypatch.setattr(aoe.weights.PreparedTrees, "add", spy)
+    run_id = store.save_model(font, {f"t{i}": torch.ones(2) for i in range(100)})
+    assert seen == [False] and gc.isenabled()
+    gc.disable()
+    try:
+        store.load_model(font, run_id)
+        assert not gc.isenabled()  # the caller's choice is kept
+    finally:
+        gc.enable()
+    with pytest.raises(aoe.StoreError):
+        store.save_model(font, {"w": object()})
+    assert gc.isenabled()

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import torch
 
 from .base import StoreBase
+from .bulk import collection_paused
 from .run import LoadedModel
 
 
@@ -147,7 +148,8 @@ class Reading(StoreBase):
         ``keys`` loads only those top-level entries of the weights. Every tensor is
         rebuilt from verified bytes; nothing stored is executed.
         """
-        return self.open_run(font_id, run_id).load(map_location, keys)
+        with collection_paused():
+            return self.open_run(font_id, run_id).load(map_location, keys)
 
     def open_weights(self, font_id: str, run_id: str | None = None, map_location: Any = "cpu") -> Any:
         """A run's weights as a lazy mapping (:class:`aoe.weights.LazyWeights`): a

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 from .background import PendingSave, snapshot
 from .base import StoreBase
+from .bulk import collection_paused
 
 FAILED = "failed"
 INTERRUPTED = "interrupted"
@@ -70,7 +71,7 @@ class Saving(StoreBase):
         self.refs.require_font(font_id)
         self.background.raise_failures()
         metadata = run_metadata(params, started_at, ended_at, status, name, description, tags)
-        with self.transaction() as transaction:
+        with collection_paused(), self.transaction() as transaction:
             parts = self.write_assets(
                 weights, personality_vector, sample_image, eval_glyphs, feedback, extras, feedback_schema
             )
@@ -106,10 +107,11 @@ class Saving(StoreBase):
             "eval_glyphs": inputs.glyph_images(eval_glyphs) if eval_glyphs is not None else None,
             "feedback": inputs.feedback_bytes(feedback) if feedback is not None else None,
         }
-        trees = snapshot({"weights": weights, "personality": personality_vector, "extras": extras})
+        with collection_paused():
+            trees = snapshot({"weights": weights, "personality": personality_vector, "extras": extras})
 
         def save() -> str:
-            with self.transaction() as transaction:
+            with collection_paused(), self.transaction() as transaction:
                 parts = self.write_assets(trees["weights"], trees["personality"], extras=trees["extras"],
                                           feedback_schema=feedback_schema, **files)
                 return self._publish(transaction, font_id, metadata, parts)
@@ -125,7 +127,7 @@ class Saving(StoreBase):
         metadata = run_metadata(run.pop("params", None), run.pop("started_at", None), run.pop("ended_at", None),
                                 run.pop("status", COMPLETED), run.pop("name", None), run.pop("description", None),
                                 run.pop("tags", ()))
-        with self.transaction() as transaction:
+        with collection_paused(), self.transaction() as transaction:
             parts = self.write_assets(**run)
             return self._publish(transaction, font_id, metadata, parts, run_id=run_id, source=source)
 
