@@ -170,3 +170,16 @@ def test_a_write_batch_that_fails_leaves_no_half_written_key(backend: Backend) -
         assert not backend.exists("objects/b") and not list(backend.temp_files())
     else:
         assert backend.read("objects/b") == b"x" * 1000  # durable as it landed: written whole
+
+
+def test_readinto_fills_buffers_only_with_exactly_their_size(backend: Backend) -> None:
+    backend.write("objects/r", [b"head", b"payload!"], exclusive=True)
+    head, body = memoryview(bytearray(4)), memoryview(bytearray(8))
+    if backend.readinto("objects/r", [head, body]):  # a backend that can read in place
+        assert (bytes(head), bytes(body)) == (b"head", b"payload!")
+    assert backend.readinto("objects/r", [memoryview(bytearray(5))]) is False
+    if "LocalBackend" in repr(backend):  # reads in place, with read()'s errors
+        with pytest.raises(NotFoundError):
+            backend.readinto("objects/missing", [head])
+    else:  # cannot read in place: says so, and callers read()
+        assert backend.readinto("objects/missing", [head]) is False

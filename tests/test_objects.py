@@ -18,7 +18,7 @@ import aoe.objects
 from aoe.backends.local import LocalBackend
 from aoe.codec import CODEC_PLANES, CODEC_RAW, CODEC_ZSTD, HEADER, PLANE, decode, encode, hash_bytes
 from aoe.errors import CorruptObjectError, InvalidNameError, ObjectNotFoundError
-from aoe.layout import object_key
+from aoe.layout import object_key, pending_key
 from aoe.names import parse_digest
 from aoe.objects import CHUNK_SIZE, Blob, ObjectStore
 
@@ -353,3 +353,29 @@ def test_float_planes_follow_the_cores_unless_told(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
     monkeypatch.setenv("AOE_COMPRESS_FLOATS", env)
     assert ObjectStore(LocalBackend(tmp_path)).compress_floats is expected
+
+
+def test_raw_objects_are_read_in_place_and_still_verified(objects: ObjectStore) -> None:
+    data = os.urandom(100_000)  # incompressible: stored raw
+    digest = objects.put(data)
+    out = bytearray(len(data))
+    objects.read_into(digest, memoryview(out))
+    assert out == data
+    path = stored_path(objects, digest)
+    damaged = bytearray(path.read_bytes())
+    damaged[-1] ^= 1
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(CorruptObjectError, match="does not match its address"):
+        objects.read_into(digest, memoryview(bytearray(len(data))))
+
+
+def test_an_object_gc_set_aside_is_still_read_into_place(tmp_path: Path) -> None:
+    objects = ObjectStore(LocalBackend(tmp_path))
+    data = os.urandom(1000)
+    digest = objects.put(data)
+    aside = tmp_path / pending_key(digest)
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    stored_path(objects, digest).rename(aside)
+    out = bytearray(len(data))
+    objects.read_into(digest, memoryview(out))
+    assert out == data

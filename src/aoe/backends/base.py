@@ -59,6 +59,13 @@ class Backend(Protocol):
         cache a wrapper keeps."""
         ...
 
+    def readinto(self, key: str, buffers: Sequence[memoryview]) -> bool:
+        """Fill ``buffers`` in order with the bytes under ``key`` if it holds exactly as many
+        as they do (False otherwise, the buffers then holding anything); the checks and
+        errors of :meth:`read`. A backend that cannot read in place returns False: callers
+        then :meth:`read`."""
+        ...
+
     def forget(self, key: str) -> None:
         """Drop any local copy of ``key`` a cache keeps (one that failed its check);
         nothing to do for a backend without a cache."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,9 @@ class CachingBackend:
             stored = self.inner.read(key)
             self.cache.put(digest, stored)
         return stored
+
+    def readinto(self, key: str, buffers: Sequence[memoryview]) -> bool:
+        return False  # reads go through the cache
 
     def forget(self, key: str) -> None:
         digest = digest_at(key)

@@ -73,9 +73,41 @@ class LocalBackend:
     def read(self, key: str, *, fresh: bool = False) -> bytes:
         """The file's bytes: only a regular file (never through a symlink at its own name,
         never a FIFO or device) of at most :data:`MAX_KEY_BYTES`, read to its size."""
+
+        def read_file(fd: int, size: int) -> bytes:
+            data = os.read(fd, size + 1) if size else b""
+            while len(data) <= size:  # a short read: read on to the size seen
+                more = os.read(fd, size + 1 - len(data))
+                if not more:
+                    break
+                data += more
+            return data[:size]
+
+        return self._reading(key, read_file)
+
+    def readinto(self, key: str, buffers: Sequence[memoryview]) -> bool:
+        """Straight into ``buffers``, with the checks of :meth:`read`: no copy of the bytes
+        in between (a load reads a raw tensor's bytes where the tensor lives)."""
+
+        def fill(fd: int, size: int) -> bool:
+            if size != sum(len(buffer) for buffer in buffers):
+                return False
+            for buffer in buffers:
+                while buffer:
+                    count = os.readv(fd, [buffer])
+                    if not count:
+                        return False  # shorter than it was a moment ago
+                    buffer = buffer[count:]
+            return True
+
+        return self._reading(key, fill)
+
+    def _reading(self, key: str, action: Callable[[int, int], T]) -> T:
+        """``action(fd, size)`` on the file of ``key``, opened only if it is a regular file
+        (not through a symlink, never a FIFO or device) of at most MAX_KEY_BYTES."""
         path = self.path(key)
 
-        def read_file() -> bytes:
+        def read_file() -> T:
             fd = os.open(path, os.O_RDONLY | O_BINARY | O_NOFOLLOW | os.O_NONBLOCK)
             try:
                 info = os.fstat(fd)
@@ -84,13 +116,7 @@ class LocalBackend:
                 if info.st_size > MAX_KEY_BYTES:
                     raise UnexpectedFileError(
                         f"{key} under {self.root} holds {info.st_size:,} bytes, more than aoe ever writes there")
-                data = os.read(fd, info.st_size + 1) if info.st_size else b""
-                while len(data) <= info.st_size:  # a short read: read on to the size seen
-                    more = os.read(fd, info.st_size + 1 - len(data))
-                    if not more:
-                        break
-                    data += more
-                return data[: info.st_size]
+                return action(fd, info.st_size)
             finally:
                 os.close(fd)
 

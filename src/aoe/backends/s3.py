@@ -233,6 +233,9 @@ class S3Backend:
 
     # -- writing ------------------------------------------------------------------
 
+    def readinto(self, key: str, buffers: Sequence[memoryview]) -> bool:
+        return False  # nothing to save: the bytes arrive in a buffer of their own
+
     def write_batch(self) -> AbstractContextManager[BatchWrite]:
         return direct_batch(self)  # each write is durable as it lands
 

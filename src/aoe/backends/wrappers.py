@@ -80,6 +80,10 @@ class FaultyBackend(Wrapper):
         self._maybe_fail("read", key)
         return self.inner.read(key, fresh=fresh)
 
+    def readinto(self, key: str, buffers: Sequence[memoryview]) -> bool:
+        self._maybe_fail("read", key)
+        return self.inner.readinto(key, buffers)
+
     def write(self, key: str, parts: Sequence[Buffer], *, exclusive: bool) -> bool:
         self._maybe_fail("write", key)
         return self.inner.write(key, parts, exclusive=exclusive)
