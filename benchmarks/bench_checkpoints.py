@@ -33,6 +33,7 @@ from typing import Any
 
 import safetensors.torch
 import torch
+from bench_background import tensors_of
 from bench_save_load import remove, take_turns, torch_save_fsync
 
 import aoe
@@ -193,19 +194,6 @@ def workloads() -> dict[str, Callable[[], dict[str, Any]]]:
 
 
 # -- measuring --------------------------------------------------------------------------
-
-
-def tensors_of(tree: Any) -> list[torch.Tensor]:
-    found, stack = [], [tree]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, torch.Tensor):
-            found.append(item)
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-    return found
 
 
 def distinct(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
