@@ -320,9 +320,7 @@ class Catalog:
                 return list(self._built_runs(db, font, None).values())
             sql, args = build_query(query, "font_id, run_id")
             found = db.execute(sql, args).fetchall()
-            fonts = query.fonts if query.fonts is not None and len(query.fonts) == 1 else {f for f, _ in found}
-            built = {font_id: self._built_runs(db, font_id, [r for f, r in found if f == font_id])
-                     for font_id in fonts}
+            built = {font_id: self._built_runs(db, font_id, run_ids) for font_id, run_ids in _by_font(found).items()}
         return [built[font_id][run_id] for font_id, run_id in found]
 
     def _built_runs(self, db: sqlite3.Connection, font_id: str, run_ids: list[str] | None) -> dict[str, RunInfo]:
@@ -363,10 +361,8 @@ class Catalog:
                 return [text for _, text in self._rows_of(db, "run_json", font, None)]
             sql, args = build_query(query, "font_id, run_id")
             found = db.execute(sql, args).fetchall()
-            texts: dict[tuple[str, str], str] = {}
-            for font_id in {f for f, _ in found}:
-                run_ids = [r for f, r in found if f == font_id]
-                texts.update(((font_id, run_id), text) for run_id, text in self._rows_of(db, "run_json", font_id, run_ids))
+            texts = {(font_id, run_id): text for font_id, run_ids in _by_font(found).items()
+                     for run_id, text in self._rows_of(db, "run_json", font_id, run_ids)}
         if any(key not in texts for key in found):
             raise sqlite3.DatabaseError("a run listed in the index has no JSON row")  # damaged: rebuilt
         return [texts[key] for key in found]
@@ -429,6 +425,14 @@ class Catalog:
                         if actual != manifest:
                             problems.append(f"{font_id}/{run_id}")
         return problems
+
+
+def _by_font(found: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """The run ids of an answer's (font, run) rows, by font, in the answer's order."""
+    grouped: dict[str, list[str]] = {}
+    for font_id, run_id in found:
+        grouped.setdefault(font_id, []).append(run_id)
+    return grouped
 
 
 def _text(moment: datetime | None) -> str | None:

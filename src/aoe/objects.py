@@ -366,11 +366,12 @@ class ObjectStore:
                 if not isinstance(what, _Pack):
                     chunks.setdefault(index, []).append(digest)
                     continue
+                if len(what.members) == 1:  # a pack of one is just that content's chunk
+                    blobs[what.members[0][0]] = Blob(what.size, (digest,))
+                    continue
                 offset = 0
                 for member, view, address in what.members:
-                    single = len(what.members) == 1
-                    blobs[member] = Blob(view.nbytes, (digest,)) if single else \
-                        Blob(view.nbytes, (digest,), offset, address)
+                    blobs[member] = Blob(view.nbytes, (digest,), offset, address)
                     offset += view.nbytes
         for index, view in enumerate(views):
             if index in copies:

@@ -9,8 +9,8 @@ the file whole or not at all, after kill -9 or a full disk as much as after succ
 
 from __future__ import annotations
 
-import ctypes
 import errno
+import functools
 import os
 import secrets
 import sys
@@ -83,20 +83,24 @@ def write_temp(path: Path, content: Content, *, durable: bool, start_writeback: 
     return temp
 
 
-def _load_sync_file_range() -> Callable[[int], object] | None:
+@functools.cache
+def _sync_file_range() -> Callable[[int], object]:
     """Linux's ``sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)`` (what git's batched
-    fsync uses to start writeback), or None elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    return lambda fd: function(fd, 0, 0, 2)  # a hint: a failure is harmless, the fsync decides
+    fsync uses to start writeback), looked up on first use; elsewhere, nothing."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            function = ctypes.CDLL(None, use_errno=True).sync_file_range
+        except (OSError, AttributeError):
+            return lambda fd: None
+        function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+        return lambda fd: function(fd, 0, 0, 2)  # a hint: a failure is harmless, the fsync decides
+    return lambda fd: None
 
 
-_start_writeback = _load_sync_file_range() or (lambda fd: None)
+def _start_writeback(fd: int) -> None:
+    _sync_file_range()(fd)
 
 
 def place(temp: Path, path: Path, *, exclusive: bool) -> bool:

@@ -178,8 +178,8 @@ def ls(
         return
     if as_json:
         say(store.list_runs_json(font_id, **filters))
-        return
-    show_runs(store.list_runs(font_id, **filters), sort, as_json)
+    else:
+        show_runs(store.list_runs(font_id, **filters), sort, as_json=False)
 
 
 @store_app.command()
