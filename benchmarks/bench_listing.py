@@ -246,19 +246,27 @@ def growing(root: Path, font: str, repeats: int) -> list[tuple[str, float, float
         assert len(found) == expected, (len(found), expected)
         return seconds
 
-    for i in range(repeats):
+    for i in range(repeats):  # a trainer saves; the same lister (a `serve`) lists after each save
         writer.save_model(font, {"w": torch.zeros(64)}, params={"growing": i})
         count += 1
         same.append(timed(lambda: lister.list_runs(font), count))
         after.append(timed(lambda: lister.list_runs(font), count))
+    for i in range(repeats):  # a person types `aoe store ls` after each save: a new Store each time
         writer.save_model(font, {"w": torch.zeros(64)}, params={"growing": i})
         count += 1
         fresh.append(timed(lambda: aoe.Store(root).list_runs(font), count))
+    mixed = []
+    for i in range(repeats):  # both: the lister finds the rows changed by another process's listing
+        writer.save_model(font, {"w": torch.zeros(64)}, params={"growing": i})
+        aoe.Store(root).list_runs(font)
+        count += 1
+        mixed.append(timed(lambda: lister.list_runs(font), count))
     time.sleep(3)
     later.append(timed(lambda: lister.list_runs(font), count))
     median = statistics.median
     return [("first list_runs after a save, same Store", median(same), None, ""),
             ("first list_runs after a save, a new Store", median(fresh), None, ""),
+            ("first list_runs after a save another process listed", median(mixed), None, ""),
             ("the next list_runs", median(after), None, ""),
             ("list_runs 3 s after the last save", later[0], None, "")]
 

@@ -45,6 +45,7 @@ from aoe import cli
 from aoe.codec import CODEC_PLANES, CODEC_RAW, CODEC_ZSTD, HEADER, MAGIC, hash_bytes
 from aoe.errors import FormatError, StoreError
 from aoe.fsck import fsck
+from aoe.layout import run_id_at
 from aoe.manifests import EXT_STATE_DICT, EXT_TUPLE, unpack
 from aoe.web import Browser
 
@@ -110,7 +111,7 @@ def object_files(root: Path) -> list[Path]:
 
 
 def run_refs(root: Path) -> list[Path]:
-    return [p for p in files_under(root) if p.parent.name == "runs"]
+    return [p for p in files_under(root) if p.parent.name == "runs" and run_id_at(p.name)]
 
 
 def raw_fields(data: bytes) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -13,6 +15,7 @@ import torch
 from conftest import run_cli
 
 import aoe
+from aoe.backends import local as local_backend
 from aoe.catalog import Catalog
 from aoe.fsck import fsck
 from aoe.query import Query, parse_condition
@@ -201,8 +204,65 @@ def test_an_unchanged_folder_is_not_scanned(store: aoe.Store, font: str, monkeyp
     store.list_runs(font)
     db = store.catalog._db()
     db.execute("UPDATE fonts SET synced_ns = synced_ns + 10000000000")  # synced long after the last change
-    monkeypatch.setattr(store.backend, "list_versions", lambda prefix: pytest.fail("scanned an unchanged folder"))
+    monkeypatch.setattr(store.backend, "list_versions", lambda *args: pytest.fail("scanned an unchanged folder"))
     assert len(store.list_runs(font)) == 1
+
+
+class CountedStats:
+    """``os.scandir`` as the local backend calls it, counting the refs it stats."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.stats = 0
+        real = local_backend.os.scandir
+
+        @contextlib.contextmanager
+        def scandir(path):
+            with real(path) as entries:
+                yield [self.Entry(self, entry) for entry in entries]
+
+        monkeypatch.setattr(local_backend.os, "scandir", scandir)
+
+    class Entry:
+        def __init__(self, counter: CountedStats, entry: os.DirEntry) -> None:
+            self.counter, self.entry, self.name = counter, entry, entry.name
+
+        def __getattr__(self, name: str):
+            return getattr(self.entry, name)
+
+        def stat(self, **kwargs):
+            self.counter.stats += 1
+            return self.entry.stat(**kwargs)
+
+
+def test_a_new_run_costs_a_listing_one_stat_and_a_moved_ref_a_full_check(
+    store: aoe.Store, font: str, runs: list[str], monkeypatch
+) -> None:
+    store.list_runs(font)
+    counted = CountedStats(monkeypatch)
+    new = store.save_model(font, {"w": torch.ones(3)})
+    assert [i.run_id for i in store.list_runs(font)] == [*runs, new]
+    assert counted.stats == 1  # the new ref; the others are the same files as before
+    counted.stats = 0
+    store.tag_run(font, runs[0], add=["moved"])  # a ref moved: its font's change note is rewritten
+    assert [i.run_id for i in store.list_runs(font, tags=["moved"])] == [runs[0]]
+    assert counted.stats == len(runs) + 2  # after a move every ref is checked once (and the note)
+
+
+def test_an_amend_whose_ref_reuses_the_old_file_number_is_seen(store: aoe.Store, font: str, runs: list[str]) -> None:
+    """Two amends between listings can put a ref in a file with the inode its first file
+    had (the file system reuses the freed number): the change note written before each
+    move is what makes the listing look again."""
+    store.list_runs(font)
+    ref = store.root / font / "runs" / runs[0]
+    first_file, inode = ref.with_name("kept"), os.stat(ref).st_ino
+    os.link(ref, first_file)  # keeps the first file's inode for the amended ref to reuse
+    aoe.Store(store.root).tag_run(font, runs[0], add=["amended"])  # another process amends
+    first_file.write_bytes(ref.read_bytes())
+    os.replace(first_file, ref)
+    assert os.stat(ref).st_ino == inode
+    assert store.list_runs(font)[0].tags == ("serif", "amended")
+    report = fsck(store)
+    assert report.clean and not [f for f in report.findings if f.kind == "unknown-file"]  # the note is no stray
 
 
 def test_unreadable_runs_are_listed_as_such(store: aoe.Store, font: str, runs: list[str]) -> None:

@@ -278,7 +278,7 @@ def test_a_save_racing_the_deletion_of_its_font_is_never_lost(
     with pytest.raises(aoe.FontNotFoundError, match="deleted while"):
         store.save_model(font, model)
     monkeypatch.undo()
-    assert list(store.backend.list(f"{font}/runs")) == []
+    assert store.refs.runs(font) == []
     store.restore_font(font)
     assert store.list_runs(font) == []
 

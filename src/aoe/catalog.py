@@ -4,12 +4,15 @@ searching 10,000 runs reads one small database instead of 10,000 refs and manife
 Refs and manifests stay the only truth; the index is a cache that can be deleted at
 any time (`aoe store reindex` rebuilds it). Before answering about a font, the catalog
 brings it up to date: one ``stat`` of the font's ``runs/`` folder tells whether any ref
-was added, removed or replaced since the last sync. If so, one scan of the folder
-(names and inode/mtime/size of each ref, nothing read) finds what changed, and only
-those refs and manifests are read. A folder that changed less than two seconds before
-the last sync is scanned again every time, since a second change within the same clock
-tick may not move its mtime (git's "racy clean" rule). So a run saved by another process
-appears in the next listing, and a removed one disappears.
+was added, removed or replaced since the last sync. If so, one listing of the folder
+finds what changed, and only those refs and manifests are read. The listing's inode
+numbers come free with the names; a ref is stat'ed only when its file is new, or when the
+font's change note (``runs/.changes``, rewritten before any ref is moved or removed) is
+not what the last sync saw: so adding one run to a font of 10,000 costs a listing about
+one run's work. A folder that changed less than two seconds before the last sync is
+listed again every time, since a second change within the same clock tick may not move
+its mtime (git's "racy clean" rule). So a run saved by another process appears in the
+next listing, and a removed one disappears.
 
 Why SQLite: filters on JSON fields, sorting and counting happen in C, the index updates
 one row at a time, and concurrent processes are serialised by its locks (WAL mode).
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import StorageError, StoreError
-from .layout import name_in_folder, run_id_at, runs_folder
+from .layout import run_id_at, runs_folder
 from .manifests import check_location, unpack
 from .names import format_time, parse_time
 from .objects import ObjectStore
@@ -38,13 +41,14 @@ from .query import Query, build_query
 from .refs import Refs, run_time
 from .runinfo import FontSummary, RunInfo, feedback_metrics
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 T = TypeVar("T")
 RACY_NS = 2_000_000_000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS fonts (font_id TEXT PRIMARY KEY, version INTEGER, synced_ns INTEGER, generation INTEGER);
+CREATE TABLE IF NOT EXISTS fonts (
+    font_id TEXT PRIMARY KEY, version INTEGER, synced_ns INTEGER, generation INTEGER, changes TEXT);
 CREATE TABLE IF NOT EXISTS runs (
     font_id TEXT NOT NULL, run_id TEXT NOT NULL, token TEXT, manifest TEXT,
     status TEXT, time TEXT, saved_at TEXT, started_at TEXT, ended_at TEXT,
@@ -131,6 +135,9 @@ class Catalog:
         self._connection: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._synced: set[str] = set()
+        self._tokens: dict[str, tuple[int, dict[str, str]]] = {}
+        """Per font: the generation of its rows and each ref's token in them, so a sync
+        after one save does not read 10,000 tokens back from the database."""
         self._built: dict[str, tuple[int, dict[str, RunInfo], bool]] = {}
         """Per font: the generation of its rows, the RunInfo objects built from them
         (immutable, so shared by every answer until the font's rows change), and whether
@@ -218,20 +225,25 @@ class Catalog:
         folder = runs_folder(font_id)
         version = self.refs.backend.folder_version(folder)
         db = self._db()
-        known_version = db.execute("SELECT version, synced_ns FROM fonts WHERE font_id = ?", (font_id,)).fetchone()
-        if version is not None and known_version is not None:
-            if known_version[0] == version and known_version[1] - version > RACY_NS:
-                return
+        last = db.execute("SELECT version, synced_ns, changes, generation FROM fonts WHERE font_id = ?",
+                          (font_id,)).fetchone()
+        if version is not None and last is not None and last[0] == version and last[1] - version > RACY_NS:
+            return
         synced_ns = time.time_ns()
-        known = dict(db.execute("SELECT run_id, token FROM runs WHERE font_id = ?", (font_id,)).fetchall())
-        tokens = {}
-        for key, token in self.refs.backend.list_versions(folder):
-            name = name_in_folder(key)
-            if name in known or run_id_at(name) is not None:  # files in runs/ that are not refs are skipped
-                tokens[name] = token
+        changes = self.refs.ref_changes(font_id)  # read before the listing: a later move is seen next time
+        cached_tokens = self._tokens.get(font_id)
+        if last is not None and cached_tokens is not None and cached_tokens[0] == last[3]:
+            known = cached_tokens[1]
+        else:
+            known = dict(db.execute("SELECT run_id, token FROM runs WHERE font_id = ?", (font_id,)).fetchall())
+            if last is not None:
+                self._tokens[font_id] = (last[3], known)
+        same_file = known if last is not None and last[2] == changes else None  # no ref moved since
+        tokens = {name: token for name, token in self.refs.backend.list_versions(folder, same_file)
+                  if name in known or run_id_at(name) is not None}  # files in runs/ that are not refs are skipped
         changed = sorted(name for name, token in tokens.items() if known.get(name) != token)
         gone = sorted(set(known) - set(tokens))
-        if not changed and not gone and known_version is not None and known_version[0] == version:
+        if not changed and not gone and last is not None and last[0] == version and last[2] == changes:
             if version is not None and synced_ns - version > RACY_NS:  # settled now: no more rescans
                 db.execute("UPDATE fonts SET synced_ns = ? WHERE font_id = ?", (synced_ns, font_id))
             return  # a racy rescan that found nothing new: no rows to write
@@ -247,16 +259,19 @@ class Catalog:
             before = db.execute("SELECT generation FROM fonts WHERE font_id = ?", (font_id,)).fetchone()
             before = before[0] if before else 0
             generation = before + (1 if gone or rows else 0)
-            db.execute("INSERT OR REPLACE INTO fonts VALUES (?, ?, ?, ?)", (font_id, version, synced_ns, generation))
+            db.execute("INSERT OR REPLACE INTO fonts VALUES (?, ?, ?, ?, ?)",
+                       (font_id, version, synced_ns, generation, changes))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        cached = self._built.get(font_id)
-        if cached is not None and cached[0] == before:  # nobody else changed the rows: keep the rest
-            for run_id in (*changed, *gone):
-                cached[1].pop(run_id, None)
-            self._built[font_id] = (generation, cached[1], False)
+        if last is not None and before == last[3]:  # nobody else changed the rows: keep what was built
+            self._tokens[font_id] = (generation, tokens)
+            cached = self._built.get(font_id)
+            if cached is not None and cached[0] == before:
+                self._built[font_id] = (generation, _updated(cached[1], rows, gone), cached[2])
+        else:
+            self._tokens.pop(font_id, None)
 
     def _rows(self, font_id: str, run_ids: list[str], tokens: dict[str, str]) -> Iterator[tuple[Any, ...]]:
         for run_id, info in zip(run_ids, self.read_infos(font_id, run_ids)):
@@ -293,6 +308,7 @@ class Catalog:
         database that cannot even be read is removed and started afresh."""
         with self._lock:
             self._built.clear()
+            self._tokens.clear()
             try:
                 self._db().executescript("".join(f"DELETE FROM {t};" for t in (*TABLES, "fonts")))
             except sqlite3.DatabaseError:
@@ -303,6 +319,7 @@ class Catalog:
         with self._lock:
             self.close()
             self._built.clear()
+            self._tokens.clear()
             if self.path is not None:
                 self._remove_files()
             self._db()
@@ -413,7 +430,7 @@ class Catalog:
         with self._lock:
             db = self._db()
             for font_id in font_ids:
-                tokens = {name_in_folder(k): t for k, t in self.refs.backend.list_versions(runs_folder(font_id))}
+                tokens = dict(self.refs.backend.list_versions(runs_folder(font_id)))
                 for run_id, token, manifest in db.execute(
                     "SELECT run_id, token, manifest FROM runs WHERE font_id = ?", (font_id,)
                 ):
@@ -425,6 +442,20 @@ class Catalog:
                         if actual != manifest:
                             problems.append(f"{font_id}/{run_id}")
         return problems
+
+
+def _updated(infos: dict[str, RunInfo], rows: list[tuple[Any, ...]], gone: list[str]) -> dict[str, RunInfo]:
+    """Built RunInfo objects with a sync's changes applied, still in run id order (new
+    runs usually come last, so the order is mended only when one does not)."""
+    for run_id in gone:
+        infos.pop(run_id, None)
+    in_order = True
+    for row in rows:
+        run_id = row[1]
+        if in_order and run_id not in infos and infos and run_id < next(reversed(infos)):
+            in_order = False
+        infos[run_id] = RunInfo.from_row(row[14])
+    return infos if in_order else dict(sorted(infos.items()))
 
 
 def _by_font(found: list[tuple[str, str]]) -> dict[str, list[str]]:

@@ -35,9 +35,11 @@ from .layout import (
     FONTS,
     INFLIGHT,
     OBJECTS,
+    REF_CHANGES,
     claim_key,
     damaged_key,
     digest_at,
+    name_in_folder,
     object_key,
     pending_key,
     run_id_at,
@@ -199,6 +201,8 @@ def _check_refs(store: Store, report: Report, needed: dict[Digest, list[str]]) -
 
 def _check_run(store: Store, report: Report, needed: dict[Digest, list[str]], font_id: str, key: str) -> None:
     run_id = run_id_at(key)
+    if run_id is None and name_in_folder(key) == REF_CHANGES:
+        return  # the font's change note (docs/format.md, Names 6)
     if run_id is None:
         report.add(WARNING, "unknown-file", f"{key} is not a run ref (not a run id); move it out of runs/",
                    ref=key)

@@ -64,6 +64,15 @@ def runs_folder(font_id: str) -> str:
     return f"{check_font_id(font_id)}/runs"
 
 
+REF_CHANGES = ".changes"
+"""The file in a font's ``runs/`` folder that a writer rewrites (with a new random value)
+before it moves or removes one of the font's refs (docs/format.md, *Names* 6)."""
+
+
+def ref_changes_key(font_id: str) -> str:
+    return f"{runs_folder(font_id)}/{REF_CHANGES}"
+
+
 def run_key(font_id: str, run_id: str) -> str:
     return f"{runs_folder(font_id)}/{check_run_id(run_id)}"
 

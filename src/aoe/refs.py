@@ -14,6 +14,7 @@ Every name that becomes part of a path is validated here first.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from .errors import (
     RunNotFoundError,
     StoreError,
 )
-from .layout import FONTS, TRASH, claim_key, run_id_at, run_key, runs_folder, trash_key
+from .layout import FONTS, TRASH, claim_key, ref_changes_key, run_id_at, run_key, runs_folder, trash_key
 from .limits import parse_json
 from .names import Digest, check_font_id, check_run_id, font_number, parse_digest
 
@@ -182,10 +183,10 @@ class Refs:
         try:
             created = self.backend.write(key, [content], exclusive=True)
         except StoreError:
-            self._take_back(key, content)
+            self._take_back(font_id, key, content)
             raise
         if created and self.font_being_deleted(font_id):
-            if self._take_back(key, content):
+            if self._take_back(font_id, key, content):
                 raise FontNotFoundError(
                     f"font {font_id} was deleted while run {run_id} was being saved; nothing was "
                     "published (restore the font with `aoe store restore`, then save again)")
@@ -194,8 +195,14 @@ class Refs:
                 f"trash with the font: `aoe store restore {font_id}` brings both back")
         return created
 
-    def _take_back(self, key: str, content: bytes) -> bool:
-        """Remove a ref this writer just created, if it still holds what it wrote."""
+    def _take_back(self, font_id: str, key: str, content: bytes) -> bool:
+        """Remove a ref this writer just created, if it still holds what it wrote. Taking
+        back matters more than the change note: a note that cannot be written (a full disk)
+        does not keep the ref."""
+        try:
+            self.note_ref_change(font_id)
+        except StoreError:
+            pass
         try:
             return self.backend.compare_and_swap(key, content, None)
         except StoreError:
@@ -207,7 +214,22 @@ class Refs:
 
     def move_run(self, font_id: str, run_id: str, old: Digest, new: Digest) -> bool:
         """Point a run at a new manifest if it still points at ``old`` (compare-and-swap)."""
+        self.note_ref_change(font_id)
         return self.backend.compare_and_swap(run_key(font_id, run_id), _ref_bytes(old), [_ref_bytes(new)])
+
+    def note_ref_change(self, font_id: str) -> None:
+        """Write a new random value to the font's change note, before one of its refs is
+        moved or removed: a reader that finds the note as it last saw it knows that every
+        ref still in the same file (a folder listing shows the same inode) holds what it
+        held, so it need not stat each one (docs/format.md, *Names* 6)."""
+        self.backend.write(ref_changes_key(font_id), [secrets.token_hex(16).encode() + b"\n"], exclusive=False)
+
+    def ref_changes(self, font_id: str) -> str:
+        """The font's change note as it is now ("" before any ref was moved or removed)."""
+        try:
+            return self.backend.read(ref_changes_key(font_id), fresh=True).decode("ascii", "replace").strip()
+        except NotFoundError:
+            return ""
 
     def make_runs_folder(self, font_id: str) -> None:
         self.backend.make_folder(runs_folder(font_id))
@@ -223,6 +245,7 @@ class Refs:
         """Remove a run's ref, keeping a record of it; False if the ref moved or vanished."""
         record = TrashRecord(font_id, run_id, digest, when)
         self.backend.write(record.key, [record.to_bytes()], exclusive=False)
+        self.note_ref_change(font_id)
         if self.backend.compare_and_swap(run_key(font_id, run_id), _ref_bytes(digest), None):
             return True
         self.backend.delete(record.key)

@@ -12,7 +12,7 @@ Every implementation passes ``tests/test_backend_contract.py``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -147,9 +147,14 @@ class Backend(Protocol):
         in the folder (a local folder's mtime in ns); None if the backend cannot tell."""
         ...
 
-    def list_versions(self, prefix: str) -> Iterator[tuple[str, str]]:
-        """The keys directly in a folder, each with a token that changes when the key is
-        written again: a cheap way to see what changed without reading anything."""
+    def list_versions(self, prefix: str, same_file: Mapping[str, str] | None = None) -> Iterable[tuple[str, str]]:
+        """The names of the keys directly in a folder, each with a token that changes when
+        the key is written again: a cheap way to see what changed without reading anything.
+
+        ``same_file`` maps names to tokens the caller got earlier and knows still hold
+        while the key is the same file (nothing rewrites a key in place; a replaced key is
+        a new file). A backend whose listing tells files apart for free (a local folder's
+        inode numbers) hands those tokens back without a stat."""
         ...
 
     def make_folder(self, prefix: str) -> None:

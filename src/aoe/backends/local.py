@@ -12,7 +12,7 @@ import fcntl
 import os
 import secrets
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -223,19 +223,24 @@ class LocalBackend:
         except FileNotFoundError:
             return None
 
-    def list_versions(self, prefix: str) -> Iterator[tuple[str, str]]:
+    def list_versions(self, prefix: str, same_file: Mapping[str, str] | None = None) -> Iterable[tuple[str, str]]:
+        known, found = same_file or {}, []
         try:
-            entries = list(os.scandir(self.path(prefix)))
+            with os.scandir(self.path(prefix)) as entries:
+                for entry in entries:
+                    name = entry.name
+                    token = known.get(name)
+                    if token is not None and token.startswith(f"{entry.inode()}:"):  # the same file: no stat
+                        found.append((name, token))
+                    elif not name.startswith(TEMP_PREFIX) and not entry.is_dir(follow_symlinks=False):
+                        try:  # a symlink or special file is listed: reading it is refused, so it is seen
+                            info = entry.stat(follow_symlinks=False)
+                        except FileNotFoundError:  # removed since listed
+                            continue
+                        found.append((name, f"{info.st_ino}:{info.st_mtime_ns}:{info.st_size}"))
         except FileNotFoundError:
-            return
-        for entry in entries:
-            if entry.name.startswith(TEMP_PREFIX) or entry.is_dir(follow_symlinks=False):
-                continue  # a symlink or special file is listed: reading it is refused, so it is seen
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:  # removed since listed
-                continue
-            yield f"{prefix}/{entry.name}", f"{info.st_ino}:{info.st_mtime_ns}:{info.st_size}"
+            pass
+        return found
 
     def make_folder(self, prefix: str) -> None:
         self._ensure_dir(self.path(prefix))

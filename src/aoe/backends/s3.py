@@ -32,7 +32,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ..errors import InvalidNameError, NotFoundError, StorageError, StoreMissingError, UnexpectedFileError
-from ..layout import FONTS, lock_key
+from ..layout import FONTS, lock_key, name_in_folder
 from .base import MAX_KEY_BYTES, BatchWrite, Buffer, check_key, direct_batch
 from .cache import cache_folder
 
@@ -214,9 +214,9 @@ class S3Backend:
                 return
             token = page["NextContinuationToken"]
 
-    def list_versions(self, prefix: str) -> Iterator[tuple[str, str]]:
+    def list_versions(self, prefix: str, same_file: Mapping[str, str] | None = None) -> Iterator[tuple[str, str]]:
         for item in self._list(prefix, delimiter=True):
-            yield self._unkey(item["Key"]), f"{item['ETag']}:{item['LastModified'].timestamp()}:{item['Size']}"
+            yield name_in_folder(self._unkey(item["Key"])), f"{item['ETag']}:{item['LastModified'].timestamp()}:{item['Size']}"
 
     def folder_version(self, prefix: str) -> int | None:
         return None
