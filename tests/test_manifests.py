@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgpack
 import pytest
 
 from aoe.codec import hash_bytes
-from aoe.errors import FormatError, UnsupportedValueError
+from aoe.errors import FormatError, InvalidInputError, UnsupportedValueError
 from aoe.manifests import (
     FORMAT,
     FORMAT_VERSION,
     Manifest,
+    ShardedTensor,
     StateDict,
     TensorRecord,
     pack,
@@ -128,3 +131,46 @@ def test_the_format_table_of_dtypes_is_exactly_torchs() -> None:
 
     torch_dtypes = {str(d).removeprefix("torch."): d.itemsize for d in vars(torch).values() if isinstance(d, torch.dtype)}
     assert torch_dtypes == DTYPE_SIZES
+
+
+def piece(rows: int, cols: int, digest: str = D1, dtype: str = "float32") -> TensorRecord:
+    return TensorRecord(dtype, (rows, cols), Blob(rows * cols * 4, (digest,)))
+
+
+def test_a_sharded_tensor_round_trips_and_names_every_piece() -> None:
+    sharded = ShardedTensor("float32", (4, 6), (((0, 0), piece(2, 6, D1)), ((2, 0), piece(2, 6, D2))))
+    assert unpack_tree(pack_tree({"w": sharded})) == {"w": sharded}
+    assert [r.blob.chunks for r in tensors({"w": sharded, "b": piece(1, 1, D3)})] == [(D1,), (D2,), (D3,)]
+
+
+@pytest.mark.parametrize(("pieces", "message"), [
+    ((((0, 0), piece(2, 6)),), "do not add up"),  # a gap: half the tensor missing
+    ((((0, 0), piece(2, 6)), ((1, 0), piece(2, 6)), ((3, 0), piece(1, 6)), ((3, 0), piece(1, 6))),
+     "overlap|add up"),
+    ((((0, 0), piece(3, 6)), ((1, 0), piece(1, 6))), "overlap"),  # as many elements, one piece over another
+    ((((0, 0), piece(2, 6)), ((3, 0), piece(2, 6))), "does not fit"),  # past the end
+    ((((0, 0), piece(2, 6)), ((-2, 0), piece(2, 6))), "does not fit"),
+    ((((0, 0), piece(2, 6)), ((2, 0), piece(2, 6, dtype="int32"))), "does not fit"),
+    ((((0,), piece(2, 6)), ((2, 0), piece(2, 6))), "does not fit"),
+    ((), "1 to"),
+])
+def test_pieces_that_do_not_tile_their_tensor_are_refused(pieces: tuple, message: str) -> None:
+    with pytest.raises(FormatError, match=message):
+        unpack(manifest_with_weights({"w": ShardedTensor("float32", (4, 6), pieces)}))
+
+
+def test_overlapping_pieces_as_many_elements_as_the_tensor_are_refused() -> None:
+    """Two pieces on one another and a hole elsewhere add up to the right count: the
+    sweep, not the sum, refuses them."""
+    pieces = (((0, 0), piece(2, 6)), ((1, 0), piece(2, 6)))  # rows 0-2 and 1-3: row 1 twice, row 3 never
+    with pytest.raises(FormatError, match="overlap"):
+        unpack(manifest_with_weights({"w": ShardedTensor("float32", (4, 6), pieces)}))
+    with pytest.raises(InvalidInputError, match="overlap"):  # and never written
+        pack(dataclasses.replace(full_manifest(), weights={"w": ShardedTensor("float32", (4, 6), pieces)}))
+
+
+def manifest_with_weights(weights: object) -> bytes:
+    """A manifest's bytes as a writer that skips every check would write them."""
+    fields = unpack_tree(pack(full_manifest()))
+    fields["weights"] = weights
+    return pack_tree(fields)

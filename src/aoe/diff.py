@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .manifests import TensorRecord, blob_map, walk
+from .manifests import ShardedTensor, TensorRecord, blob_map, walk
 from .objects import Blob
 from .runinfo import RunInfo
 from .store import Store
@@ -111,8 +111,18 @@ def _identity(blob: Blob | None) -> tuple[str, ...] | None:
 
 
 def tensor_table(tree: Any) -> dict[str, TensorRecord]:
-    """Every tensor of a weights tree by its dotted name (``layer.0.weight``)."""
-    return {name or "(tensor)": leaf for name, leaf in walk(tree) if isinstance(leaf, TensorRecord)}
+    """Every tensor of a weights tree by its dotted name (``layer.0.weight``); a sharded
+    tensor's pieces each by the block they hold (``embed.weight[16:32, 0:64]``), so what
+    changed between two checkpoints is told piece by piece, as it was stored."""
+    table = {}
+    for name, leaf in walk(tree):
+        if isinstance(leaf, TensorRecord):
+            table[name or "(tensor)"] = leaf
+        elif isinstance(leaf, ShardedTensor):
+            for offsets, record in leaf.pieces:
+                block = ", ".join(f"{start}:{start + length}" for start, length in zip(offsets, record.shape))
+                table[f"{name}[{block}]"] = record
+    return table
 
 
 def changes(a: Any, b: Any, prefix: str = "") -> list[Change]:

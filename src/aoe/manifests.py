@@ -68,6 +68,11 @@ EXT_COUNTER = 4
 EXT_SET = 5
 EXT_SIZE = 6
 EXT_COMPLEX = 7
+EXT_SHARDED = 8
+
+MAX_PIECES = 4096
+"""A sharded tensor has at most this many pieces (a rank's shard each; 64 ranks of a 2-D
+mesh make 64), which bounds the check that they tile it."""
 
 MAX_EXT_DEPTH = 16
 """Extension types nest at most this deep (real trees: 2 or 3). Each level is decoded by
@@ -102,6 +107,18 @@ class TensorRecord:
     shape: tuple[int, ...]
     blob: Blob
     alias: int | None = None
+
+
+@dataclass(frozen=True)
+class ShardedTensor:
+    """A tensor stored in pieces, as the ranks of a sharded checkpoint held it (revision
+    2.2): ``pieces`` are (offsets, record) pairs, each record the block of the tensor that
+    starts at ``offsets``. The pieces tile the tensor exactly (checked), so a reader can
+    put it together whole, and each piece dedups and verifies as any tensor does."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    pieces: tuple[tuple[tuple[int, ...], TensorRecord], ...]
 
 
 class Shape(tuple):  # type: ignore[type-arg]
@@ -191,8 +208,13 @@ def walk(tree: Any) -> Iterator[tuple[str, Any]]:
 
 
 def tensors(tree: Any) -> Iterator[TensorRecord]:
-    """Every tensor record in a weights tree, depth first."""
-    return (leaf for _, leaf in walk(tree) if isinstance(leaf, TensorRecord))
+    """Every tensor record in a weights tree, depth first (a sharded tensor's pieces in
+    their order)."""
+    for _, leaf in walk(tree):
+        if isinstance(leaf, TensorRecord):
+            yield leaf
+        elif isinstance(leaf, ShardedTensor):
+            yield from (record for _, record in leaf.pieces)
 
 
 # -- checking -------------------------------------------------------------------
@@ -278,7 +300,7 @@ def check_blob(blob: Any) -> Blob:
     return blob
 
 
-def check_tensor(record: Any) -> TensorRecord:
+def check_tensor(record: Any, *, sized: bool = True) -> TensorRecord:
     """A tensor's dtype is a name, its shape non-negative ints, and its blob holds exactly
     ``prod(shape) * element size`` bytes (for the dtypes this format knows)."""
     if not isinstance(record, TensorRecord):
@@ -289,6 +311,8 @@ def check_tensor(record: Any) -> TensorRecord:
     if not isinstance(shape, tuple) or len(shape) > MAX_DEPTH or not all(
             isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
         raise BadManifest(f"bad tensor shape {shape!r}")
+    if not sized:  # only its dtype and shape (those of a sharded tensor)
+        return record
     check_blob(record.blob)
     if record.alias is not None and not (isinstance(record.alias, int) and 0 <= record.alias < 2**31):
         raise BadManifest(f"bad tensor alias {record.alias!r}")
@@ -296,6 +320,36 @@ def check_tensor(record: Any) -> TensorRecord:
     if size is not None and math.prod(shape) * size != record.blob.size:
         raise BadManifest(f"a {record.dtype} tensor of shape {list(shape)} cannot hold {record.blob.size} bytes")
     return record
+
+
+def check_sharded(tensor: ShardedTensor) -> ShardedTensor:
+    """A sharded tensor's pieces are valid tensors of its dtype, each inside its shape,
+    none overlapping another, together exactly as many elements as it has: so they tile
+    it, and a reader that puts them together leaves no byte unwritten."""
+    shape = tensor.shape
+    check_tensor(TensorRecord(tensor.dtype, shape, Blob(0, ())), sized=False)
+    if not isinstance(tensor.pieces, tuple) or not 0 < len(tensor.pieces) <= MAX_PIECES:
+        raise BadManifest(f"a sharded tensor needs 1 to {MAX_PIECES} pieces")
+    boxes = []
+    for offsets, record in tensor.pieces:
+        check_tensor(record)
+        if record.dtype != tensor.dtype or record.alias is not None or not isinstance(offsets, tuple) or \
+                len(offsets) != len(shape) or len(record.shape) != len(shape) or not all(
+                _is_int(o) and o >= 0 and o + n <= whole for o, n, whole in zip(offsets, record.shape, shape)):
+            raise BadManifest(f"a piece {record.dtype}{list(record.shape)} at {offsets!r} does not fit "
+                              f"a {tensor.dtype}{list(shape)} tensor")
+        if math.prod(record.shape):
+            boxes.append((offsets, tuple(o + n for o, n in zip(offsets, record.shape))))
+    if sum(math.prod(e - o for o, e in zip(*box)) for box in boxes) != math.prod(shape):
+        raise BadManifest(f"the pieces of a {tensor.dtype}{list(shape)} tensor do not add up to it")
+    boxes.sort()
+    for i, (start, end) in enumerate(boxes):  # sorted by their first dimension's start: a sweep
+        for other_start, other_end in boxes[i + 1:]:
+            if shape and other_start[0] >= end[0]:
+                break
+            if all(a < d and c < b for a, b, c, d in zip(start, end, other_start, other_end)):
+                raise BadManifest(f"two pieces of a {tensor.dtype}{list(shape)} tensor overlap")
+    return tensor
 
 
 def _is_int(value: Any) -> bool:
@@ -315,6 +369,8 @@ def check_tree(tree: Any, *, depth_known: bool = False) -> None:
         item = stack.pop()
         if isinstance(item, TensorRecord):
             check_tensor(item)
+        elif isinstance(item, ShardedTensor):
+            check_sharded(item)
         elif isinstance(item, StateDict):
             if not isinstance(item.items, dict) or not isinstance(item.metadata, (dict, StateDict, type(None))):
                 raise BadManifest("a state dict must hold a mapping and a metadata mapping or nil")
@@ -428,6 +484,10 @@ def pack_tree(tree: Any) -> bytes:
 def _ext(value: Any) -> msgpack.ExtType:
     if isinstance(value, TensorRecord):
         return msgpack.ExtType(EXT_TENSOR, pack_tree(_tensor_map(value)))
+    if isinstance(value, ShardedTensor):
+        pieces = [[list(offsets), record] for offsets, record in value.pieces]
+        return msgpack.ExtType(EXT_SHARDED, pack_tree({"dtype": value.dtype, "shape": list(value.shape),
+                                                       "pieces": pieces}))
     if isinstance(value, Counter):
         return msgpack.ExtType(EXT_COUNTER, pack_tree(dict(value)))
     if isinstance(value, (set, frozenset)):
@@ -591,6 +651,15 @@ def _from_ext(code: int, payload: bytes) -> Any:
         return set(_sequence(value))
     if code == EXT_SIZE:
         return Shape(_sequence(value))
+    if code == EXT_SHARDED:
+        value = _mapping(value)
+        pieces = []
+        for piece in _sequence(value["pieces"]):
+            offsets, record = _sequence(piece)
+            if not isinstance(record, TensorRecord):
+                raise TypeError("a piece of a sharded tensor is a tensor record")
+            pieces.append((tuple(_sequence(offsets)), record))
+        return check_sharded(ShardedTensor(value["dtype"], tuple(_sequence(value["shape"])), tuple(pieces)))
     if code == EXT_COMPLEX:
         real, imag = _sequence(value)
         if not all(isinstance(x, float) for x in (real, imag)):

@@ -24,7 +24,7 @@ import torch
 
 from .errors import FormatError, InvalidInputError, NotFoundError, StorageError, UnsupportedValueError
 from .limits import MAX_DEPTH
-from .manifests import Shape, StateDict, TensorRecord, tensors
+from .manifests import Shape, ShardedTensor, StateDict, TensorRecord, tensors
 from .objects import ObjectStore
 
 if sys.byteorder != "little":  # pragma: no cover - every platform torch ships for today
@@ -225,6 +225,8 @@ def _buffer_key(record: TensorRecord) -> Any:
 def _build(tree: Any, buffers: dict[Any, torch.Tensor]) -> Any:
     if isinstance(tree, TensorRecord):
         return buffers[_buffer_key(tree)].view(dtype_from_name(tree.dtype)).reshape(tree.shape)
+    if isinstance(tree, ShardedTensor):
+        return _assembled(tree, buffers)
     if isinstance(tree, StateDict):
         state: OrderedDict[Any, Any] = OrderedDict((k, _build(v, buffers)) for k, v in tree.items.items())
         if tree.metadata is not None:
@@ -239,6 +241,19 @@ def _build(tree: Any, buffers: dict[Any, torch.Tensor]) -> Any:
     if isinstance(tree, tuple):
         return tuple(_build(v, buffers) for v in tree)
     return tree
+
+
+def _assembled(tree: ShardedTensor, buffers: dict[Any, torch.Tensor]) -> torch.Tensor:
+    """A sharded tensor put together whole from its pieces (which tile it: checked when
+    the manifest was read)."""
+    pieces = [(offsets, _build(record, buffers)) for offsets, record in tree.pieces]
+    whole = torch.empty(tree.shape, dtype=dtype_from_name(tree.dtype), device=pieces[0][1].device)
+    for offsets, piece in pieces:
+        block = whole
+        for dim, (start, length) in enumerate(zip(offsets, piece.shape)):
+            block = block.narrow(dim, start, length)
+        block.copy_(piece)
+    return whole
 
 
 def _check_size(record: TensorRecord) -> None:
@@ -431,9 +446,11 @@ class LazyWeights(Mapping[Any, Any]):
         """dtype, shape and bytes of the tensors under an entry, without reading them."""
         if key not in self._items:
             raise NotFoundError(f"no weights entry {key!r}")
-        records = list(tensors(self._items[key]))
+        item = self._items[key]
+        records = list(tensors(item))
+        whole = isinstance(item, (TensorRecord, ShardedTensor))  # one tensor (stored whole or in pieces)
         return {
-            "tensors": len(records),
+            "tensors": 1 if whole else len(records),
             "bytes": sum(r.blob.size for r in records),
-            **({"dtype": records[0].dtype, "shape": list(records[0].shape)} if isinstance(self._items[key], TensorRecord) else {}),
+            **({"dtype": item.dtype, "shape": list(item.shape)} if whole else {}),
         }

@@ -177,6 +177,20 @@ class Saving(StoreBase):
         )
 
 
+    def publish_stored(self, font_id: str, weights: Any, *, extras: Mapping[str, Any] | None = None,
+                       **run: Any) -> str:
+        """Publish a run whose tensors are stored already: ``weights`` (and ``extras``) are
+        trees of tensor records other processes wrote, as the ranks of a sharded checkpoint
+        do (:mod:`aoe.dcp`); ``run`` takes the fields of :meth:`save_model` that describe a
+        run (:data:`RUN_FIELDS`). The manifest is checked as any other; the transaction
+        touches every object it names, failing with nothing published if one is gone, then
+        creates the ref. Returns the run id."""
+        self.require_root()
+        self.refs.require_font(font_id)
+        metadata = checked_run_fields(run)
+        with self.transaction() as transaction:
+            return self._publish(transaction, font_id, metadata, {"weights": weights, "extras": dict(extras or {})})
+
     def _publish(self, transaction: Transaction, font_id: str, metadata: dict[str, Any], parts: dict[str, Any],
                  *, run_id: str | None = None, source: dict[str, Any] | None = None) -> str:
         """The manifest of a run from its metadata and stored parts, published."""
@@ -206,6 +220,19 @@ class Saving(StoreBase):
         self.require_root()
         self.refs.require_font(font_id)
         return RunRecorder(self, font_id, params, name=name, description=description, tags=tags)
+
+
+RUN_FIELDS: dict[str, Any] = {"params": None, "started_at": None, "ended_at": None, "status": COMPLETED,
+                              "name": None, "description": None, "tags": ()}
+"""The keyword arguments of a save that describe a run, with their defaults."""
+
+
+def checked_run_fields(run: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`run_metadata` of keyword arguments (:data:`RUN_FIELDS`); TypeError for others."""
+    unknown = set(run) - set(RUN_FIELDS)
+    if unknown:
+        raise TypeError(f"unexpected run fields: {', '.join(sorted(unknown))}")
+    return run_metadata(**{**RUN_FIELDS, **run})
 
 
 def run_metadata(
