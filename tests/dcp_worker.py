@@ -79,6 +79,7 @@ def main() -> int:
             assert target["step"] == step and target["optim"] == expected["optim"], (target["step"], target["optim"])
             if rank_n == 0:
                 print("ok", flush=True)
+        dist.barrier()  # no rank tears down gloo while another still talks to it
     finally:
         dist.destroy_process_group()
     return 0
