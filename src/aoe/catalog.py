@@ -32,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import listings
 from .errors import StorageError, StoreError
 from .layout import run_id_at, runs_folder
 from .manifests import check_location, unpack
@@ -44,6 +45,9 @@ from .runinfo import FontSummary, RunInfo, feedback_metrics
 SCHEMA_VERSION = 6
 T = TypeVar("T")
 RACY_NS = 2_000_000_000
+LISTING_MIN = 100
+"""On object storage, a sync with this many runs to read looks for a listing snapshot,
+and one that read this many from refs and manifests writes one."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -135,6 +139,10 @@ class Catalog:
         self._connection: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._synced: set[str] = set()
+        self.use_listings = True
+        """Whether a sync may take rows from listing snapshots (not after :meth:`rebuild`)."""
+        self.read_from_refs = 0
+        """How many runs the last sync read from their refs and manifests."""
         self._tokens: dict[str, tuple[int, dict[str, str]]] = {}
         """Per font: the generation of its rows and each ref's token in them, so a sync
         after one save does not read 10,000 tokens back from the database."""
@@ -265,6 +273,8 @@ class Catalog:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        if self.refs.backend.round_trips and self.read_from_refs >= LISTING_MIN:
+            self._share_listing(font_id)
         if last is not None and before == last[3]:  # nobody else changed the rows: keep what was built
             self._tokens[font_id] = (generation, tokens)
             cached = self._built.get(font_id)
@@ -274,7 +284,17 @@ class Catalog:
             self._tokens.pop(font_id, None)
 
     def _rows(self, font_id: str, run_ids: list[str], tokens: dict[str, str]) -> Iterator[tuple[Any, ...]]:
-        for run_id, info in zip(run_ids, self.read_infos(font_id, run_ids)):
+        """Index rows of these runs: from the font's listing snapshot for refs it was
+        written for (object storage, many runs to read), else from refs and manifests."""
+        shared: dict[str, RunInfo] = {}
+        if self.refs.backend.round_trips and self.use_listings and len(run_ids) >= LISTING_MIN:
+            snapshot = listings.newest(self.refs.backend, font_id)
+            shared = {r: snapshot[r][1] for r in run_ids if r in snapshot and snapshot[r][0] == tokens[r]}
+        unshared = [r for r in run_ids if r not in shared]
+        infos = {**shared, **dict(zip(unshared, self.read_infos(font_id, unshared)))}
+        self.read_from_refs = len(unshared)
+        for run_id in run_ids:
+            info = infos[run_id]
             yield (
                 font_id, run_id, tokens[run_id], info.manifest, info.status,
                 format_time(info.started_at or run_time(run_id)),
@@ -282,6 +302,17 @@ class Catalog:
                 info.name, info.description, json.dumps(list(info.tags)), index_json(info.params),
                 index_json(info.metrics), info.to_row(), json.dumps(info.to_dict()),
             )
+
+    def _share_listing(self, font_id: str) -> None:
+        """Write a listing snapshot of the font for machines that have not listed it; a
+        store that refuses it (read-only) or a failed write costs nothing but this try."""
+        rows = self._db().execute(
+            "SELECT r.token, i.info FROM runs r JOIN run_info i USING (font_id, run_id) WHERE r.font_id = ?",
+            (font_id,)).fetchall()
+        try:
+            listings.write(self.refs.backend, font_id, [(token, RunInfo.from_row(info)) for token, info in rows])
+        except StoreError:
+            pass
 
     def read_infos(self, font_id: str, run_ids: list[str]) -> list[RunInfo]:
         """RunInfo of runs straight from their refs and manifests (and feedback, for the
@@ -309,6 +340,7 @@ class Catalog:
         with self._lock:
             self._built.clear()
             self._tokens.clear()
+            self.use_listings = False  # every ref and manifest: not what a snapshot says
             try:
                 self._db().executescript("".join(f"DELETE FROM {t};" for t in (*TABLES, "fonts")))
             except sqlite3.DatabaseError:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import reachability
+from . import listings, reachability
 from .errors import (
     CorruptObjectError,
     FormatError,
@@ -34,11 +34,13 @@ from .layout import (
     DAMAGED,
     FONTS,
     INFLIGHT,
+    LISTINGS,
     OBJECTS,
     REF_CHANGES,
     claim_key,
     damaged_key,
     digest_at,
+    listing_at,
     name_in_folder,
     object_key,
     pending_key,
@@ -140,6 +142,7 @@ def fsck(
             object=digest, runs=runs,
         )
     _check_leftovers(store, report, repair)
+    _check_listings(store, report, repair)
     _check_catalog(store, report, repair)
     if repair:
         _repair(store, report)
@@ -167,6 +170,40 @@ def _check_catalog(store: Store, report: Report, repair: bool) -> None:
         store.catalog.close()
         store.catalog.rebuild()
         report.repaired.append("rebuilt the catalog index")
+
+
+def _check_listings(store: Store, report: Report, repair: bool) -> None:
+    """Listing snapshots must verify and hold rows by the rules, and a row written for a
+    ref as it is now must name the manifest that ref names. A bad one is passed over by
+    every reader (refs are read instead); repair removes it."""
+    for key in list(store.backend.list(LISTINGS)):
+        where = key.split("/")
+        if listing_at(key) is None:
+            report.add(WARNING, "stray-file", f"{key} is not a listing snapshot; move it out of {LISTINGS}/", ref=key)
+            continue
+        try:
+            rows = listings.read(store.backend, key, where[1])
+            tokens = dict(store.backend.list_versions(runs_folder(where[1])))
+            lies = [run_id for run_id, (token, info) in rows.items()
+                    if tokens.get(run_id) == token and _names_another(store, where[1], run_id, info.manifest)]
+            if lies:
+                raise FormatError(f"listing snapshot {key} names other manifests than the refs of "
+                                  f"{_runs_text(lies)} do")
+        except FormatError as exc:
+            report.add(WARNING, "bad-listing", f"{exc}; listings read the refs instead, and "
+                       "`aoe store fsck --repair` removes it", ref=key)
+            if repair:
+                store.backend.delete(key)
+                report.repaired.append(f"removed listing snapshot {key}")
+        except (NotFoundError, InvalidNameError):
+            continue  # replaced by a newer one meanwhile, or a folder of no font
+
+
+def _names_another(store: Store, font_id: str, run_id: str, manifest: str) -> bool:
+    try:
+        return store.refs.read_run(font_id, run_id) != manifest
+    except StoreError:
+        return False  # the ref itself is reported by the check of the refs
 
 
 def _runs_text(runs: Iterable[str]) -> str:

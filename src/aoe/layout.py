@@ -8,7 +8,9 @@ key read from a listing becomes a digest or a run id only after it was checked h
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 from .names import RUN_ID_RE, Digest, check_font_id, check_run_id, font_number, parse_digest
 
@@ -22,6 +24,8 @@ TRASH = ".trash"
 INFLIGHT = ".inflight"
 """Saves in progress announce themselves here (see ``transaction.py``)."""
 LOCKS = ".locks"
+LISTINGS = ".listings"
+"""Listing snapshots of each font (see ``listings.py``)."""
 CATALOG = ".catalog/index.sqlite"
 """The catalog index of a folder store (a cache, not the format)."""
 FONT_RECORD = "font"
@@ -90,6 +94,27 @@ def run_id_at(key: str) -> str | None:
 
 def trash_key(font_id: str, run_id: str | None) -> str:
     return f"{TRASH}/{check_font_id(font_id)}/{check_run_id(run_id) if run_id else FONT_RECORD}"
+
+
+LISTING_NAME_RE = re.compile(r"([0-9]{8}T[0-9]{6}\.[0-9]{6}Z)-([0-9a-f]{64})")
+
+
+def listings_folder(font_id: str) -> str:
+    return f"{LISTINGS}/{check_font_id(font_id)}"
+
+
+def listing_key(font_id: str, moment: datetime, digest: Digest) -> str:
+    """``.listings/<font>/<UTC time>-<digest of its content>``: the newest sorts last."""
+    return f"{listings_folder(font_id)}/{moment.astimezone(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}-{parse_digest(digest)}"
+
+
+def listing_at(key: str) -> tuple[str, Digest] | None:
+    """(time, content digest) of a listing snapshot's key; None for any other file."""
+    parts = key.split("/")
+    found = LISTING_NAME_RE.fullmatch(parts[-1])
+    if len(parts) != 3 or parts[0] != LISTINGS or found is None:
+        return None
+    return found[1], Digest(found[2])
 
 
 def marker_key(token: str) -> str:

@@ -1,0 +1,127 @@
+"""Listing snapshots: a font's catalog rows, shared through the store, so a machine that
+has never listed a font on object storage reads one file instead of every ref and
+manifest (git's packed-refs, restic's index files).
+
+A snapshot ``.listings/<font>/<time>-<digest>`` holds, for each run of the font when it
+was written, the run's ref token (what a folder listing tells of the ref: on S3 its
+ETag, Last-Modified and size) and its RunInfo. Refs stay the truth: a reader takes a
+row only for a ref whose token, in its own listing of the refs, is the one the row was
+written for; every other ref is read as before. A snapshot is untrusted input like any
+file of a store: it is named by the BLAKE3 of its content and verified against it,
+decoded within bounds, and each row is checked by the rules a manifest's fields obey.
+
+Writers: a catalog that had to read many runs from their refs and manifests writes a
+snapshot afterwards (when the store is writable), and keeps the newest few.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+import msgpack
+
+from .backends import Backend
+from .codec import decode, encode, hash_bytes
+from .errors import FormatError, InvalidInputError, InvalidNameError, NotFoundError, StoreError
+from .layout import listing_at, listing_key, listings_folder
+from .manifests import BadManifest, Manifest, check
+from .names import parse_digest, utc_now
+from .runinfo import ASSETS, UNREADABLE, RunInfo
+
+FORMAT = "aoe-listing"
+VERSION = 1
+KEEP = 2
+"""Snapshots of a font kept: the newest, and the one before for readers that listed it."""
+MAX_RUNS = 1_000_000
+
+
+def write(backend: Backend, font_id: str, runs: Iterable[tuple[str, RunInfo]]) -> str:
+    """Write a snapshot of ``runs`` (ref token, RunInfo) of a font; then remove all but the
+    newest :data:`KEEP`. Returns its key. Unreadable runs are left out (read again)."""
+    rows = [[info.run_id, token, *_fields(info)] for token, info in runs if info.status != UNREADABLE]
+    content = msgpack.packb({"format": FORMAT, "version": VERSION, "font_id": font_id, "runs": rows},
+                            use_bin_type=True)
+    key = listing_key(font_id, utc_now(), hash_bytes(content))
+    backend.write(key, encode(content), exclusive=True)
+    for old in sorted(_keys(backend, font_id))[:-KEEP]:
+        try:
+            backend.delete(old)
+        except StoreError:
+            pass  # another writer removed it first, or it will go next time
+    return key
+
+
+def newest(backend: Backend, font_id: str) -> dict[str, tuple[str, RunInfo]]:
+    """The runs of the font's newest snapshot (run id -> ref token, RunInfo), every row
+    checked; {} when there is none. A snapshot that cannot be read or breaks a rule is
+    passed over for the one before it (and fsck reports it)."""
+    for key in sorted(_keys(backend, font_id), reverse=True):
+        try:
+            return read(backend, key, font_id)
+        except NotFoundError:
+            continue  # removed by a newer writer since it was listed
+        except FormatError:
+            continue
+    return {}
+
+
+def read(backend: Backend, key: str, font_id: str) -> dict[str, tuple[str, RunInfo]]:
+    """One snapshot, verified against its name and checked row by row (FormatError)."""
+    where = listing_at(key)
+    if where is None:
+        raise FormatError(f"{key} is not a listing snapshot's name")
+    digest = where[1]
+    try:
+        content = bytes(decode(backend.read(key), digest))
+        data = msgpack.unpackb(content, raw=False, strict_map_key=True, max_array_len=MAX_RUNS)
+        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("font_id") != font_id:
+            raise FormatError("not a listing snapshot of this font")
+        if data.get("version") != VERSION:
+            raise FormatError(f"listing snapshot version {data.get('version')!r} is not {VERSION}")
+        return {row[0]: (row[1], _checked(font_id, row)) for row in data["runs"]}
+    except StoreError as exc:
+        if isinstance(exc, NotFoundError):
+            raise
+        raise FormatError(f"listing snapshot {key} is damaged ({exc}); run `aoe store fsck --repair`") from None
+    except (ValueError, TypeError, KeyError, IndexError, msgpack.ExtraData) as exc:
+        raise FormatError(f"listing snapshot {key} is malformed ({exc}); run `aoe store fsck --repair`") from None
+
+
+def _keys(backend: Backend, font_id: str) -> list[str]:
+    return [key for key in backend.list(listings_folder(font_id)) if listing_at(key) is not None]
+
+
+_ROW = ("status", "saved_at", "started_at", "ended_at", "params", "name", "description", "tags",
+        "weights_version", "feedback_schema", "manifest", "assets", "glyphs", "extras", "parent", "metrics")
+"""A row: run id, ref token, then these RunInfo fields (times as text, tuples as arrays)."""
+
+
+def _fields(info: RunInfo) -> list[Any]:
+    data = info.to_dict()
+    return [data[name] for name in _ROW]
+
+
+def _checked(font_id: str, row: Any) -> RunInfo:
+    """A row's RunInfo, its fields checked by the rules of a manifest (the same code)."""
+    if not isinstance(row, list) or len(row) != 2 + len(_ROW) or not isinstance(row[1], str):
+        raise ValueError("a row is [run id, token, fields...]")
+    data = dict(zip(_ROW, row[2:]))
+    if not all(isinstance(data[k], list) for k in ("tags", "glyphs", "extras", "assets")):
+        raise ValueError(f"a row of run {row[0]!r} has tags, glyphs, extras or assets that are not arrays")
+    glyphs, extras, assets = (tuple(data[k]) for k in ("glyphs", "extras", "assets"))
+    try:
+        manifest = check(Manifest(
+            font_id=font_id, run_id=row[0], status=data["status"], saved_at=data["saved_at"],
+            started_at=data["started_at"], ended_at=data["ended_at"], params=data["params"], name=data["name"],
+            description=data["description"], tags=tuple(data["tags"]), weights_version=data["weights_version"],
+            feedback_schema=data["feedback_schema"], parent=data["parent"], metrics=data["metrics"],
+            glyphs=dict.fromkeys(glyphs), extras=dict.fromkeys(extras)))  # type: ignore[arg-type]  # names only
+        if manifest.run_id == "" or not set(assets) <= set(ASSETS) or len(set(assets)) != len(assets):
+            raise ValueError(f"a row of run {row[0]!r} names unknown assets or no run")
+        digest = parse_digest(data["manifest"])
+    except (BadManifest, InvalidNameError, InvalidInputError) as exc:
+        raise ValueError(f"run {row[0]!r}: {exc}") from None
+    info = RunInfo.from_manifest(manifest, digest, manifest.metrics)
+    return replace(info, assets=assets)
