@@ -129,3 +129,32 @@ def test_a_read_only_machine_writes_no_snapshot_and_rebuild_ignores_them(s3_stor
     other, reads = new_machine(s3_store, tmp_path, monkeypatch, "second")
     other.reindex()
     assert len([k for k in reads if "/runs/" in k and not k.endswith(".changes")]) == 6
+
+
+def test_a_warm_listing_asks_only_the_change_note_until_a_ref_changes(listed, tmp_path, monkeypatch) -> None:
+    store, font, infos = listed
+    other, reads = new_machine(store, tmp_path, monkeypatch, "second")
+    other.list_runs(font)
+    listings_sent: list[str] = []
+    real_list = other.backend.inner.list_versions
+    monkeypatch.setattr(other.backend.inner, "list_versions",
+                        lambda prefix, *a: listings_sent.append(prefix) or real_list(prefix, *a))
+    reads.clear()
+    assert other.list_runs(font) == infos
+    assert listings_sent == [] and reads == [".fonts/1", f"{font}/runs/.changes"]  # the font, the note
+    newer = store.save_model(font, {"w": torch.ones(4)})  # another machine saves: the note is written after
+    assert [i.run_id for i in other.list_runs(font)][-1] == newer
+    assert listings_sent == [f"{font}/runs"]
+
+
+def test_a_ref_written_without_the_note_is_seen_at_the_next_full_listing(listed, tmp_path, monkeypatch) -> None:
+    """Writers older than aoe 0.5 write no note: a reader lists the refs whole at least
+    once a minute anyway."""
+    store, font, infos = listed
+    other, _ = new_machine(store, tmp_path, monkeypatch, "second")
+    other.list_runs(font)
+    copied = infos[0].run_id.replace("-0000", "-0001")
+    store.backend.write(f"{font}/runs/{copied}", [f"{infos[0].manifest}\n".encode()], exclusive=True)
+    assert len(other.list_runs(font)) == RUNS  # within the minute: the note said nothing changed
+    monkeypatch.setattr(catalog, "RELIST_NS", 0)
+    assert len(other.list_runs(font)) == RUNS + 1

@@ -45,6 +45,9 @@ from .runinfo import FontSummary, RunInfo, feedback_metrics
 SCHEMA_VERSION = 6
 T = TypeVar("T")
 RACY_NS = 2_000_000_000
+RELIST_NS = 60_000_000_000
+"""On object storage, the refs are listed whole at least this often even when the change
+note says nothing changed (writers older than aoe 0.5 do not write it)."""
 LISTING_MIN = 100
 """On object storage, a sync with this many runs to read looks for a listing snapshot,
 and one that read this many from refs and manifests writes one."""
@@ -239,6 +242,9 @@ class Catalog:
             return
         synced_ns = time.time_ns()
         changes = self.refs.ref_changes(font_id)  # read before the listing: a later move is seen next time
+        if version is None and last is not None and changes and last[2] == changes and \
+                synced_ns - last[1] < RELIST_NS:
+            return  # object storage: no ref changed since the last listing (the note is rewritten after each)
         cached_tokens = self._tokens.get(font_id)
         if last is not None and cached_tokens is not None and cached_tokens[0] == last[3]:
             known = cached_tokens[1]
@@ -252,7 +258,7 @@ class Catalog:
         changed = sorted(name for name, token in tokens.items() if known.get(name) != token)
         gone = sorted(set(known) - set(tokens))
         if not changed and not gone and last is not None and last[0] == version and last[2] == changes:
-            if version is not None and synced_ns - version > RACY_NS:  # settled now: no more rescans
+            if version is None or synced_ns - version > RACY_NS:  # settled now, or listed whole just now
                 db.execute("UPDATE fonts SET synced_ns = ? WHERE font_id = ?", (synced_ns, font_id))
             return  # a racy rescan that found nothing new: no rows to write
         rows = list(self._rows(font_id, changed, tokens))

@@ -185,6 +185,8 @@ class Refs:
         except StoreError:
             self._take_back(font_id, key, content)
             raise
+        if created:
+            self._announce(font_id)
         if created and self.font_being_deleted(font_id):
             if self._take_back(font_id, key, content):
                 raise FontNotFoundError(
@@ -204,9 +206,11 @@ class Refs:
         except StoreError:
             pass
         try:
-            return self.backend.compare_and_swap(key, content, None)
+            removed = self.backend.compare_and_swap(key, content, None)
         except StoreError:
             return False  # the error being raised says what matters
+        self._announce(font_id)
+        return removed
 
     def font_being_deleted(self, font_id: str) -> bool:
         """Whether a deletion of the font has begun (its trash record exists)."""
@@ -215,7 +219,9 @@ class Refs:
     def move_run(self, font_id: str, run_id: str, old: Digest, new: Digest) -> bool:
         """Point a run at a new manifest if it still points at ``old`` (compare-and-swap)."""
         self.note_ref_change(font_id)
-        return self.backend.compare_and_swap(run_key(font_id, run_id), _ref_bytes(old), [_ref_bytes(new)])
+        moved = self.backend.compare_and_swap(run_key(font_id, run_id), _ref_bytes(old), [_ref_bytes(new)])
+        self._announce(font_id)
+        return moved
 
     def note_ref_change(self, font_id: str) -> None:
         """Write a new random value to the font's change note, before one of its refs is
@@ -223,6 +229,19 @@ class Refs:
         ref still in the same file (a folder listing shows the same inode) holds what it
         held, so it need not stat each one (docs/format.md, *Names* 6)."""
         self.backend.write(ref_changes_key(font_id), [secrets.token_hex(16).encode() + b"\n"], exclusive=False)
+
+    def _announce(self, font_id: str) -> None:
+        """After a ref was created, moved or removed on object storage, write the note
+        again: a reader that finds it as it was when it last listed the refs knows they
+        are as that listing found them, and need not list them (docs/format.md, *Names*
+        6). The change is made already; a note that cannot be written only makes other
+        machines list the refs at their next minute's full listing."""
+        if self.backend.folders:
+            return  # folders tell it themselves (their mtime)
+        try:
+            self.note_ref_change(font_id)
+        except StoreError:
+            pass
 
     def ref_changes(self, font_id: str) -> str:
         """The font's change note as it is now ("" before any ref was moved or removed)."""
@@ -247,6 +266,7 @@ class Refs:
         self.backend.write(record.key, [record.to_bytes()], exclusive=False)
         self.note_ref_change(font_id)
         if self.backend.compare_and_swap(run_key(font_id, run_id), _ref_bytes(digest), None):
+            self._announce(font_id)
             return True
         self.backend.delete(record.key)
         return False
