@@ -128,3 +128,102 @@ class SeaweedServer:
         """What a process needs to reach this server the standard way."""
         return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
                 "AWS_DEFAULT_REGION": "us-east-1", "AOE_S3_ENDPOINT": self.endpoint}
+
+
+@dataclass
+class SeaweedCluster:
+    """A SeaweedFS cluster on 127.0.0.1, as a team would run one: a master, ``volumes``
+    volume servers (each its own process and folder) and a filer with the S3 gateway.
+    Replication ``001`` keeps each piece of data on two volume servers, so one can die.
+
+        cluster = SeaweedCluster.start(tmp_folder)
+        cluster.kill_volume(0)      # SIGKILL, as a crashed machine
+        cluster.start_volume(0)     # back, on its old data
+        cluster.stop()
+    """
+
+    folder: Path
+    ports: dict[str, int]
+    replication: str = "001"
+    volumes: int = 3
+    processes: dict[str, subprocess.Popen] | None = None
+
+    endpoint = SeaweedServer.endpoint
+    url = SeaweedServer.url
+    client = SeaweedServer.client
+    environment = SeaweedServer.environment
+    _bucket_answers = SeaweedServer._bucket_answers
+
+    @property
+    def _master(self) -> str:
+        return f"127.0.0.1:{self.ports['master']}.{self.ports['master.grpc']}"
+
+    @classmethod
+    def start(cls, folder: Path, replication: str = "001", volumes: int = 3, timeout: float = 90.0) -> SeaweedCluster:
+        names = ["master", "master.grpc", "filer", "filer.grpc", "s3.port", "s3.grpc",
+                 *(f"volume{i}{g}" for i in range(volumes) for g in ("", ".grpc"))]
+        cluster = cls(folder, dict(zip(names, free_ports(len(names)))), replication, volumes, {})
+        folder.mkdir(parents=True, exist_ok=True)
+        cluster._run("master", "master", f"-port={cluster.ports['master']}",
+                     f"-port.grpc={cluster.ports['master.grpc']}", f"-mdir={cluster._dir('master')}",
+                     f"-defaultReplication={replication}", "-volumeSizeLimitMB=64", "-telemetry=false")
+        for index in range(volumes):
+            cluster.start_volume(index)
+        identities = folder / "identities.json"
+        identities.write_text(json.dumps({"identities": [{
+            "name": "aoe", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }]}))
+        cluster._run("filer", "filer", f"-port={cluster.ports['filer']}", f"-port.grpc={cluster.ports['filer.grpc']}",
+                     f"-master={cluster._master}", f"-defaultStoreDir={cluster._dir('filer')}")
+        cluster._run("s3", "s3", f"-port={cluster.ports['s3.port']}", f"-port.grpc={cluster.ports['s3.grpc']}",
+                     f"-filer=127.0.0.1:{cluster.ports['filer']}.{cluster.ports['filer.grpc']}",
+                     f"-config={identities}", "-port.iceberg=0", "-port.lance=0")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                cluster.client().create_bucket(Bucket=BUCKET)
+            except Exception as exc:  # not up yet, or made already
+                if "BucketAlready" not in type(exc).__name__ + str(exc):
+                    time.sleep(0.5)
+                    continue
+            if cluster._bucket_answers():
+                return cluster
+            time.sleep(0.5)
+        cluster.stop()
+        raise RuntimeError(f"the SeaweedFS cluster did not answer within {timeout} s; see {folder}/*.log")
+
+    def _dir(self, name: str) -> Path:
+        path = self.folder / name
+        path.mkdir(exist_ok=True)
+        return path
+
+    def _run(self, name: str, *args: str) -> None:
+        assert self.processes is not None
+        log = open(self.folder / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen([weed_binary() or "weed", *args, "-ip=127.0.0.1", "-ip.bind=127.0.0.1"],
+                                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+
+    def start_volume(self, index: int) -> None:
+        self._run(f"volume{index}", "volume", f"-port={self.ports[f'volume{index}']}",
+                  f"-port.grpc={self.ports[f'volume{index}.grpc']}", f"-dir={self._dir(f'volume{index}')}",
+                  f"-master={self._master}", "-max=20", "-preStopSeconds=0")
+
+    def kill_volume(self, index: int) -> None:
+        """SIGKILL one volume server: no goodbye to the master, data on its disk as it was."""
+        assert self.processes is not None
+        process = self.processes.pop(f"volume{index}")
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    def stop(self) -> None:
+        for process in (self.processes or {}).values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in (self.processes or {}).values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

@@ -1,9 +1,11 @@
 """A trainer in its own process, for the concurrency and kill -9 tests.
 
-    python writer.py ROOT FONT_ID FIRST COUNT [--same-moment] [--mb N]
+    python writer.py ROOT FONT_ID FIRST COUNT [--same-moment] [--mb N] [--keep-going]
 
 saves COUNT runs whose weights are derived from their seed (FIRST, FIRST+1, ...), so
-any run found later can be checked bit for bit against :func:`expected_weights`.
+any run found later can be checked bit for bit against :func:`expected_weights`. Prints
+each run id; with --keep-going a save that fails prints ``failed SEED: <the error>`` (one
+line, as aoe's errors are) and the writer goes on with the next seed.
 """
 
 from __future__ import annotations
@@ -35,10 +37,16 @@ def main(argv: list[str]) -> None:
     store = aoe.Store(root)
     for seed in range(first, first + count):
         started = SAME_MOMENT if "--same-moment" in argv else None
-        run_id = store.save_model(
-            font_id, expected_weights(seed, megabytes), [float(seed)], feedback={"seed": seed},
-            params={"seed": seed, "mb": megabytes}, started_at=started,
-        )
+        try:
+            run_id = store.save_model(
+                font_id, expected_weights(seed, megabytes), [float(seed)], feedback={"seed": seed},
+                params={"seed": seed, "mb": megabytes}, started_at=started,
+            )
+        except aoe.StoreError as exc:
+            if "--keep-going" not in argv:
+                raise
+            print(f"failed {seed}: {exc}", flush=True)
+            continue
         print(run_id, flush=True)
 
 

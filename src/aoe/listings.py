@@ -17,7 +17,6 @@ snapshot afterwards (when the store is writable), and keeps the newest few.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 from typing import Any
 
 import msgpack
@@ -27,7 +26,7 @@ from .codec import decode, encode, hash_bytes
 from .errors import FormatError, InvalidInputError, InvalidNameError, NotFoundError, StoreError
 from .layout import listing_at, listing_key, listings_folder
 from .manifests import BadManifest, Manifest, check
-from .names import parse_digest, utc_now
+from .names import parse_digest, parse_time, utc_now
 from .runinfo import ASSETS, UNREADABLE, RunInfo
 
 FORMAT = "aoe-listing"
@@ -123,5 +122,7 @@ def _checked(font_id: str, row: Any) -> RunInfo:
         digest = parse_digest(data["manifest"])
     except (BadManifest, InvalidNameError, InvalidInputError) as exc:
         raise ValueError(f"run {row[0]!r}: {exc}") from None
-    info = RunInfo.from_manifest(manifest, digest, manifest.metrics)
-    return replace(info, assets=assets)
+    return RunInfo(font_id, manifest.run_id, manifest.status, parse_time(manifest.saved_at),  # type: ignore[arg-type]
+                   parse_time(manifest.started_at), parse_time(manifest.ended_at), manifest.params, manifest.name,
+                   manifest.description, manifest.tags, manifest.weights_version, manifest.feedback_schema, digest,
+                   assets, glyphs, extras, manifest.parent, manifest.metrics or {})
