@@ -8,6 +8,7 @@ makes, then runs the readers a user runs.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import subprocess
@@ -418,13 +419,17 @@ def test_control_characters_are_refused_on_input(store: aoe.Store, font: str) ->
 
 
 def test_control_characters_read_from_a_store_are_escaped_on_output(store: aoe.Store, font: str) -> None:
-    plant_fields(store, font, name="\x1b]52;c;ZXZpbA==\x07clip", description="\x1b[2J\x1b[Hfake row",
+    plant_fields(store, font, name="\x1b]52;c;ZXZpbA==\x07clip\x7f", description="\x1b[2J\x1b[Hfake row\x9b",
                  tags=["\x1b[31mred"])
-    for args in (["ls", font], ["show", font, RUN_ID], ["search", "fake"], ["log", font, RUN_ID]):
+    for args in (["ls", font], ["show", font, RUN_ID], ["search", "fake"], ["log", font, RUN_ID],
+                 ["ls", font, "--json"], ["search", "fake", "--json"], ["show", font, RUN_ID, "--json"]):
         result = aoe_cli(store.root, *args)
         assert result.returncode == 0, (args, result.stderr)
-        assert "\x1b" not in result.stdout and "\x07" not in result.stdout, args
+        assert result.stdout.isascii() or "--json" not in args, args
+        assert not [c for c in result.stdout if not c.isprintable() and c not in "\n\t"], args
     assert "\\x1b]52" in aoe_cli(store.root, "show", font, RUN_ID).stdout
+    [listed] = json.loads(aoe_cli(store.root, "ls", font, "--json").stdout)
+    assert listed["name"] == "\x1b]52;c;ZXZpbA==\x07clip\x7f"  # escaped on the terminal, exact for a program
 
 
 # -- 11. every CLI failure is one line ------------------------------------------------------

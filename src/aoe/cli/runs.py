@@ -16,7 +16,7 @@ from ..errors import (
 from ..names import printable
 from ..store import Store
 from .app import JsonFlag, store_app
-from .ui import counter, progress, say, table, warn, when
+from .ui import counter, print_json, progress, say, table, warn, when
 
 
 @store_app.command("create-font")
@@ -83,7 +83,7 @@ def import_(
     with counter("importing", None) as advance:
         report = import_legacy(ctx.obj, legacy_dir, progress=advance)
     if as_json:
-        say(json.dumps(report.to_dict(), indent=2))
+        print_json(json.dumps(report.to_dict(), indent=2))
         return
     for font_id in report.fonts_created:
         say(f"created font {font_id}")
@@ -167,7 +167,7 @@ def ls(
     if font_id is None:
         summaries = store.font_summaries()
         if as_json:
-            say(json.dumps([s.to_dict() for s in summaries]))
+            print_json(json.dumps([s.to_dict() for s in summaries]))
         else:
             table(["font", "runs", "newest run"], [[s.font_id, s.runs, s.newest_run or "-"] for s in summaries])
         return
@@ -177,7 +177,7 @@ def ls(
         say(store.count_runs(font_id, **filters))
         return
     if as_json:
-        say(store.list_runs_json(font_id, **filters))
+        print_json(store.list_runs_json(font_id, **filters))
     else:
         show_runs(store.list_runs(font_id, **filters), sort, as_json=False)
 
@@ -212,7 +212,7 @@ def search(
 def show_runs(runs: list[Any], sort: str, as_json: bool, *, with_font: bool = False) -> None:
     """Runs as a table (with the sort field when it is a param or metric), or JSON."""
     if as_json:
-        say(json.dumps([info.to_dict() for info in runs]))
+        print_json(json.dumps([info.to_dict() for info in runs]))
         return
     field = sort.lstrip("-")
     extra = field if field.startswith(("params.", "metrics.")) else None
@@ -237,7 +237,7 @@ def show(
     """Show one run (the newest by default): metadata, assets and what is missing."""
     info = ctx.obj.get_run_info(font_id, run_id).to_dict()
     if as_json:
-        say(json.dumps(info, indent=2))
+        print_json(json.dumps(info, indent=2))
         return
     for key, value in info.items():
         if value in (None, [], {}):
@@ -271,7 +271,7 @@ def diff(
 
     result = diff_runs(ctx.obj, font_id, run_a, run_b, measure=values)
     if as_json:
-        say(json.dumps(result.to_dict(), indent=2, default=str))
+        print_json(json.dumps(result.to_dict(), indent=2, default=str))
         return
     for line in lines(result):
         say(line)
@@ -308,7 +308,7 @@ def log(
     """A run's history: every version its amends and edits left, newest first."""
     history = ctx.obj.run_history(font_id, run_id)
     if as_json:
-        say(json.dumps([info.to_dict() for info in history], indent=2))
+        print_json(json.dumps([info.to_dict() for info in history], indent=2))
         return
     for info in history:
         say(f"{info.manifest}  {when(info.saved_at)}  {info.status}  "

@@ -9,7 +9,7 @@ import typer
 
 from ..store import Store
 from .app import JsonFlag, store_app
-from .ui import counter, say, warn
+from .ui import counter, print_json, say, warn
 
 OtherEndpoint = Annotated[str | None, typer.Option(
     "--other-endpoint", help="The S3-compatible server of the other store, if not --endpoint's.")]
@@ -24,7 +24,7 @@ def _transfer(source: Store, dest: Store, fonts: list[str] | None, as_json: bool
     with counter(f"copying to {dest.root}", None, in_bytes=True) as advance:
         report = clone(source, dest, progress=advance) if new else transfer(source, dest, fonts=fonts, progress=advance)
     if as_json:
-        say(json.dumps(report.to_dict(), indent=2))
+        print_json(json.dumps(report.to_dict(), indent=2))
     else:
         say(f"{report.runs_copied} runs copied and {report.runs_updated} moved forward in {report.fonts} fonts "
               f"({report.objects_copied} objects, {report.bytes_copied / 1e6:.1f} MB); "

@@ -22,6 +22,13 @@ def say(*parts: Any, file: Any = None, flush: bool = False) -> None:
     print("\n".join(printable(line) for line in text.split("\n")), file=file, flush=flush)
 
 
+def print_json(text: str) -> None:
+    """Print JSON made by ``json.dumps`` (ASCII: every control character escaped but DEL,
+    which is escaped here), so it is safe on a terminal without a scan of every character
+    (a listing of 10,000 runs is megabytes)."""
+    sys.stdout.write(text.replace("\x7f", "\\u007f") + "\n")
+
+
 def fail(message: str, code: int) -> NoReturn:
     say(f"aoe: error: {message}", file=sys.stderr)
     raise SystemExit(code)

@@ -13,7 +13,7 @@ from ..errors import (
 )
 from ..store import Store
 from .app import JsonFlag, store_app
-from .ui import counter, say, size, table
+from .ui import counter, print_json, say, size, table
 
 # -- integrity and upkeep ---------------------------------------------------------
 
@@ -42,7 +42,7 @@ def fsck_command(
         report = fsck(ctx.obj, read_data=read_data or part is not None, subset=part, repair=repair,
                       progress=advance)
     if as_json:
-        say(json.dumps(report.to_dict(), indent=2))
+        print_json(json.dumps(report.to_dict(), indent=2))
     else:
         shown: dict[str, int] = {}
         for finding in report.findings:
@@ -101,7 +101,7 @@ def gc(
     with counter("collecting", None) as advance:
         report = collect_garbage(ctx.obj, grace=parse_duration(grace), dry_run=dry_run, progress=advance)
     if as_json:
-        say(json.dumps(report.to_dict(), indent=2))
+        print_json(json.dumps(report.to_dict(), indent=2))
         return
     verb = "would free" if dry_run else "freed"
     say(f"{verb} {report.freed_bytes / 1e6:.1f} MB in {report.swept} objects; kept {report.reachable} "
@@ -167,7 +167,7 @@ def trash(
     records = ctx.obj.trashed(font_id)
     rows = [{k: v for k, v in r.__dict__.items()} for r in records]
     if as_json:
-        say(json.dumps(rows, indent=2))
+        print_json(json.dumps(rows, indent=2))
         return
     table(["font", "run", "deleted at", "restorable"],
           [[r.font_id, r.run_id or "(the font)", r.deleted_at, "no (purged)" if r.purged_at else "yes"]
@@ -186,7 +186,7 @@ def du(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Logical bytes (what runs hold) against stored bytes (on disk), per font: the dedup ratio."""
     usage = ctx.obj.disk_usage()
     if as_json:
-        say(json.dumps(usage, indent=2))
+        print_json(json.dumps(usage, indent=2))
         return
     rows = [[font_id, f["runs"], size(f["logical_bytes"]), size(f["stored_bytes"]), f["dedup_ratio"] or "-"]
             for font_id, f in usage["fonts"].items()]
