@@ -1,13 +1,16 @@
 """One rank of a torch.distributed job on CPU (gloo) that saves or loads a sharded
 checkpoint through aoe's DCP storage; run by tests/test_dcp.py, one process per rank.
 
-    python dcp_worker.py save|load|die ROOT FONT RANK WORLD PORT [RUN_ID]
+    python dcp_worker.py save|load|die|fsdp-save|fsdp-load ROOT FONT RANK WORLD PORT [RUN_ID]
 
 The state is the same on every run: a 2-layer model whose weights are DTensors sharded
 on dim 0 over all ranks, a replicated tensor, and plain values (a step, a learning rate).
 ``save`` prints the run id (rank 0); ``load`` loads into a state of this world size,
 checks every value against the one saved, and prints "ok"; ``die`` saves, but rank 1
-kills itself with SIGKILL while it writes its shards.
+kills itself with SIGKILL while it writes its shards. ``fsdp-save`` trains a small model
+sharded with FSDP2 (``fully_shard``) for two AdamW steps and saves model and optimizer
+(rank 0 also writes the whole tensors to ``ROOT/../expected-fsdp.pt`` for the check);
+``fsdp-load`` loads them into an FSDP2 model of this world size and compares exactly.
 """
 
 from __future__ import annotations
@@ -46,6 +49,54 @@ def state(world: int, step: int) -> dict[str, object]:
     return {"model": model, "step": step, "optim": {"lr": 0.001 * step, "betas": (0.9, 0.999)}}
 
 
+def fsdp_model(world: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh("cpu", (world,))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
+    for layer in (model[0], model[2]):
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model, torch.optim.AdamW(model.parameters(), lr=0.01)
+
+
+def whole(state: dict[str, object]) -> dict[str, object]:
+    return {k: whole(v) if isinstance(v, dict) else v.full_tensor() if hasattr(v, "full_tensor") else v
+            for k, v in state.items()}
+
+
+def fsdp(mode: str, store: aoe.Store, font: str, rank: int, world: int, expected_path: str, run_id: str) -> None:
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model, optimizer = fsdp_model(world)
+    if mode == "fsdp-save":
+        for step in range(2):
+            model(torch.randn(4, 16, generator=torch.Generator().manual_seed(step))).sum().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optim": optimizer_state}
+    if mode == "fsdp-save":
+        writer = AoeStorageWriter(store, font, tags=["fsdp2"])
+        dcp.save(state, storage_writer=writer)
+        full = whole(state)
+        if rank == 0:
+            torch.save(full, expected_path)
+            print(writer.run_id, flush=True)
+        return
+    dcp.load(state, storage_reader=AoeStorageReader(store, font, run_id))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    expected = torch.load(expected_path, weights_only=True)
+    got = whole({"model": get_state_dict(model, optimizer)[0]})["model"]
+    assert got.keys() == expected["model"].keys()
+    assert all(torch.equal(got[k], expected["model"][k]) for k in got), "model differs"
+    exp_avg = whole(get_state_dict(model, optimizer)[1])["state"]
+    assert all(torch.equal(exp_avg[k]["exp_avg"], expected["optim"]["state"][k]["exp_avg"]) for k in exp_avg)
+    if rank == 0:
+        print("ok", flush=True)
+
+
 def main() -> int:
     mode, root, font, rank, world, port = sys.argv[1:7]
     rank_n, world_n = int(rank), int(world)
@@ -54,7 +105,10 @@ def main() -> int:
     store = aoe.Store(root)
     step = int(os.environ.get("STEP", "1"))
     try:
-        if mode in ("save", "die"):
+        if mode.startswith("fsdp"):
+            fsdp(mode, store, font, rank_n, world_n, os.path.join(os.path.dirname(root), "expected-fsdp.pt"),
+                 sys.argv[7] if len(sys.argv) > 7 else "")
+        elif mode in ("save", "die"):
             writer = AoeStorageWriter(store, font, params={"step": step}, name=f"step {step}")
             if mode == "die" and rank_n == 1:
                 real = writer.write_data

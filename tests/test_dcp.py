@@ -82,6 +82,18 @@ def test_four_ranks_save_two_load_and_one_process_gets_every_tensor_whole(store:
 
 @pytest.mark.slow
 @pytest.mark.processes
+def test_an_fsdp2_model_and_optimizer_saved_by_four_ranks_load_into_two(store: aoe.Store) -> None:
+    font = store.create_font("fsdp")
+    saved = job("fsdp-save", store.root, font, 4)
+    assert all(r.returncode == 0 for r in saved), [r.stderr[-2000:] for r in saved]
+    loaded = job("fsdp-load", store.root, font, 2, saved[0].stdout.strip())
+    assert all(r.returncode == 0 for r in loaded), [r.stderr[-2000:] for r in loaded]
+    assert loaded[0].stdout.strip() == "ok"
+    assert store.get_run_info(font).tags == ("fsdp2",)
+
+
+@pytest.mark.slow
+@pytest.mark.processes
 @pytest.mark.s3
 def test_two_ranks_save_to_object_storage_and_four_load(s3_url: str) -> None:
     store = aoe.Store(s3_url)
