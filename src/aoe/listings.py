@@ -59,9 +59,7 @@ def newest(backend: Backend, font_id: str) -> dict[str, tuple[str, RunInfo]]:
     for key in sorted(_keys(backend, font_id), reverse=True):
         try:
             return read(backend, key, font_id)
-        except NotFoundError:
-            continue  # removed by a newer writer since it was listed
-        except FormatError:
+        except (NotFoundError, FormatError):  # removed by a newer writer since it was listed, or bad
             continue
     return {}
 
