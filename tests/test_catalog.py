@@ -338,6 +338,29 @@ def test_ls_filters_sorting_and_count(capsys, root: Path, tmp_path: Path) -> Non
     assert code == 2 and "FIELD OP VALUE" in err
 
 
+def test_ls_shows_the_metrics_most_runs_have_or_the_columns_asked_for(capsys, root: Path) -> None:
+    store = aoe.Store(root)
+    font = store.create_font("fruity")
+    for i in range(3):
+        feedback = {"final_loss": 0.5 / (i + 1), "val_loss": float("nan"), "glyph_loss": {"A": 0.1}}
+        if i == 2:
+            feedback["bleu"] = 12.25
+        store.save_model(font, {"w": torch.ones(1)}, feedback=feedback, params={"lr": 10 ** -i, "opt": {"b": 1}})
+    code, out, _ = run_cli(capsys, "store", "ls", font)
+    header, *rows = out.splitlines()
+    assert code == 0 and header.split() == ["run", "status", "name", "tags", "metrics.final_loss", "metrics.val_loss",
+                                            "metrics.bleu", "missing"]  # the commonest first; no glyph_loss.A
+    assert rows[0].split()[2:5] == ["0.5", "nan", "-"] and rows[2].split()[2:5] == ["0.1667", "nan", "12.25"]
+    code, out, _ = run_cli(capsys, "store", "ls", font, "--columns", "params.lr, params.opt,time,metrics.glyph_loss.A")
+    header, first, *_ = out.splitlines()
+    assert header.split()[4:8] == ["params.lr", "params.opt", "time", "metrics.glyph_loss.A"]
+    assert first.split()[2:5] == ["1", '{"b":', '1}'] and first.split()[-2:] == ["0.1", "sample,eval_glyphs"]
+    code, out, _ = run_cli(capsys, "store", "ls", font, "--columns", "", "--sort", "-params.lr")
+    assert out.splitlines()[0].split() == ["run", "status", "name", "tags", "params.lr", "missing"]
+    code, _, err = run_cli(capsys, "store", "ls", font, "--columns", "metrics.x,colour")
+    assert code == 2 and err.count("\n") == 1 and "unknown field 'colour'" in err
+
+
 def test_search_tag_describe_reindex_du(capsys, root: Path) -> None:
     store = aoe.Store(root)
     font = store.create_font("fruity")

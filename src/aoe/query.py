@@ -79,6 +79,13 @@ def _value(text: str) -> Any:
     return {"true": True, "false": False, "null": None}.get(text, text)
 
 
+def check_field(name: str) -> str:
+    """A field name queries and listings accept (a column, ``params.NAME``,
+    ``metrics.NAME``); InvalidInputError naming the choices otherwise."""
+    _field_sql(name)
+    return name
+
+
 def _field_sql(name: str) -> str:
     """The SQL expression for a field; only known names reach the SQL text."""
     if name in COLUMNS:

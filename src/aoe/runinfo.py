@@ -71,6 +71,8 @@ class RunInfo:
             for part in key.split("."):
                 value = value.get(part) if isinstance(value, dict) else None
             return value
+        if field == "time":  # the run's time: its start, else the time its id was made of
+            return self.started_at or run_time(self.run_id)
         return getattr(self, field, None) if field in COLUMNS else None
 
     @classmethod

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +16,7 @@ from ..errors import (
     InvalidInputError,
 )
 from ..names import printable
+from ..query import check_field
 from ..store import Store
 from .app import JsonFlag, store_app
 from .ui import counter, print_json, progress, say, table, warn, when
@@ -142,6 +145,9 @@ DescFlag = Annotated[bool, typer.Option("--desc", help="Descending order.")]
 LimitOption = Annotated[int | None, typer.Option(help="At most this many runs.", min=0)]
 OffsetOption = Annotated[int, typer.Option(help="Skip this many runs first (paging).", min=0)]
 CountFlag = Annotated[bool, typer.Option("--count", help="Print only how many runs match.")]
+ColumnsOption = Annotated[str | None, typer.Option(
+    "--columns", help="Columns besides the run, comma-separated: metrics.NAME, params.NAME, time, status... "
+                      "(default: the metrics most of the runs have).")]
 
 
 @store_app.command("ls")
@@ -160,6 +166,7 @@ def ls(
     offset: OffsetOption = 0,
     count: CountFlag = False,
     as_json: JsonFlag = False,
+    columns: ColumnsOption = None,
 ) -> None:
     """List fonts with their run counts, or the runs of FONT_ID (oldest first), filtered,
     sorted and paged."""
@@ -179,7 +186,7 @@ def ls(
     if as_json:
         print_json(store.list_runs_json(font_id, **filters))
     else:
-        show_runs(store.list_runs(font_id, **filters), sort, as_json=False)
+        show_runs(store.list_runs(font_id, **filters), sort, as_json=False, columns=columns)
 
 
 @store_app.command()
@@ -197,6 +204,7 @@ def search(
     offset: OffsetOption = 0,
     count: CountFlag = False,
     as_json: JsonFlag = False,
+    columns: ColumnsOption = None,
 ) -> None:
     """Search the runs of every font by name and description, tags and conditions."""
     store: Store = ctx.obj
@@ -206,25 +214,51 @@ def search(
         return
     runs = store.search(text, font=font, status=status, tags=tag or (), all_tags=all_tags, where=where or (),
                         sort=sort, descending=desc, limit=limit, offset=offset)
-    show_runs(runs, sort, as_json, with_font=font is None)
+    show_runs(runs, sort, as_json, with_font=font is None, columns=columns)
 
 
-def show_runs(runs: list[Any], sort: str, as_json: bool, *, with_font: bool = False) -> None:
-    """Runs as a table (with the sort field when it is a param or metric), or JSON."""
+METRIC_COLUMNS = 4
+"""How many metrics ``ls`` shows when not told which (those most of its runs have)."""
+
+
+def show_runs(runs: list[Any], sort: str, as_json: bool, *, with_font: bool = False,
+              columns: str | None = None) -> None:
+    """Runs as a table, or JSON. The table's columns besides the run: ``columns`` (fields,
+    comma-separated), else the metrics most of the runs have; and the sort field when it
+    is a param or metric."""
     if as_json:
         print_json(json.dumps([info.to_dict() for info in runs]))
         return
+    extra = [check_field(c.strip()) for c in columns.split(",") if c.strip()] if columns is not None \
+        else metric_columns(runs)
     field = sort.lstrip("-")
-    extra = field if field.startswith(("params.", "metrics.")) else None
-    headers = (["font"] if with_font else []) + ["run", "status", "name", "tags"] + ([extra] if extra else []) + ["missing"]
-    rows = []
-    for info in runs:
-        row = ([info.font_id] if with_font else []) + [info.run_id, info.status, info.name or "", ",".join(info.tags)]
-        if extra:
-            value = info.value(extra)
-            row.append("-" if value is None else value)
-        rows.append(row + [",".join(info.missing)])
+    if field.startswith(("params.", "metrics.")) and field not in extra:
+        extra.append(field)
+    headers = (["font"] if with_font else []) + ["run", "status", "name", "tags", *extra, "missing"]
+    rows = [([info.font_id] if with_font else []) + [info.run_id, info.status, info.name or "", ",".join(info.tags),
+                                                     *(_cell(info.value(name)) for name in extra),
+                                                     ",".join(info.missing)]
+            for info in runs]
     table(headers, rows)
+
+
+def metric_columns(runs: list[Any]) -> list[str]:
+    """The top-level metrics (``final_loss``, not ``glyph_loss.A``) most of these runs
+    have, at most :data:`METRIC_COLUMNS`, the commonest first."""
+    counts = Counter(name for info in runs for name in info.metrics if "." not in name)
+    return [f"metrics.{name}" for name, _ in counts.most_common(METRIC_COLUMNS)]
+
+
+def _cell(value: Any) -> str:
+    """A field's value in a table: numbers to 4 significant digits, times as people read
+    them, params as JSON, none as ``-``."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, datetime):
+        return when(value)
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 @store_app.command()
