@@ -10,7 +10,7 @@ from pathlib import Path
 import msgpack
 import pytest
 import torch
-from conftest import TinyFont, make_png, object_files, stored_bytes
+from conftest import TinyFont, make_png, object_files, run_cli, stored_bytes
 from PIL import Image
 
 import aoe
@@ -418,3 +418,53 @@ def test_saving_and_loading_pause_the_garbage_collector_only_while_they_run(stor
     with pytest.raises(aoe.StoreError):
         store.save_model(font, {"w": object()})
     assert gc.isenabled()
+
+
+# -- weights for tools that do not know aoe -------------------------------------------
+
+
+def test_weights_export_to_pt_and_safetensors_load_back_exactly(store: aoe.Store, font: str, tmp_path: Path) -> None:
+    import safetensors.torch
+
+    embed = torch.nn.Embedding(10, 4)
+    model = torch.nn.ModuleDict({"embed": embed, "head": torch.nn.Linear(4, 10, bias=False)})
+    model["head"].weight = embed.weight  # tied, as GPT-2's are
+    run = store.save_model(font, model)
+    path, tied = store.export_weights(font, run, tmp_path / "w.pt")
+    loaded = torch.load(path, weights_only=True)
+    assert loaded["head.weight"].data_ptr() == loaded["embed.weight"].data_ptr()  # ties kept in .pt
+    path, tied = store.export_weights(font, None, tmp_path / "w.safetensors")
+    flat = safetensors.torch.load_file(path)
+    assert tied == [("head.weight", "embed.weight")]
+    assert torch.equal(flat["head.weight"], embed.weight) and torch.equal(flat["embed.weight"], embed.weight)
+    assert safetensors.safe_open(path, "pt").metadata()["aoe_run"] == run
+
+
+def test_a_checkpoint_exports_to_safetensors_one_entry_at_a_time(store: aoe.Store, font: str, tmp_path: Path) -> None:
+    import safetensors.torch
+
+    checkpoint = {"model": {"layer": {"w": torch.ones(2)}, "b": torch.zeros(1)}, "optimizer": {"step": 3, "lr": 0.1}}
+    store.save_model(font, checkpoint)
+    with pytest.raises(aoe.UnsupportedValueError, match=r"optimizer.step: a int .*--key ENTRY"):
+        store.export_weights(font, None, tmp_path / "all.safetensors")
+    assert not (tmp_path / "all.safetensors").exists()
+    path, _ = store.export_weights(font, None, tmp_path / "model.safetensors", key="model")
+    assert sorted(safetensors.torch.load_file(path)) == ["b", "layer.w"]
+    with pytest.raises(aoe.InvalidInputError, match="already exists"):
+        store.export_weights(font, None, path, key="model")
+    with pytest.raises(aoe.InvalidInputError, match="use --format pt or safetensors"):
+        store.export_weights(font, None, tmp_path / "w.bin")
+    with pytest.raises(aoe.NotFoundError, match="no weights entries 'nope'"):
+        store.export_weights(font, None, tmp_path / "x.pt", key="nope")
+    path, _ = store.export_weights(font, None, tmp_path / "weights", format="pt")
+    assert torch.load(path, weights_only=True)["optimizer"] == {"step": 3, "lr": 0.1}
+
+
+def test_export_from_the_command_line(capsys, root: Path, tmp_path: Path) -> None:
+    store = aoe.Store(root)
+    font = store.create_font("fruity")
+    run = store.save_model(font, {"w": torch.arange(3.0)})
+    code, out, _ = run_cli(capsys, "store", "export", font, run, str(tmp_path / "w.safetensors"))
+    assert code == 0 and out.strip() == str(tmp_path / "w.safetensors")
+    code, _, err = run_cli(capsys, "store", "export", font, str(tmp_path / "w.safetensors"))
+    assert code == 2 and err.count("\n") == 1 and "already exists" in err

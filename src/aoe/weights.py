@@ -414,6 +414,36 @@ def select(tree: Any, keys: Iterable[Any]) -> Any:
     return StateDict(chosen, metadata) if isinstance(tree, StateDict) else chosen
 
 
+def flat_tensors(weights: Any) -> tuple[dict[str, torch.Tensor], list[tuple[str, str]]]:
+    """Loaded weights as safetensors holds them: one flat mapping of names to tensors
+    (nested mappings joined with dots, ``model.layer.weight``), each its own contiguous
+    copy where tensors shared storage (tied weights: safetensors refuses shared memory).
+    Returns the mapping and the (name, name it shared storage with) pairs. Anything else
+    (a list, a number, a key that is not a string) is refused: safetensors cannot hold it."""
+    flat: dict[str, torch.Tensor] = {}
+    tied: list[tuple[str, str]] = []
+    storages: dict[tuple[int, torch.device], str] = {}
+    stack: list[tuple[str, Any]] = [("", weights)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, torch.Tensor):
+            name = path or "tensor"
+            storage = (value.untyped_storage().data_ptr(), value.device)
+            if value.numel() and storage in storages:
+                tied.append((name, storages[storage]))
+                value = value.clone()
+            else:
+                storages[storage] = name
+            flat[name] = value.contiguous()
+        elif isinstance(value, Mapping) and all(isinstance(key, str) for key in value):
+            stack.extend(reversed([(f"{path}.{key}" if path else key, item) for key, item in value.items()]))
+        else:
+            raise UnsupportedValueError(
+                f"{path or 'the weights'}: a {type(value).__name__} (safetensors holds only tensors under string "
+                "names): export --format pt, or --key ENTRY to export one entry of a checkpoint (e.g. 'model')")
+    return flat, sorted(tied)
+
+
 class LazyWeights(Mapping[Any, Any]):
     """A run's weights as a mapping that reads an entry (a tensor, usually) only when it
     is accessed, verifying its hash then; entries read once are kept.

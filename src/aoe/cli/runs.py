@@ -126,12 +126,38 @@ def get(
 ) -> None:
     """Write a run (the newest by default) back as a folder, verifying every hash."""
     store: Store = ctx.obj
-    if len(run_and_dest) > 2:
-        raise InvalidInputError("too many arguments: expected FONT_ID [RUN_ID] DEST")
-    run_id, dest = (None, run_and_dest[0]) if len(run_and_dest) == 1 else run_and_dest
+    run_id, dest = run_and_dest_of(run_and_dest)
     run = store.open_run(font_id, run_id)
     with progress(store, "fetching", run.logical_bytes):
         say(run.export(dest))
+
+
+def run_and_dest_of(arguments: list[str]) -> tuple[str | None, str]:
+    """``[RUN_ID] DEST`` after a font id: the run (None: the newest) and the destination."""
+    if len(arguments) > 2:
+        raise InvalidInputError("too many arguments: expected FONT_ID [RUN_ID] DEST")
+    return (None, arguments[0]) if len(arguments) == 1 else (arguments[0], arguments[1])
+
+
+@store_app.command()
+def export(
+    ctx: typer.Context,
+    font_id: str,
+    run_and_dest: Annotated[list[str], typer.Argument(metavar="[RUN_ID] DEST")],
+    format: Annotated[str | None, typer.Option(
+        "--format", help="pt or safetensors (default: DEST's suffix).")] = None,
+    key: Annotated[str | None, typer.Option(
+        help="Only this top-level entry of the weights (e.g. 'model' of a training checkpoint).")] = None,
+) -> None:
+    """Write a run's weights (the newest run by default) to one new .pt or .safetensors
+    file, for tools that do not know aoe; every byte verified."""
+    store: Store = ctx.obj
+    run_id, dest = run_and_dest_of(run_and_dest)
+    path, tied = store.export_weights(font_id, run_id, dest, format, key)
+    for name, original in tied:
+        warn(f"{name} shared its storage with {original} (tied weights); safetensors cannot hold that, "
+             "so it was written as a copy")
+    say(path)
 
 
 StatusOption = Annotated[str | None, typer.Option(help="Only runs with this status.")]

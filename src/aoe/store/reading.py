@@ -167,6 +167,11 @@ class Reading(StoreBase):
         """Write a run as a folder in the spec's layout; see :meth:`Run.export`."""
         return self.open_run(font_id, run_id).export(dest)
 
+    def export_weights(self, font_id: str, run_id: str | None, dest: str | os.PathLike[str],
+                       format: str | None = None, key: str | None = None) -> tuple[Path, list[tuple[str, str]]]:
+        """A run's weights in one ``.pt`` or ``.safetensors`` file; see :meth:`Run.export_weights`."""
+        return self.open_run(font_id, run_id).export_weights(dest, format, key)
+
     def load_extra(self, font_id: str, run_id: str | None, name: str, map_location: Any = "cpu") -> Any:
         """An auxiliary component bundled with a run, by name."""
         return self.open_run(font_id, run_id).extra(name, map_location)

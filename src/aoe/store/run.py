@@ -173,6 +173,49 @@ class Run:
         with_retries(lambda: atomic_write(path, write, exclusive=False), f"writing {path}")
         return path
 
+    @_naming_the_run
+    def export_weights(self, dest: str | os.PathLike[str], format: str | None = None,
+                       key: str | None = None) -> tuple[Path, list[tuple[str, str]]]:
+        """The weights (or their top-level entry ``key``) in one new file for tools that
+        do not know aoe: ``pt`` (``torch.save``; everything, ties kept) or
+        ``safetensors`` (a flat mapping of tensors; see :func:`aoe.weights.flat_tensors`).
+        ``format`` defaults to DEST's suffix. Every byte is verified on the way; DEST must
+        not exist. Returns DEST and the tensors written as copies of the one they were
+        tied to (safetensors only)."""
+        from .. import weights as tensors
+
+        path = Path(dest)
+        format = format or path.suffix.lstrip(".")
+        if format not in ("pt", "safetensors"):
+            raise InvalidInputError(f"cannot export weights as {format!r}: use --format pt or safetensors "
+                                    "(or a DEST ending in .pt or .safetensors)")
+        if path.exists() or path.is_symlink():
+            raise InvalidInputError(f"{path} already exists; export writes only a new file")
+        weights = self.load(keys=None if key is None else [key]).weights
+        weights = weights[key] if key is not None else weights
+        tied: list[tuple[str, str]] = []
+        if format == "pt":
+            import torch
+
+            def write(file: BinaryIO) -> None:
+                torch.save(weights, file)
+        else:
+            try:
+                from safetensors.torch import save
+            except ImportError:
+                raise InvalidInputError("exporting safetensors needs the safetensors package: "
+                                        "pip install 'aoe[safetensors]'") from None
+            flat, tied = tensors.flat_tensors(weights)
+            data = save(flat, metadata={"format": "pt", "aoe_font": self.manifest.font_id,
+                                        "aoe_run": self.manifest.run_id, "aoe_manifest": self.digest})
+
+            def write(file: BinaryIO) -> None:
+                file.write(data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not with_retries(lambda: atomic_write(path, write, exclusive=True), f"writing {path}"):
+            raise InvalidInputError(f"{path} appeared while it was being written; nothing was overwritten")
+        return path, tied
+
     def export(self, dest: str | os.PathLike[str]) -> Path:
         """Write the run as a folder in the spec's layout, every blob verified on the way.
 
