@@ -189,3 +189,20 @@ def test_download_a_run(browser, site) -> None:  # type: ignore[no-untyped-def]
     names = zipfile.ZipFile(target).namelist()
     assert f"{font}/runs/{runs[0]}/eval-glyphs/Q.png" in names and f"{font}/runs/{runs[0]}/weights.pt" in names
     assert zipfile.ZipFile(target).read(f"{font}/runs/{runs[0]}/sample.png") == store.load_sample(font, runs[0])
+
+
+def test_a_font_page_charts_its_metric_and_a_point_leads_to_its_run(browser, site) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+
+    server, _, font, runs = site
+    browser.get(f"{server}/font/{font}")
+    points = browser.find_elements(By.CSS_SELECTOR, "#metric-chart svg circle.point")
+    marked = browser.find_elements(By.CSS_SELECTOR, "#metric-chart svg path.nonfinite")
+    assert len(points) + len(marked) == len(runs)  # one mark per run with the metric
+    target = browser.find_elements(By.CSS_SELECTOR, "#metric-chart svg a")[0].get_dom_attribute("href")
+    assert target == f"/run/{font}/{runs[0]}"  # the oldest run's point comes first
+    points[0].click()
+    assert browser.current_url == server + target and runs[0] in browser.page_source
+    browser.get(f"{server}/font/{font}")
+    browser.find_element(By.ID, "scale").click()
+    assert "log10" in browser.find_element(By.CSS_SELECTOR, "#metric-chart svg").get_attribute("aria-label")

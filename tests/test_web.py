@@ -66,7 +66,8 @@ def test_every_page_renders_and_escapes_user_strings(server: str, font: str, run
     _, _, body = get(f"{server}/font/{font}?tag=bold")
     assert body.count(b'class=run-link') == 1 and runs[2].encode() in body
     _, _, body = get(f"{server}/font/{font}?where=params.lr%3E0.15&sort=-params.lr")
-    assert body.index(runs[2].encode()) < body.index(runs[1].encode()) and runs[0].encode() not in body
+    listed = body[body.index(b'id="compare"'):]  # the run table (the chart above links every run)
+    assert listed.index(runs[2].encode()) < listed.index(runs[1].encode()) and runs[0].encode() not in listed
 
 
 def test_a_run_page_says_which_tensors_other_runs_share(server: str, font: str, runs: list[str]) -> None:
@@ -348,7 +349,7 @@ def test_the_readme_flow_with_a_relative_root_answers_every_linked_page(tmp_path
         assert "serving networks" in server.stdout.readline()
         seen: set[str] = set()
         todo = ["/"]
-        while todo and len(seen) < 60:
+        while todo and len(seen) < 200:
             path = todo.pop(0)
             if path in seen:
                 continue
@@ -377,3 +378,26 @@ def test_glyph_images_packed_together_are_served_one_by_one(server: str, store: 
                 url.replace("offset=", "offset=-1")):
         status, _, body = get(f"{server}{bad}")
         assert status in (400, 500) and b"Traceback" not in body, bad
+
+
+def test_a_font_page_charts_a_metric_of_every_run_with_links_and_choices(store: aoe.Store, font: str) -> None:
+    from aoe.web import Browser
+
+    losses = [0.5, float("nan"), 0.25, 0.125]
+    runs = [store.save_model(font, {"w": torch.ones(1)}, feedback={"final_loss": loss, "bleu": i, "glyph_loss": {"A": 1}})
+            for i, loss in enumerate(losses)]
+    store.save_model(font, {"w": torch.ones(1)})  # no metrics: not on the chart
+    browser = Browser(store)
+    status, _, page = browser.respond(f"/font/{font}")
+    html = page.decode()
+    assert status == 200 and "final_loss against time (4 runs)" in html  # the commonest top-level metric
+    assert html.count('class="point"') == 3 and html.count('class="nonfinite"') == 1
+    for run_id in runs:
+        assert f'href="/run/{font}/{run_id}"' in html
+    assert f'<title>{runs[1]}: NaN</title>' in html
+    assert "metric=bleu" in html and "metric=glyph_loss.A" in html and 'id="scale"' in html
+    html = browser.respond(f"/font/{font}?metric=bleu&log=1")[2].decode()
+    assert "bleu against time (4 runs)" in html and html.count('class="nonfinite"') == 1  # bleu 0 on a log scale
+    assert "linear scale" in html
+    html = browser.respond(f"/font/{font}?metric=nothing")[2].decode()
+    assert "No run has this metric." in html

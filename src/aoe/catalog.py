@@ -446,6 +446,27 @@ class Catalog:
             return int(self._db().execute(sql, args).fetchone()[0])
 
     @_rebuilt_if_damaged
+    def metric_names(self, font_id: str) -> list[tuple[str, int]]:
+        """The metrics of a font's runs, each with how many runs have it, the commonest first."""
+        with self._lock:
+            rows = self._db().execute(
+                "SELECT key, count(*) FROM runs, json_each(runs.metrics) WHERE font_id = ? "
+                "GROUP BY key ORDER BY count(*) DESC, key", (font_id,)).fetchall()
+        return [(str(name), int(count)) for name, count in rows]
+
+    @_rebuilt_if_damaged
+    def metric_series(self, font_id: str, name: str) -> list[tuple[str, str, float]]:
+        """(run id, time, value) of each run of the font that has the metric, by time;
+        NaN and the infinities as such (the index keeps them as null and the largest float)."""
+        path = "$." + json.dumps(name)
+        with self._lock:
+            rows = self._db().execute(
+                "SELECT run_id, time, json_extract(metrics, ?) FROM runs "
+                "WHERE font_id = ? AND json_type(metrics, ?) IS NOT NULL ORDER BY time, run_id",
+                (path, font_id, path)).fetchall()
+        return [(run_id, time, _number(value)) for run_id, time, value in rows]
+
+    @_rebuilt_if_damaged
     def summaries(self, font_ids: Sequence[str]) -> list[FontSummary]:
         with self._lock:
             rows = self._db().execute(
@@ -480,6 +501,15 @@ class Catalog:
                         if actual != manifest:
                             problems.append(f"{font_id}/{run_id}")
         return problems
+
+
+def _number(stored: Any) -> float:
+    """A metric as the index keeps it, back to its value (see :func:`index_json`)."""
+    if stored is None:
+        return math.nan
+    if abs(stored) == sys.float_info.max:
+        return math.copysign(math.inf, stored)
+    return float(stored)
 
 
 def _updated(infos: dict[str, RunInfo], rows: list[tuple[Any, ...]], gone: list[str]) -> dict[str, RunInfo]:

@@ -25,12 +25,14 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
+from .charts import metric_chart
 from .errors import InvalidInputError, InvalidNameError, NotFoundError, StoreError
 from .manifests import Manifest, check_blob, unpack
 from .names import RUN_ID_RE, Digest, check_font_id, parse_digest
@@ -147,12 +149,29 @@ class Browser:
             f'<a href="/font/{u(font_id)}?{urlencode({**kept, "page": [n]}, doseq=True)}"'
             f'{" class=current" if n == page else ""}>{n}</a>'
             for n in _page_numbers(page, pages))
-        body = (f'<p><a href="/">fonts</a> / <b>{h(font_id)}</b></p>{form}'
+        body = (f'<p><a href="/">fonts</a> / <b>{h(font_id)}</b></p>{self._metric_chart(font_id, query)}{form}'
                 f"<p>{total} runs; page {page} of {pages} <span class=pages>{nav}</span></p>"
                 f'<form action="/compare/{u(font_id)}" method="get" id="compare">'
                 f'{self._run_table(runs, compare=True)}'
                 f'<button type="submit" id="compare-button">Compare A with B</button></form>')
         return self._page(200, font_id, body)
+
+    def _metric_chart(self, font_id: str, query: dict[str, list[str]]) -> str:
+        """A metric of every run of the font against time (``?metric=``, ``?log=1``),
+        with links to choose another metric or scale; nothing when no run has metrics."""
+        names, metric, series = self.store.metric_series(font_id, one(query, "metric") or None)
+        if metric is None:
+            return ""
+        log = one(query, "log") == "1"
+        points = [(datetime.fromisoformat(time), value, f"/run/{u(font_id)}/{u(run_id)}", run_id)
+                  for run_id, time, value in series]
+        chooser = " ".join(
+            f'<a href="/font/{u(font_id)}?{urlencode({"metric": name, "log": int(log)})}"'
+            f'{" class=current" if name == metric else ""}>{h(name)}</a>' for name, _ in names[:CHART_METRICS])
+        scale = (f'<a href="/font/{u(font_id)}?{urlencode({"metric": metric, "log": int(not log)})}" id="scale">'
+                 f'{"linear scale" if log else "log scale"}</a>')
+        return (f'<section id="metric-chart"><h3>{h(metric)} against time ({len(series)} runs)</h3>'
+                f"<p>{chooser} · {scale}</p>{metric_chart(points, log=log, title=metric)}</section>")
 
     def run_page(self, font_id: str, run_id: str, query: dict[str, list[str]]) -> tuple[int, dict[str, str], bytes]:
         font_id, run_id = check_font_id(font_id), _run_id(run_id)
@@ -458,6 +477,9 @@ def make_server(store: Store, host: str = "127.0.0.1", port: int = 8765,
     return server
 
 
+CHART_METRICS = 12
+"""Metrics a font page offers to chart (the commonest)."""
+
 CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'"
 
 SEARCH_FORM = ('<form action="/search" method="get" class=search><input name=q value="{q}" '
@@ -484,6 +506,9 @@ border:1px solid #ddd;border-radius:6px;text-decoration:none;color:inherit;width
 .glyphs{{display:flex;flex-wrap:wrap;gap:8px}} .glyph{{width:64px;height:64px;object-fit:contain}}
 figure{{margin:0;text-align:center}} table{{border-collapse:collapse;margin:.5em 0}}
 td,th{{border-bottom:1px solid #eee;padding:3px 8px;text-align:left;vertical-align:top}}
+.chart{{max-width:100%;height:auto;font-size:11px}} .chart .plot{{fill:#fafafa;stroke:#ddd}}
+.chart .line{{fill:none;stroke:#9bb7e0;stroke-width:1}} .chart .point{{fill:#1558b0}}
+.chart .nonfinite{{stroke:#c0392b;stroke-width:2}} .chart text{{fill:#555}} a.current{{font-weight:bold}}
 .status.completed{{color:#17803d}} .status.failed{{color:#b3261e}} .status.interrupted{{color:#a15c00}}
 tr.changed td,tr.differs td{{background:#fff6e0}} tr.added td{{background:#e6f6ea}} tr.removed td{{background:#fde8e8}}
 .pages a{{margin:0 2px}} .pages a.current{{font-weight:bold}} .error{{color:#b3261e}} pre{{background:#f7f7f7;padding:8px}}

@@ -96,6 +96,20 @@ class Reading(StoreBase):
         fonts = self._synced_fonts(font_id)
         return self.catalog.count(Query(fonts, **filters))
 
+    def metric_series(self, font_id: str, name: str | None = None) -> tuple[list[tuple[str, int]], str | None,
+                                                                      list[tuple[str, str, float]]]:
+        """For charts: the metrics of a font's runs (name, how many runs have it; the
+        commonest first), the one chosen (``name``, else the commonest top-level one), and
+        its (run id, time, value) for every run that has it, by time, NaN and infinities
+        kept (among equally common ones a loss is chosen first). Read from the index: no
+        run is built."""
+        self._synced_fonts(font_id)
+        names = self.catalog.metric_names(font_id)
+        if name is None and names:
+            top = [(n, count) for n, count in names if "." not in n] or names
+            name = min(top, key=lambda item: (-item[1], "loss" not in item[0], item[0]))[0]
+        return names, name, (self.catalog.metric_series(font_id, name) if name is not None else [])
+
     def search(
         self,
         text: str = "",
