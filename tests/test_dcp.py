@@ -52,6 +52,12 @@ def job(mode: str, root: Path | str, font: str, world: int, *extra: str, step: i
     return results
 
 
+def succeeded(results: list[subprocess.CompletedProcess[str]]) -> list[subprocess.CompletedProcess[str]]:
+    """A job whose every rank exited 0 (else the ranks' last words)."""
+    assert all(r.returncode == 0 for r in results), [r.stderr[-2000:] for r in results]
+    return results
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> aoe.Store:
     return aoe.Store(tmp_path / "networks")
@@ -61,14 +67,12 @@ def store(tmp_path: Path) -> aoe.Store:
 @pytest.mark.processes
 def test_four_ranks_save_two_load_and_one_process_gets_every_tensor_whole(store: aoe.Store) -> None:
     font = store.create_font("sharded")
-    saved = job("save", store.root, font, 4)
-    assert all(r.returncode == 0 for r in saved), [r.stderr[-2000:] for r in saved]
+    saved = succeeded(job("save", store.root, font, 4))
     run_id = saved[0].stdout.strip()
     run = store.open_run(font, run_id)
     assert isinstance(run.manifest.weights["model.embed.weight"], ShardedTensor)
     assert len(run.manifest.weights["model.embed.weight"].pieces) == 4
-    loaded = job("load", store.root, font, 2, run_id)
-    assert all(r.returncode == 0 for r in loaded), [r.stderr[-2000:] for r in loaded]
+    loaded = succeeded(job("load", store.root, font, 2, run_id))
     assert loaded[0].stdout.strip() == "ok"
 
     weights, _, info = store.load_model(font, run_id)
@@ -84,10 +88,8 @@ def test_four_ranks_save_two_load_and_one_process_gets_every_tensor_whole(store:
 @pytest.mark.processes
 def test_an_fsdp2_model_and_optimizer_saved_by_four_ranks_load_into_two(store: aoe.Store) -> None:
     font = store.create_font("fsdp")
-    saved = job("fsdp-save", store.root, font, 4)
-    assert all(r.returncode == 0 for r in saved), [r.stderr[-2000:] for r in saved]
-    loaded = job("fsdp-load", store.root, font, 2, saved[0].stdout.strip())
-    assert all(r.returncode == 0 for r in loaded), [r.stderr[-2000:] for r in loaded]
+    saved = succeeded(job("fsdp-save", store.root, font, 4))
+    loaded = succeeded(job("fsdp-load", store.root, font, 2, saved[0].stdout.strip()))
     assert loaded[0].stdout.strip() == "ok"
     assert store.get_run_info(font).tags == ("fsdp2",)
 
@@ -98,11 +100,9 @@ def test_an_fsdp2_model_and_optimizer_saved_by_four_ranks_load_into_two(store: a
 def test_two_ranks_save_to_object_storage_and_four_load(s3_url: str) -> None:
     store = aoe.Store(s3_url)
     font = store.create_font("sharded")
-    saved = job("save", s3_url, font, 2, step=2)
-    assert all(r.returncode == 0 for r in saved), [r.stderr[-2000:] for r in saved]
+    saved = succeeded(job("save", s3_url, font, 2, step=2))
     run_id = saved[0].stdout.strip()
-    loaded = job("load", s3_url, font, 4, run_id, step=2)
-    assert all(r.returncode == 0 for r in loaded), [r.stderr[-2000:] for r in loaded]
+    succeeded(job("load", s3_url, font, 4, run_id, step=2))
     weights, _, _ = aoe.Store(s3_url).load_model(font, run_id)
     assert torch.equal(weights["model.mlp.weight"], full_state(2)["mlp.weight"])
     assert fsck(aoe.Store(s3_url), read_data=True).clean

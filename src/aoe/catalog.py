@@ -27,7 +27,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -144,8 +144,6 @@ class Catalog:
         self._synced: set[str] = set()
         self.use_listings = True
         """Whether a sync may take rows from listing snapshots (not after :meth:`rebuild`)."""
-        self.read_from_refs = 0
-        """How many runs the last sync read from their refs and manifests."""
         self._tokens: dict[str, tuple[int, dict[str, str]]] = {}
         """Per font: the generation of its rows and each ref's token in them, so a sync
         after one save does not read 10,000 tokens back from the database."""
@@ -261,7 +259,7 @@ class Catalog:
             if version is None or synced_ns - version > RACY_NS:  # settled now, or listed whole just now
                 db.execute("UPDATE fonts SET synced_ns = ? WHERE font_id = ?", (synced_ns, font_id))
             return  # a racy rescan that found nothing new: no rows to write
-        rows = list(self._rows(font_id, changed, tokens))
+        rows, read_from_refs = self._rows(font_id, changed, tokens)
         db.execute("BEGIN IMMEDIATE")
         try:
             for table in TABLES:
@@ -279,7 +277,7 @@ class Catalog:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        if self.refs.backend.round_trips and self.read_from_refs >= LISTING_MIN:
+        if self.refs.backend.round_trips and read_from_refs >= LISTING_MIN:
             self._share_listing(font_id)
         if last is not None and before == last[3]:  # nobody else changed the rows: keep what was built
             self._tokens[font_id] = (generation, tokens)
@@ -289,25 +287,23 @@ class Catalog:
         else:
             self._tokens.pop(font_id, None)
 
-    def _rows(self, font_id: str, run_ids: list[str], tokens: dict[str, str]) -> Iterator[tuple[Any, ...]]:
+    def _rows(self, font_id: str, run_ids: list[str], tokens: dict[str, str]) -> tuple[list[tuple[Any, ...]], int]:
         """Index rows of these runs: from the font's listing snapshot for refs it was
-        written for (object storage, many runs to read), else from refs and manifests."""
+        written for (object storage, many runs to read), else from refs and manifests;
+        and how many were read from refs and manifests."""
         shared: dict[str, RunInfo] = {}
         if self.refs.backend.round_trips and self.use_listings and len(run_ids) >= LISTING_MIN:
             snapshot = listings.newest(self.refs.backend, font_id)
             shared = {r: snapshot[r][1] for r in run_ids if r in snapshot and snapshot[r][0] == tokens[r]}
         unshared = [r for r in run_ids if r not in shared]
         infos = {**shared, **dict(zip(unshared, self.read_infos(font_id, unshared)))}
-        self.read_from_refs = len(unshared)
-        for run_id in run_ids:
-            info = infos[run_id]
-            yield (
-                font_id, run_id, tokens[run_id], info.manifest, info.status,
-                format_time(info.started_at or run_time(run_id)),
-                format_time(info.saved_at), _text(info.started_at), _text(info.ended_at),
-                info.name, info.description, json.dumps(list(info.tags)), index_json(info.params),
-                index_json(info.metrics), info.to_row(), json.dumps(info.to_dict()),
-            )
+        return [(
+            font_id, run_id, tokens[run_id], info.manifest, info.status,
+            format_time(info.started_at or run_time(run_id)),
+            format_time(info.saved_at), _text(info.started_at), _text(info.ended_at),
+            info.name, info.description, json.dumps(list(info.tags)), index_json(info.params),
+            index_json(info.metrics), info.to_row(), json.dumps(info.to_dict()),
+        ) for run_id, info in ((r, infos[r]) for r in run_ids)], len(unshared)
 
     def _share_listing(self, font_id: str) -> None:
         """Write a listing snapshot of the font for machines that have not listed it; a
