@@ -1,9 +1,10 @@
 """Train tiny "personality fonts" and keep every run in an aoe store.
 
 Each font has a personality (a vector) and a style its glyphs should take on. A small
-model maps (personality, glyph) to a 24x24 glyph image; every run trains it for a
-few steps, resuming from the font's newest run, and saves weights, optimizer state,
-a sample sheet, per-glyph eval images and feedback through the aoe API.
+model maps (personality, glyph) to a 24x24 glyph image; every run trains it (and the
+personality with it) for a few steps, resuming from the font's newest run, and saves
+weights, optimizer state, the personality, a sample sheet, per-glyph eval images and
+feedback through the aoe API.
 
     python examples/train_fonts.py            # into ./networks (or $AOE_STORE)
     aoe store ls                              # then browse what it saved
@@ -67,14 +68,18 @@ class GlyphModel(torch.nn.Module):
 
 
 def train_run(store: aoe.Store, font_id: str, style: str, personality: torch.Tensor, steps: int) -> str:
-    """One training run: resume from the newest run if there is one, train, save."""
+    """One training run: resume from the newest run if there is one, train, save. The
+    personality is learned too, more slowly than the model, so it drifts run by run."""
     model = GlyphModel()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    state = None
     if store.list_runs(font_id):
         state, personality, previous = store.load_model(font_id)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
         print(f"  resuming {font_id} from run {previous.run_id}")
+    personality = personality.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([{"params": model.parameters()}, {"params": [personality], "lr": 3e-2}], lr=3e-3)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
     targets = torch.stack([to_tensor(STYLES[style](render(g))) for g in GLYPHS])
     ids = torch.arange(len(GLYPHS))
     params = {"steps": steps, "lr": 3e-3, "style": style, "glyphs": GLYPHS}
@@ -92,7 +97,7 @@ def train_run(store: aoe.Store, font_id: str, style: str, personality: torch.Ten
         sample = Image.frombytes("L", (sheet.shape[1], sheet.shape[0]), bytes(sheet.mul(255).byte().flatten().tolist()))
         run.save(
             weights={"model": model.state_dict(), "optimizer": optimizer.state_dict()},
-            personality_vector=personality,
+            personality_vector=personality.detach(),
             sample_image=sample,
             eval_glyphs={glyph: to_png(images[i]) for i, glyph in enumerate(GLYPHS)},
             feedback={"final_loss": loss.item(), "glyph_loss": dict(zip(GLYPHS, per_glyph.tolist()))},

@@ -49,7 +49,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, aoe.St
         weights = {"body.weight": torch.ones(64, 64), "head.weight": torch.full((8, 64), 0.1 * i)}
         runs.append(store.save_model(
             font, weights, [float(i), 1.0], glyph_png(i), {g: glyph_png(i + n) for n, g in enumerate("AaBbQ")},
-            {"final_loss": round(1 / (i + 2), 4), "notes": "crisper serifs" if i % 2 else "rounder bowls"},
+            {"final_loss": round(1 / (i + 2), 4), "notes": "crisper serifs" if i % 2 else "rounder bowls",
+             "glyph_loss": {g: round((n + 1) / (i + 2), 4) for n, g in enumerate("AaBbQ")}},
             params={"lr": [0.1, 0.01][i % 2], "epochs": 10 * (i + 1)}, name=f"fruity v{i}",
             description="a <b>bold</b> try" if i == 4 else None, tags=["bold"] if i >= 4 else []))
     httpd = make_server(store, port=0)
@@ -165,13 +166,15 @@ def test_compare_two_runs(browser, site) -> None:  # type: ignore[no-untyped-def
 
     url, store, font, runs = site
     browser.get(f"{url}/font/{font}?sort=run_id")
-    browser.find_element(By.CSS_SELECTOR, f"input[name=a][value='{runs[1]}']").click()
-    browser.find_element(By.CSS_SELECTOR, f"input[name=b][value='{runs[2]}']").click()
+    ticked = browser.find_elements(By.CSS_SELECTOR, "input[name=run]:checked")
+    assert [box.get_attribute("value") for box in ticked] == runs[:2]  # the first two rows, ready to compare
+    browser.find_element(By.CSS_SELECTOR, f"input[name=run][value='{runs[0]}']").click()  # untick
+    browser.find_element(By.CSS_SELECTOR, f"input[name=run][value='{runs[2]}']").click()
     browser.find_element(By.ID, "compare-button").click()
     summary = wait_for(browser, By.ID, "summary")
     assert summary.text.startswith("1 of 2 tensors differ"), browser.current_url
     cells = browser.find_elements(By.CSS_SELECTOR, "#tensors tr.changed td")
-    assert cells[0].text == "head.weight" and float(cells[4].text) > 0
+    assert cells[0].text == "head.weight" and cells[2].text.startswith("changed (relative ")
     assert all(w > 0 for w in loaded_images(browser, "table.compare img"))
     keep(browser, "compare")
 
@@ -206,3 +209,47 @@ def test_a_font_page_charts_its_metric_and_a_point_leads_to_its_run(browser, sit
     browser.get(f"{server}/font/{font}")
     browser.find_element(By.ID, "scale").click()
     assert "log10" in browser.find_element(By.CSS_SELECTOR, "#metric-chart svg").get_attribute("aria-label")
+
+
+def test_a_font_page_shows_how_the_font_evolves(browser, site) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+
+    server, _, font, runs = site
+    browser.get(f"{server}/font/{font}")
+    dots = browser.find_elements(By.CSS_SELECTOR, "#personality svg.trajectory circle.dot")
+    links = [a.get_dom_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "#personality svg.trajectory a")]
+    assert len(dots) == len(runs) and links == [f"/run/{font}/{r}" for r in runs]  # one point per run, in run order
+    columns = browser.find_elements(By.CSS_SELECTOR, "#glyph-losses svg > a[href^='/run/']")
+    assert [a.get_dom_attribute("href") for a in columns] == [f"/run/{font}/{r}" for r in runs]
+    rows = browser.find_elements(By.CSS_SELECTOR, "#glyph-losses svg a[href*='glyph='] text")
+    assert [row.text for row in rows] == sorted("AaBbQ")  # glyph x run, each glyph's row a link to its strip
+    strip = browser.find_element(By.ID, "glyph-strip")
+    browser.execute_script("arguments[0].scrollIntoView()", strip)
+    assert len(loaded_images(browser, "#glyph-strip img")) == len(runs)
+    assert all(w == 48 for w in loaded_images(browser, "#glyph-strip img"))
+    browser.execute_script("window.scrollTo(0, 0)")
+    keep(browser, "font-charts")
+    browser.find_element(By.CSS_SELECTOR, "#glyph-strip a[href*='glyph=Q']").click()
+    assert "Glyph Q across runs" in wait_for(browser, By.CSS_SELECTOR, "#glyph-strip h3").text
+    dots = browser.find_elements(By.CSS_SELECTOR, "#personality svg.trajectory circle.dot")
+    browser.execute_script("arguments[0].scrollIntoView()", dots[-1])
+    dots[-1].click()  # the newest run's point leads to it
+    assert browser.current_url == f"{server}/run/{font}/{runs[-1]}"
+
+
+def test_compare_three_runs(browser, site) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+
+    url, store, font, runs = site
+    browser.get(f"{url}/font/{font}?sort=run_id")
+    browser.find_element(By.CSS_SELECTOR, f"input[name=run][value='{runs[3]}']").click()  # a third, with the first two
+    browser.find_element(By.ID, "compare-button").click()
+    summary = wait_for(browser, By.ID, "summary")
+    assert summary.text.startswith("1, 1 of 2 tensors differ between consecutive runs"), browser.current_url
+    heads = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#values tr:first-child th")]
+    assert heads == ["", *runs[:2], runs[3]]
+    rows = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "table.compare tr th:first-child")]
+    assert rows == ["run", *runs[:2], runs[3]]  # a row of images per run
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#values tr.differs")) >= 3  # loss, lr, epochs...
+    assert len(loaded_images(browser, "table.compare img")) == 3 * 6  # sample and five glyphs of each
+    keep(browser, "compare")

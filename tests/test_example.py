@@ -20,3 +20,6 @@ def test_the_example_trains_three_fonts_and_saves_every_run(tmp_path: Path) -> N
     assert [len(store.list_runs(f)) for f in store.list_fonts()] == [3, 3, 3]
     assert "aoe store serve" in done.stdout
     assert fsck(store, read_data=True).clean
+    for font_id in store.list_fonts():  # the personality is learned: the web page's trajectory moves
+        vectors = [tuple(store.load_personality(font_id, r.run_id).tolist()) for r in store.list_runs(font_id)]
+        assert len(set(vectors)) == 3, font_id

@@ -23,6 +23,7 @@ from aoe.errors import (
     RunNotFoundError,
     StoreError,
 )
+from aoe.layout import object_key
 
 
 def states_equal(a: dict, b: dict) -> bool:
@@ -468,3 +469,32 @@ def test_export_from_the_command_line(capsys, root: Path, tmp_path: Path) -> Non
     assert code == 0 and out.strip() == str(tmp_path / "w.safetensors")
     code, _, err = run_cli(capsys, "store", "export", font, str(tmp_path / "w.safetensors"))
     assert code == 2 and err.count("\n") == 1 and "already exists" in err
+
+
+def test_personality_vectors_for_charts_are_read_once_then_kept_in_the_index(store: aoe.Store, font: str) -> None:
+    runs = [store.save_model(font, {"w": torch.ones(1)}, [float(i), 2.0 * i]) for i in range(3)]
+    runs.append(store.save_model(font, {"w": torch.ones(1)}))  # no vector
+    runs.append(store.save_model(font, {"w": torch.ones(1)}, torch.ones(2, dtype=torch.complex64)))  # not chartable
+    store.list_runs(font)  # the sync notes where each vector is: the manifests are not read again
+    for run_id in runs[:3]:
+        (Path(store.root) / object_key(store.get_run_info(font, run_id).manifest)).unlink()
+    first = store.personality_series(font)
+    assert list(first) == runs and first[runs[3]] is None and first[runs[4]] is None
+    assert [first[r].tolist() for r in runs[:3]] == [[0.0, 0.0], [1.0, 2.0], [2.0, 4.0]]  # type: ignore[union-attr]
+    for path in object_files(Path(store.root)):  # every object gone, the vectors too: the index answers alone
+        path.unlink()
+    again = aoe.Store(store.root).personality_series(font)
+    assert [v.tolist() if v is not None else None for v in again.values()] == \
+        [v.tolist() if v is not None else None for v in first.values()]
+
+
+def test_an_unreadable_personality_vector_is_left_out_and_tried_again(store: aoe.Store, font: str) -> None:
+    run_id = store.save_model(font, {"w": torch.ones(1)}, [1.0, 2.0])
+    record = store.open_run(font, run_id).manifest.personality
+    assert record is not None
+    path = Path(store.root) / object_key(record.blob.chunks[0])
+    saved = path.read_bytes()
+    path.write_bytes(saved[:-1] + bytes([saved[-1] ^ 1]))  # damaged: fails its check
+    assert store.personality_series(font)[run_id] is None  # no crash, nothing remembered
+    path.write_bytes(saved)
+    assert store.personality_series(font)[run_id].tolist() == [1.0, 2.0]  # type: ignore[union-attr]

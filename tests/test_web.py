@@ -17,7 +17,7 @@ import torch
 from conftest import make_png
 
 import aoe
-from aoe.layout import run_id_at
+from aoe.layout import object_key, run_id_at
 from aoe.web import PAGE_SIZE, make_server
 
 EVIL = '<script>alert("x")</script>'
@@ -290,7 +290,6 @@ def test_a_page_number_beyond_reason_is_a_clear_400(server: str, font: str) -> N
 def test_a_damaged_later_chunk_aborts_the_download(store: aoe.Store, font: str, tmp_path: Path) -> None:
     import http.client
 
-    from aoe.layout import object_key
 
     run_id = store.save_model(font, {"big": torch.arange(3 * 1024 * 1024, dtype=torch.float32)})
     blob = store.open_run(font, run_id).manifest.weights["big"].blob
@@ -328,12 +327,15 @@ def test_an_unreadable_newest_run_does_not_take_the_front_page_down(server: str,
 
 def test_the_readme_flow_with_a_relative_root_answers_every_linked_page(tmp_path: Path) -> None:
     """As a new user runs it: the example in a fresh folder (it saves into ./networks),
-    then `aoe store serve` with its defaults; every page linked from / answers 200."""
+    then `aoe store serve` with its defaults; every page linked from / answers 200. A font
+    page's chart choices combine (metric x scale x glyph...): each choice is followed at
+    least once, not every combination."""
     import re
     import socket
     import subprocess
     import sys
     import time
+    from urllib.parse import parse_qsl, urlsplit
 
     work = tmp_path / "fresh"
     work.mkdir()
@@ -348,17 +350,23 @@ def test_the_readme_flow_with_a_relative_root_answers_every_linked_page(tmp_path
     try:
         assert "serving networks" in server.stdout.readline()
         seen: set[str] = set()
+        choices: set[tuple[str, str, str]] = set()
         todo = ["/"]
-        while todo and len(seen) < 200:
+        while todo and len(seen) < 3000:
             path = todo.pop(0)
-            if path in seen:
+            parts = urlsplit(path)
+            made = {(parts.path, key, value) for key, value in parse_qsl(parts.query)}
+            if path in seen or (parts.path.startswith("/font/") and made and made <= choices):
                 continue
             seen.add(path)
+            choices |= made
             status, headers, body = get(f"http://127.0.0.1:{port}{path}")
             assert status == 200, (path, body[:300])
             if headers["Content-Type"].startswith("text/html"):
-                todo += [link.replace("&amp;", "&") for link in re.findall(r'(?:href|src)="(/[^"]*)"', body.decode())]
-        assert len(seen) > 20 and any(p.startswith("/download/") for p in seen)
+                todo += [html.unescape(link) for link in re.findall(r'(?:href|src)="(/[^"]*)"', body.decode())]
+        assert not todo and any(p.startswith("/download/") for p in seen)
+        kinds = {urlsplit(p).path.split("/")[1] for p in seen} | {k for p in seen for k, _ in parse_qsl(urlsplit(p).query)}
+        assert {"font", "run", "compare", "blob", "download", "metric", "log", "glyph"} <= kinds, kinds
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -401,3 +409,104 @@ def test_a_font_page_charts_a_metric_of_every_run_with_links_and_choices(store: 
     assert "linear scale" in html
     html = browser.respond(f"/font/{font}?metric=nothing")[2].decode()
     assert "No run has this metric." in html
+
+
+@pytest.fixture
+def evolving(store: aoe.Store, font: str) -> list[str]:
+    """Six runs whose personality drifts along one direction, each with per-glyph losses
+    (one NaN) and glyph images; a seventh with a vector of another length."""
+    runs = []
+    for i in range(6):
+        losses = {"A": 0.5 / (i + 1), "B": float("nan") if i == 2 else 0.1 * i}
+        runs.append(store.save_model(
+            font, {"w": torch.full((4,), float(i))}, [float(i), 2.0 * i, 0.0, 1.0],
+            make_png(10 * i), {"A": make_png(20 + i), "B": make_png(90)},
+            {"final_loss": 1 / (i + 1), "glyph_loss": losses}))
+    runs.append(store.save_model(font, {"w": torch.ones(1)}, [1.0, 2.0], feedback={"final_loss": 0.01}))
+    return runs
+
+
+def test_a_font_page_shows_the_personality_trajectory_and_dimensions(store: aoe.Store, font: str,
+                                                                     evolving: list[str]) -> None:
+    from aoe.web import Browser
+
+    html = Browser(store).respond(f"/font/{font}")[2].decode()
+    section = html[html.index('<section id="personality">'):html.index("</section>", html.index('id="personality"'))]
+    assert "6 runs with a vector of 4 numbers; 1 runs without one (or of another length) left out" in section
+    dots = re.findall(r'<a href="/run/[^/]+/([^"]+)"><circle class="dot" cx="([\d.]+)"', section)
+    assert [run_id for run_id, _ in dots] == evolving[:6]  # one point per run, each linking to it, in run order
+    xs = [float(x) for _, x in dots]
+    assert xs == sorted(xs) or xs == sorted(xs, reverse=True)  # the drift is a straight line on PC1
+    assert "PC1 (100.0% of the variance)" in section
+    heat = section[section.index('class="chart heatmap"'):]
+    assert heat.count('class="column"') == 6 and ">dim 3<" in heat and ">dim 4<" not in heat  # dims x runs
+    change = Browser(store).respond(f"/font/{font}?dims=change")[2].decode()
+    assert "change since the first run" in change and 'id="dims"' in change
+
+
+def test_a_font_page_maps_per_glyph_losses_and_strips_a_glyph_across_runs(store: aoe.Store, font: str,
+                                                                         evolving: list[str]) -> None:
+    from aoe.web import Browser
+
+    browser = Browser(store)
+    html = browser.respond(f"/font/{font}")[2].decode()
+    heat = html[html.index('<section id="glyph-losses">'):html.index('<section id="glyph-strip">')]
+    assert "glyph_loss by glyph over runs (6 runs)" in heat
+    assert re.search(r'class="nonfinite-cell" [^>]*d="M2,1h1v1h-1z"', heat)  # B's NaN in run 2
+    assert re.findall(r'<a href="/run/[^/]+/([^"]+)"><rect class="column"', heat) == evolving[:6]
+    assert f"<title>{evolving[2]}: A 0.1667, B no finite value (1 NaN or infinite)</title>" in heat
+    assert "metric=glyph_loss.B&amp;glyph=B" in heat  # a glyph's row leads to its loss over time and its strip
+    strip = html[html.index('<section id="glyph-strip">'):]
+    strip = strip[:strip.index("</section>")]
+    assert "Glyph A across runs (6 shown)" in strip
+    assert re.findall(r'<a href="/run/[^/]+/([^"]+)"><img class="glyph"', strip) == evolving[:6]
+    assert "· 0.5<" in strip and "· 0.0833<" in strip  # each image with its loss
+    html = browser.respond(f"/font/{font}?glyph=B&metric=glyph_loss.B")[2].decode()
+    assert "Glyph B across runs (6 shown)" in html and "glyph_loss.B against time (6 runs)" in html
+    html = browser.respond(f"/font/{font}?glyph=Z")[2].decode()
+    assert "Glyph Z across runs (0 shown)" in html and "no run has it" in html
+
+
+def test_charts_stay_out_of_a_font_without_vectors_or_glyphs(store: aoe.Store, font: str) -> None:
+    from aoe.web import Browser
+
+    store.save_model(font, {"w": torch.ones(1)})
+    html = Browser(store).respond(f"/font/{font}")[2].decode()
+    assert 'id="personality"' not in html and 'id="glyph-losses"' not in html and 'id="glyph-strip"' not in html
+
+
+def test_compare_several_runs_side_by_side(store: aoe.Store, font: str, evolving: list[str]) -> None:
+    from aoe.web import Browser
+
+    browser = Browser(store)
+    picked = [evolving[3], evolving[0], evolving[1]]  # shown oldest first, whatever the order asked
+    status, _, page = browser.respond(f"/compare/{font}?" + "&".join(f"run={r}" for r in picked))
+    html = page.decode()
+    assert status == 200 and "3 runs of" in html
+    header = re.findall(r'<th><a href="/run/[^/]+/([^"]+)">', html[html.index("<table id=values>"):])[:3]
+    assert header == sorted(picked)
+    assert "2, 2 of 1 tensors differ" not in html and "1, 1 of 1 tensors differ between consecutive runs" in html
+    values = html[html.index("<table id=values>"):html.index("</table>", html.index("<table id=values>"))]
+    assert "<tr class='differs'><th>feedback.final_loss</th>" in values
+    assert "<tr class='same'><th>run.status</th>" in values
+    assert values.count("<td class=change>") >= 2  # each value that moved from the run before
+    tensors = html[html.index("<table id=tensors>"):]
+    assert tensors.count("<td class='changed'>changed</td>") == 2 and "relative" not in tensors  # by address only
+    images = html[html.index("<table class=compare>"):html.index("</table>", html.index("<table class=compare>"))]
+    assert "<th class='differs'>A</th><th class='same'>B</th>" in images  # A changes run to run, B never
+    rows = re.findall(r'<tr><th><a href="/run/[^/]+/([^"]+)">', images)
+    assert rows == sorted(picked) and images.count("<img") == 3 * 3  # sample, A and B of each run
+    two = browser.respond(f"/compare/{font}?a={evolving[0]}&b={evolving[1]}")[2].decode()
+    assert "relative" in two  # two runs: how much each changed tensor moved
+
+
+@pytest.mark.parametrize("query", ["run={0}", "run={0}&run={0}", "run=not-a-run&run={0}", "many"])
+def test_compare_refuses_too_few_too_many_or_bad_runs(store: aoe.Store, font: str, evolving: list[str],
+                                                       query: str) -> None:
+    from aoe.web import Browser
+
+    for _ in range(7 if query == "many" else 0):
+        evolving.append(store.save_model(font, {"w": torch.ones(1)}))
+    query = "&".join(f"run={r}" for r in evolving) if query == "many" else query.format(evolving[0])
+    status, _, page = Browser(store).respond(f"/compare/{font}?{query}")
+    assert status == 400 and (b"compare 2 to 12 runs" in page or b"invalid run id" in page)

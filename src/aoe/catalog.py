@@ -32,17 +32,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import listings
+from . import listings, vectors
 from .errors import StorageError, StoreError
 from .layout import run_id_at, runs_folder
-from .manifests import check_location, unpack
+from .manifests import TensorRecord, check_location, tensor_from_map, tensor_map, unpack
 from .names import format_time, parse_time
 from .objects import ObjectStore
 from .query import Query, build_query
 from .refs import Refs, run_time
 from .runinfo import FontSummary, RunInfo, feedback_metrics
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 T = TypeVar("T")
 RACY_NS = 2_000_000_000
 RELIST_NS = 60_000_000_000
@@ -67,12 +67,17 @@ CREATE TABLE IF NOT EXISTS run_info (
     font_id TEXT NOT NULL, run_id TEXT NOT NULL, info BLOB, PRIMARY KEY (font_id, run_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS run_json (
     font_id TEXT NOT NULL, run_id TEXT NOT NULL, json TEXT, PRIMARY KEY (font_id, run_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS vectors (manifest TEXT PRIMARY KEY, record TEXT, vector BLOB) WITHOUT ROWID;
 """
 """``runs`` holds what queries filter and sort on, narrow so a scan of 10,000 rows reads
 little; each run's RunInfo row and its JSON (``ls --json``) live apart, read only for the
-runs an answer returns."""
+runs an answer returns. ``vectors`` keeps, for charts, each manifest's personality vector:
+where it is (its tensor record as JSON, noted when a sync reads the manifest) and, once
+read, its values (float64; empty when it has none that can be charted). A manifest never
+changes, so a row never goes stale."""
 
 TABLES = ("runs", "run_info", "run_json")
+"""The tables of per-run rows (``vectors`` is by manifest, not by run)."""
 
 FETCH_ALL_ABOVE = 500
 """Answers with more runs of a font than this read all its RunInfo rows in one scan; fewer
@@ -183,7 +188,7 @@ class Catalog:
         db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         version = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if version is None or version[0] != str(SCHEMA_VERSION):  # another layout: start afresh
-            db.executescript("".join(f"DROP TABLE IF EXISTS {t};" for t in (*TABLES, "fonts")))
+            db.executescript("".join(f"DROP TABLE IF EXISTS {t};" for t in (*TABLES, "fonts", "vectors")))
             db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         db.executescript(SCHEMA)
         return db
@@ -200,7 +205,7 @@ class Catalog:
                 source.close()
             memory.execute("SELECT count(*) FROM runs").fetchone()
         except sqlite3.Error:
-            memory.executescript("".join(f"DROP TABLE IF EXISTS {t};" for t in (*TABLES, "fonts", "meta")))
+            memory.executescript("".join(f"DROP TABLE IF EXISTS {t};" for t in (*TABLES, "fonts", "meta", "vectors")))
 
     def _remove_symlinks(self) -> None:
         """A symlink where the index or its folder should be is removed (the link, never
@@ -259,7 +264,7 @@ class Catalog:
             if version is None or synced_ns - version > RACY_NS:  # settled now, or listed whole just now
                 db.execute("UPDATE fonts SET synced_ns = ? WHERE font_id = ?", (synced_ns, font_id))
             return  # a racy rescan that found nothing new: no rows to write
-        rows, read_from_refs = self._rows(font_id, changed, tokens)
+        rows, personalities = self._rows(font_id, changed, tokens)
         db.execute("BEGIN IMMEDIATE")
         try:
             for table in TABLES:
@@ -268,6 +273,7 @@ class Catalog:
                            [row[:14] for row in rows])
             db.executemany("INSERT OR REPLACE INTO run_info VALUES (?,?,?)", [(*row[:2], row[14]) for row in rows])
             db.executemany("INSERT OR REPLACE INTO run_json VALUES (?,?,?)", [(*row[:2], row[15]) for row in rows])
+            self._note_vectors(personalities)
             before = db.execute("SELECT generation FROM fonts WHERE font_id = ?", (font_id,)).fetchone()
             before = before[0] if before else 0
             generation = before + (1 if gone or rows else 0)
@@ -277,7 +283,7 @@ class Catalog:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        if self.refs.backend.round_trips and read_from_refs >= LISTING_MIN:
+        if self.refs.backend.round_trips and len(personalities) >= LISTING_MIN:
             self._share_listing(font_id)
         if last is not None and before == last[3]:  # nobody else changed the rows: keep what was built
             self._tokens[font_id] = (generation, tokens)
@@ -287,23 +293,25 @@ class Catalog:
         else:
             self._tokens.pop(font_id, None)
 
-    def _rows(self, font_id: str, run_ids: list[str], tokens: dict[str, str]) -> tuple[list[tuple[Any, ...]], int]:
+    def _rows(self, font_id: str, run_ids: list[str], tokens: dict[str, str]
+              ) -> tuple[list[tuple[Any, ...]], list[tuple[str, TensorRecord | None]]]:
         """Index rows of these runs: from the font's listing snapshot for refs it was
         written for (object storage, many runs to read), else from refs and manifests;
-        and how many were read from refs and manifests."""
+        and, for each run read from its ref and manifest, (manifest, personality record)."""
         shared: dict[str, RunInfo] = {}
         if self.refs.backend.round_trips and self.use_listings and len(run_ids) >= LISTING_MIN:
             snapshot = listings.newest(self.refs.backend, font_id)
             shared = {r: snapshot[r][1] for r in run_ids if r in snapshot and snapshot[r][0] == tokens[r]}
         unshared = [r for r in run_ids if r not in shared]
-        infos = {**shared, **dict(zip(unshared, self.read_infos(font_id, unshared)))}
+        read = self._read_runs(font_id, unshared)
+        infos = {**shared, **{run_id: info for run_id, (info, _) in zip(unshared, read)}}
         return [(
             font_id, run_id, tokens[run_id], info.manifest, info.status,
             format_time(info.started_at or run_time(run_id)),
             format_time(info.saved_at), _text(info.started_at), _text(info.ended_at),
             info.name, info.description, json.dumps(list(info.tags)), index_json(info.params),
             index_json(info.metrics), info.to_row(), json.dumps(info.to_dict()),
-        ) for run_id, info in ((r, infos[r]) for r in run_ids)], len(unshared)
+        ) for run_id, info in ((r, infos[r]) for r in run_ids)], [(i.manifest, p) for i, p in read if i.manifest]
 
     def _share_listing(self, font_id: str) -> None:
         """Write a listing snapshot of the font for machines that have not listed it; a
@@ -320,8 +328,12 @@ class Catalog:
         """RunInfo of runs straight from their refs and manifests (and feedback, for the
         metrics); a run that cannot be read is listed as unreadable. On an object store,
         where each read is a round trip, many are in flight at once."""
+        return [info for info, _ in self._read_runs(font_id, run_ids)]
 
-        def read(run_id: str) -> RunInfo:
+    def _read_runs(self, font_id: str, run_ids: list[str]) -> list[tuple[RunInfo, TensorRecord | None]]:
+        """:meth:`read_infos`, each with its manifest's personality vector record."""
+
+        def read(run_id: str) -> tuple[RunInfo, TensorRecord | None]:
             try:
                 digest = self.refs.read_run(font_id, run_id)
                 manifest = check_location(unpack(self.objects.get(digest)), font_id, run_id)
@@ -329,8 +341,8 @@ class Catalog:
                 if metrics is None:  # written before manifests kept them
                     metrics = feedback_metrics(self.objects.get_blob(manifest.feedback)) if manifest.feedback else {}
             except StoreError as exc:
-                return RunInfo.unreadable(font_id, run_id, str(exc))
-            return RunInfo.from_manifest(manifest, digest, metrics)
+                return RunInfo.unreadable(font_id, run_id, str(exc)), None
+            return RunInfo.from_manifest(manifest, digest, metrics), manifest.personality
 
         if self.refs.backend.folders:  # small local files: threads would only slow this
             return [read(run_id) for run_id in run_ids]
@@ -344,7 +356,7 @@ class Catalog:
             self._tokens.clear()
             self.use_listings = False  # every ref and manifest: not what a snapshot says
             try:
-                self._db().executescript("".join(f"DELETE FROM {t};" for t in (*TABLES, "fonts")))
+                self._db().executescript("".join(f"DELETE FROM {t};" for t in (*TABLES, "fonts", "vectors")))
             except sqlite3.DatabaseError:
                 self._start_afresh()
 
@@ -442,25 +454,40 @@ class Catalog:
             return int(self._db().execute(sql, args).fetchone()[0])
 
     @_rebuilt_if_damaged
-    def metric_names(self, font_id: str) -> list[tuple[str, int]]:
-        """The metrics of a font's runs, each with how many runs have it, the commonest first."""
+    def vector_rows(self, font_id: str) -> list[tuple[str, str, TensorRecord | None, bytes | None]]:
+        """(run id, manifest, where its personality vector is, its values) of each readable
+        run of the font, in run id order: the values None until :meth:`keep_vectors`, and
+        then no record; the record None when no sync noted it (a run listed from a
+        snapshot, say)."""
         with self._lock:
             rows = self._db().execute(
-                "SELECT key, count(*) FROM runs, json_each(runs.metrics) WHERE font_id = ? "
-                "GROUP BY key ORDER BY count(*) DESC, key", (font_id,)).fetchall()
-        return [(str(name), int(count)) for name, count in rows]
+                "SELECT r.run_id, r.manifest, v.record, v.vector FROM runs r LEFT JOIN vectors v USING (manifest) "
+                "WHERE r.font_id = ? AND r.manifest IS NOT NULL ORDER BY r.run_id", (font_id,)).fetchall()
+        return [(run_id, manifest, _record(record) if vector is None else None, vector)
+                for run_id, manifest, record, vector in rows]
 
     @_rebuilt_if_damaged
-    def metric_series(self, font_id: str, name: str) -> list[tuple[str, str, float]]:
-        """(run id, time, value) of each run of the font that has the metric, by time;
-        NaN and the infinities as such (the index keeps them as null and the largest float)."""
-        path = "$." + json.dumps(name)
+    def keep_vectors(self, vectors: Iterable[tuple[str, bytes]]) -> None:
+        """Remember manifests' personality vectors (float64 bytes; empty: none to chart)."""
+        rows = list(vectors)
         with self._lock:
-            rows = self._db().execute(
-                "SELECT run_id, time, json_extract(metrics, ?) FROM runs "
-                "WHERE font_id = ? AND json_type(metrics, ?) IS NOT NULL ORDER BY time, run_id",
-                (path, font_id, path)).fetchall()
-        return [(run_id, time, _number(value)) for run_id, time, value in rows]
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")  # one transaction: 10,000 rows in milliseconds, not one commit each
+            try:
+                db.executemany("INSERT INTO vectors (manifest, vector) VALUES (?, ?) ON CONFLICT (manifest) DO UPDATE "
+                               "SET vector = excluded.vector", rows)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def _note_vectors(self, records: list[tuple[str, TensorRecord | None]]) -> None:
+        """Note where manifests' personality vectors are (those a chart can draw; the others
+        are known to have none), so a chart reads the vector and not the manifest again;
+        part of a sync's transaction."""
+        rows = [(manifest, json.dumps(tensor_map(record)), None) if vectors.chartable(record) else (manifest, None, b"")
+                for manifest, record in records]
+        self._db().executemany("INSERT OR IGNORE INTO vectors VALUES (?, ?, ?)", rows)
 
     @_rebuilt_if_damaged
     def summaries(self, font_ids: Sequence[str]) -> list[FontSummary]:
@@ -497,6 +524,18 @@ class Catalog:
                         if actual != manifest:
                             problems.append(f"{font_id}/{run_id}")
         return problems
+
+
+def _record(text: str | None) -> TensorRecord | None:
+    """A tensor record as :meth:`Catalog._note_vectors` wrote it, checked as a manifest's
+    would be; None when absent or not valid (then the manifest is read instead)."""
+    if text is None:
+        return None
+    try:
+        record = tensor_from_map(json.loads(text))
+    except (ValueError, KeyError, TypeError, StoreError):  # BadManifest is a ValueError
+        return None
+    return record if vectors.chartable(record) else None
 
 
 def _number(stored: Any) -> float:

@@ -448,7 +448,7 @@ def pack(manifest: Manifest) -> bytes:
         "started_at": manifest.started_at,
         "ended_at": manifest.ended_at,
         "params": manifest.params or None,
-        "personality": _tensor_map(manifest.personality) if manifest.personality else None,
+        "personality": tensor_map(manifest.personality) if manifest.personality else None,
         "weights": manifest.weights,
         "sample": blob_map(manifest.sample) if manifest.sample else None,
         "glyphs": {k: blob_map(v) for k, v in manifest.glyphs.items()} or None,
@@ -483,7 +483,7 @@ def pack_tree(tree: Any) -> bytes:
 
 def _ext(value: Any) -> msgpack.ExtType:
     if isinstance(value, TensorRecord):
-        return msgpack.ExtType(EXT_TENSOR, pack_tree(_tensor_map(value)))
+        return msgpack.ExtType(EXT_TENSOR, pack_tree(tensor_map(value)))
     if isinstance(value, ShardedTensor):
         pieces = [[list(offsets), record] for offsets, record in value.pieces]
         return msgpack.ExtType(EXT_SHARDED, pack_tree({"dtype": value.dtype, "shape": list(value.shape),
@@ -508,7 +508,8 @@ def blob_map(blob: Blob) -> dict[str, Any]:
     return {"size": blob.size, "chunks": list(blob.chunks), **where}
 
 
-def _tensor_map(record: TensorRecord) -> dict[str, Any]:
+def tensor_map(record: TensorRecord) -> dict[str, Any]:
+    """A tensor record as plain values, as a manifest holds it (:func:`tensor_from_map` reads it back)."""
     alias = {} if record.alias is None else {"alias": record.alias}
     return {"dtype": record.dtype, "shape": list(record.shape), **blob_map(record.blob), **alias}
 
@@ -550,7 +551,7 @@ def unpack(data: bytes) -> Manifest:
             started_at=fields.get("started_at"),
             ended_at=fields.get("ended_at"),
             params=fields.get("params", {}),
-            personality=_tensor(fields["personality"]) if "personality" in fields else None,
+            personality=tensor_from_map(fields["personality"]) if "personality" in fields else None,
             weights=fields.get("weights"),
             sample=_blob(fields["sample"]) if "sample" in fields else None,
             glyphs={k: _blob(v) for k, v in _mapping(fields.get("glyphs", {})).items()},
@@ -639,7 +640,7 @@ def unpack_tree(data: bytes) -> Any:
 def _from_ext(code: int, payload: bytes) -> Any:
     value = unpack_tree(payload)
     if code == EXT_TENSOR:
-        return _tensor(value)
+        return tensor_from_map(value)
     if code == EXT_TUPLE:
         return tuple(_sequence(value))
     if code == EXT_STATE_DICT:
@@ -685,7 +686,8 @@ def _blob(value: Any) -> Blob:
     return check_blob(Blob(value["size"], tuple(_sequence(value["chunks"])), value.get("offset"), value.get("digest")))
 
 
-def _tensor(value: Any) -> TensorRecord:
+def tensor_from_map(value: Any) -> TensorRecord:
+    """A tensor record from plain values, checked by the manifest rules (BadManifest if not)."""
     value = _mapping(value)
     return check_tensor(TensorRecord(value["dtype"], tuple(_sequence(value["shape"])), _blob(value),
                                      value.get("alias")))

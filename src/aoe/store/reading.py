@@ -9,8 +9,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import reachability
+from .. import reachability, vectors
+from ..errors import StorageError, StoreError
 from ..layout import OBJECTS, digest_at
+from ..manifests import TensorRecord, unpack
 from ..names import (
     Digest,
     parse_digest,
@@ -19,6 +21,7 @@ from ..query import Query
 from ..runinfo import FontSummary, RunInfo
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 from .base import StoreBase
@@ -96,19 +99,42 @@ class Reading(StoreBase):
         fonts = self._synced_fonts(font_id)
         return self.catalog.count(Query(fonts, **filters))
 
-    def metric_series(self, font_id: str, name: str | None = None) -> tuple[list[tuple[str, int]], str | None,
-                                                                      list[tuple[str, str, float]]]:
-        """For charts: the metrics of a font's runs (name, how many runs have it; the
-        commonest first), the one chosen (``name``, else the commonest top-level one), and
-        its (run id, time, value) for every run that has it, by time, NaN and infinities
-        kept (among equally common ones a loss is chosen first). Read from the index: no
-        run is built."""
+    def personality_series(self, font_id: str) -> dict[str, np.ndarray | None]:
+        """For charts: each readable run's personality vector as float64 values, by run id
+        (in run id order); None where a run has none that can be charted (none, not a real
+        number type, or more than ``vectors.MAX_DIMS`` numbers) or it cannot be read now.
+        Each vector is read and verified once, then kept in the index; one that cannot be
+        read is tried again next time."""
+        import numpy as np
+
         self._synced_fonts(font_id)
-        names = self.catalog.metric_names(font_id)
-        if name is None and names:
-            top = [(n, count) for n, count in names if "." not in n] or names
-            name = min(top, key=lambda item: (-item[1], "loss" not in item[0], item[0]))[0]
-        return names, name, (self.catalog.metric_series(font_id, name) if name is not None else [])
+        rows = self.catalog.vector_rows(font_id)
+        unknown = list({manifest: record for _, manifest, record, vector in rows if vector is None}.items())
+        reads = map if self.backend.folders else self.objects.parallel  # local reads: threads only contend
+        found = dict(zip((m for m, _ in unknown), reads(self._vector_bytes, unknown)))
+        try:
+            self.catalog.keep_vectors((m, v) for m, v in found.items() if v is not None)
+        except StorageError:  # an index busy or full: the answer stands, the vectors are read again next time
+            pass
+        series: dict[str, np.ndarray | None] = {}
+        for run_id, manifest, _, vector in rows:
+            data = found.get(manifest) if vector is None else vector
+            series[run_id] = np.frombuffer(data, "<f8") if data else None
+        return series
+
+    def _vector_bytes(self, where: tuple[str, TensorRecord | None]) -> bytes | None:
+        """A manifest's personality vector as float64 bytes, read where the index noted it
+        (else from the manifest); empty when it has none to chart; None when it cannot be
+        read now."""
+        manifest, record = where
+        try:
+            if record is None:
+                record = unpack(self.objects.get(parse_digest(manifest))).personality
+            if not vectors.chartable(record):
+                return b""
+            return vectors.values(record, self.objects.get_blob(record.blob)).astype("<f8").tobytes()
+        except StoreError:
+            return None
 
     def search(
         self,
