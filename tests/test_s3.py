@@ -340,3 +340,18 @@ def test_the_cache_size_comes_from_the_environment(s3_url: str, monkeypatch: pyt
     monkeypatch.setenv("AOE_CACHE_BYTES", "lots")
     code, _, err = run_cli(capsys, "store", "--root", s3_url, "ls")
     assert code == 2 and "AOE_CACHE_BYTES='lots' is not a size" in err
+
+
+def test_a_font_page_on_s3_charts_personality_and_glyphs(s3_store: aoe.Store, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from aoe.web import Browser
+
+    font = s3_store.create_font("fruity")
+    runs = [s3_store.save_model(font, {"w": torch.ones(2)}, [float(i), -float(i), 1.0], make_png(i), {"A": make_png(9)},
+                                {"final_loss": 1 / (i + 1), "glyph_loss": {"A": 0.1 * i}}) for i in range(4)]
+    monkeypatch.setenv("AOE_CACHE_DIR", str(tmp_path / "other-machine"))  # another machine: its vectors are read in parallel
+    other = aoe.Store(s3_store.root)
+    vectors = other.personality_series(font)
+    assert [vectors[r].tolist() for r in runs] == [[float(i), -float(i), 1.0] for i in range(4)]  # type: ignore[union-attr]
+    html = Browser(other).respond(f"/font/{font}")[2].decode()
+    assert html.count('class="dot"') == 4 and 'id="glyph-losses"' in html and "Glyph A across runs (4 shown)" in html

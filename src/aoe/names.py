@@ -12,6 +12,7 @@ format errors naming what they read.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -175,3 +176,9 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def random_hex(nbytes: int) -> str:
+    """Random hex for temporary names, markers and change notes: ``os.urandom``, exactly as
+    ``secrets.token_hex`` makes it, without importing ``secrets`` (6 ms of every start)."""
+    return os.urandom(nbytes).hex()

@@ -19,9 +19,8 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .backends import Backend, BatchWrite, Buffer
 from .codec import CODEC_PLANES, CODEC_RAW, HEADER, MAGIC, SizeMismatch, corrupt, decode, encode, hash_bytes, stored_raw
@@ -34,6 +33,9 @@ from .errors import (
 from .layout import OBJECTS, object_key, pending_key
 from .limits import MAX_OBJECT_BYTES
 from .names import Digest, parse_digest
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 PARALLEL_MIN_BYTES = 256 * 1024
 """Contents smaller than this are handled on the calling thread (see ``parallel``)."""
@@ -305,6 +307,8 @@ class ObjectStore:
         if self.workers == 1 or not items:
             yield from map(action, items)
             return
+        from concurrent.futures import ThreadPoolExecutor  # on first use: 5 ms of every start otherwise
+
         with ThreadPoolExecutor(self.workers) as pool:
             pending: deque[Future[R] | tuple[R]] = deque()
             for index, item in enumerate(items):

@@ -14,7 +14,6 @@ Every name that becomes part of a path is validated here first.
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +29,7 @@ from .errors import (
 )
 from .layout import FONTS, TRASH, claim_key, ref_changes_key, run_id_at, run_key, runs_folder, trash_key
 from .limits import parse_json
-from .names import Digest, check_font_id, check_run_id, font_number, parse_digest
+from .names import Digest, check_font_id, check_run_id, font_number, parse_digest, random_hex
 
 SEQUENCE_LIMIT = 10_000
 
@@ -228,7 +227,7 @@ class Refs:
         moved or removed: a reader that finds the note as it last saw it knows that every
         ref still in the same file (a folder listing shows the same inode) holds what it
         held, so it need not stat each one (docs/format.md, *Names* 6)."""
-        self.backend.write(ref_changes_key(font_id), [secrets.token_hex(16).encode() + b"\n"], exclusive=False)
+        self.backend.write(ref_changes_key(font_id), [random_hex(16).encode() + b"\n"], exclusive=False)
 
     def _announce(self, font_id: str) -> None:
         """After a ref was created, moved or removed on object storage, write the note

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import socket
+import platform
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -32,7 +31,7 @@ from .errors import NotFoundError, ObjectNotFoundError, RunExistsError, StoreErr
 from .layout import INFLIGHT, marker_key
 from .limits import parse_json
 from .manifests import Manifest, pack
-from .names import Digest, format_time, utc_now
+from .names import Digest, format_time, random_hex, utc_now
 from .objects import ObjectStore
 from .refs import Refs
 
@@ -42,7 +41,7 @@ MARKER_MAX_AGE = 24 * 3600.0
 
 def write_marker(backend: Backend, key: str) -> None:
     """Create the save marker ``key``: ``{"pid", "host", "started_at"}``."""
-    marker = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": format_time(utc_now())}
+    marker = {"pid": os.getpid(), "host": platform.node(), "started_at": format_time(utc_now())}
     backend.write(key, [json.dumps(marker).encode()], exclusive=True)
 
 
@@ -57,7 +56,7 @@ def marker_is_stale(backend: Backend, key: str) -> bool:
         return False  # finished meanwhile
     except (ValueError, KeyError, TypeError, StoreError):
         return True
-    if host == socket.gethostname():
+    if host == platform.node():
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -96,7 +95,7 @@ class Transactions:
         if outer is not None:
             yield outer
             return
-        key = marker_key(secrets.token_hex(8))
+        key = marker_key(random_hex(8))
         try:
             write_marker(self.objects.backend, key)  # inside: a marker whose write failed late goes too
             self._local.open = Transaction(self, key)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import secrets
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ from typing import BinaryIO, TypeVar
 
 from ..errors import StorageError, StorageFullError
 from ..layout import TEMP_PREFIX
+from ..names import random_hex
 from .base import Buffer
 
 TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EBUSY, errno.ETXTBSY, errno.EINTR})
@@ -62,7 +62,7 @@ def write_temp(path: Path, content: Content, *, durable: bool, start_writeback: 
     ``path`` (fsynced if ``durable``), which the caller places or removes.
     ``start_writeback`` asks the kernel to start writing it out now, without waiting (a
     batch fsyncs it later, and then finds most of it on disk already)."""
-    temp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}-{path.name}")
+    temp = path.with_name(f"{TEMP_PREFIX}{random_hex(8)}-{path.name}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_BINARY | O_NOFOLLOW, 0o666)
     try:
         if callable(content):

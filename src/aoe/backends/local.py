@@ -10,16 +10,15 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import secrets
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 from ..errors import InvalidNameError, NotFoundError, StorageError, UnexpectedFileError
 from ..layout import LOCKS, TEMP_PREFIX
+from ..names import random_hex
 from .base import MAX_KEY_BYTES, BatchWrite, Buffer, check_key
 from .files import (
     O_BINARY,
@@ -180,7 +179,7 @@ class LocalBackend:
 
     def delete_if_untouched(self, key: str, cutoff: float) -> bool:
         path = self.path(key)
-        aside = path.with_name(f"{TEMP_PREFIX}gc-{secrets.token_hex(4)}-{path.name}")
+        aside = path.with_name(f"{TEMP_PREFIX}gc-{random_hex(4)}-{path.name}")
         try:
             os.rename(path, aside)
         except FileNotFoundError:
@@ -303,6 +302,8 @@ class LocalBackend:
     @staticmethod
     def _publish(staged: Sequence[tuple[Path, Path]]) -> None:
         folders = set()
+        from concurrent.futures import ThreadPoolExecutor  # on first use: 5 ms of every start otherwise
+
         with ThreadPoolExecutor(min(SYNC_THREADS, len(staged))) as pool:
             for _ in pool.map(fsync_file, [temp for temp, _ in staged]):
                 pass

@@ -28,8 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
-import socket
+import platform
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,6 +40,7 @@ from urllib.parse import urlsplit
 
 from ..errors import InvalidNameError, NotFoundError, StorageError, StoreMissingError, UnexpectedFileError
 from ..layout import FONTS, lock_key, name_in_folder
+from ..names import random_hex
 from .base import MAX_KEY_BYTES, BatchWrite, Buffer, check_key, direct_batch
 from .cache import cache_folder
 
@@ -344,7 +344,7 @@ class S3Backend:
             lease.release()
 
     def _acquire(self, key: str, wait: bool) -> str | None:
-        body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": secrets.token_hex(8)}).encode()
+        body = json.dumps({"host": platform.node(), "pid": os.getpid(), "token": random_hex(8)}).encode()
         while True:
             try:
                 return self._put(key, [body], {"IfNoneMatch": "*"})

@@ -15,11 +15,12 @@ import atexit
 import sys
 import threading
 from collections.abc import Callable
-from concurrent import futures
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 MAX_PENDING = 2
 """Background saves of one store that may be waiting or running at once."""
@@ -56,6 +57,8 @@ class BackgroundSaves:
     """The background saves of one store: one worker, at most ``limit`` pending."""
 
     def __init__(self, limit: int = MAX_PENDING) -> None:
+        from concurrent.futures import ThreadPoolExecutor  # here, not at import: 5 ms of every command's start
+
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aoe-save")
         self._slots = threading.BoundedSemaphore(limit)
         self._lock = threading.Lock()
@@ -114,6 +117,8 @@ class BackgroundSaves:
         """Wait until every pending save has finished (failed ones included)."""
         with self._lock:
             inflight = list(self._inflight)
+        from concurrent import futures
+
         futures.wait(inflight)
 
     def close(self) -> None:

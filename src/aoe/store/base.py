@@ -33,9 +33,8 @@ from ..runinfo import feedback_metrics
 from ..transaction import Transaction, Transactions
 
 if TYPE_CHECKING:
-    pass
+    from .background import BackgroundSaves
 
-from .background import BackgroundSaves
 from .run import Run
 
 DEFAULT_ROOT = "networks"
@@ -108,6 +107,8 @@ class StoreBase:
     def background(self) -> BackgroundSaves:
         """The store's background saves (a worker thread, started on first use)."""
         if self._background is None:
+            from .background import BackgroundSaves  # its thread pool: imported only by a trainer that uses it
+
             self._background = BackgroundSaves()
         return self._background
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import secrets
-import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, TypeVar
@@ -25,6 +23,7 @@ from ..limits import parse_json
 from ..manifests import FEEDBACK_SCHEMA, Manifest
 from ..names import (
     Digest,
+    random_hex,
 )
 from ..objects import ObjectStore
 from ..runinfo import RunInfo, feedback_metrics
@@ -250,7 +249,7 @@ class Run:
             files.append(("feedback.json", [self.feedback_bytes()]))
         meta = {k: v for k, v in self.info.to_dict().items() if v not in (None, [], {})}
         files.append(("run.json", [(json.dumps(meta, indent=2) + "\n").encode()]))
-        temp = dest.with_name(f"{TEMP_PREFIX}{secrets.token_hex(4)}-{dest.name}")
+        temp = dest.with_name(f"{TEMP_PREFIX}{random_hex(4)}-{dest.name}")
         temp.mkdir()
         try:
             for name, content in files:
@@ -269,6 +268,8 @@ class Run:
             fsync_dir(dest.parent)
         finally:
             if temp.exists():
+                import shutil  # only on a failed export
+
                 shutil.rmtree(temp)
         return dest
 
