@@ -475,6 +475,7 @@ def test_personality_vectors_for_charts_are_read_once_then_kept_in_the_index(sto
     runs = [store.save_model(font, {"w": torch.ones(1)}, [float(i), 2.0 * i]) for i in range(3)]
     runs.append(store.save_model(font, {"w": torch.ones(1)}))  # no vector
     runs.append(store.save_model(font, {"w": torch.ones(1)}, torch.ones(2, dtype=torch.complex64)))  # not chartable
+    store.catalog.rebuild()  # forget the vectors the saves kept: the charts read them
     store.list_runs(font)  # the sync notes where each vector is: the manifests are not read again
     for run_id in runs[:3]:
         (Path(store.root) / object_key(store.get_run_info(font, run_id).manifest)).unlink()
@@ -492,9 +493,18 @@ def test_an_unreadable_personality_vector_is_left_out_and_tried_again(store: aoe
     run_id = store.save_model(font, {"w": torch.ones(1)}, [1.0, 2.0])
     record = store.open_run(font, run_id).manifest.personality
     assert record is not None
+    store.catalog.rebuild()  # the index forgets the vector the save kept: a chart must read it
     path = Path(store.root) / object_key(record.blob.chunks[0])
     saved = path.read_bytes()
     path.write_bytes(saved[:-1] + bytes([saved[-1] ^ 1]))  # damaged: fails its check
     assert store.personality_series(font)[run_id] is None  # no crash, nothing remembered
     path.write_bytes(saved)
     assert store.personality_series(font)[run_id].tolist() == [1.0, 2.0]  # type: ignore[union-attr]
+
+
+def test_a_local_save_keeps_its_personality_vector_for_charts(store: aoe.Store, font: str) -> None:
+    run_id = store.save_model(font, {"w": torch.ones(1)}, torch.tensor([0.5, -1.5], dtype=torch.bfloat16))
+    record = store.open_run(font, run_id).manifest.personality
+    assert record is not None
+    (Path(store.root) / object_key(record.blob.chunks[0])).unlink()  # gone before any chart asked for it
+    assert aoe.Store(store.root).personality_series(font)[run_id].tolist() == [0.5, -1.5]  # type: ignore[union-attr]

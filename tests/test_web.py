@@ -116,12 +116,17 @@ def test_path_tricks_and_bad_input_are_refused(server: str, path: str, status: i
 
 
 def test_it_is_read_only(server: str, store: aoe.Store, font: str) -> None:
+    def catalog() -> dict[str, int]:
+        return {str(p): p.stat().st_mtime_ns for p in (Path(store.root) / ".catalog").rglob("*")}
+
+    before = catalog()
     for method in ("POST", "PUT", "DELETE", "PATCH"):
         status, headers, _ = get(f"{server}/font/{font}", method=method)
         assert status == 405 and headers["Allow"] == "GET, HEAD"
     status, _, body = get(f"{server}/", method="HEAD")
     assert status == 200 and body == b""
-    assert not (Path(store.root) / ".catalog").exists()  # its index lives in memory
+    assert get(f"{server}/font/{font}")[0] == 200  # its charts keep the vectors they read: in its own index
+    assert catalog() == before  # its index lives in memory: the store's is never written
 
 
 def test_a_big_font_pages(store: aoe.Store, font: str) -> None:

@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-from .. import inputs
+from .. import inputs, vectors
 from ..backends import Backend, open_backend
 from ..backends.wrappers import ReadOnlyBackend
 from ..catalog import Catalog
@@ -20,13 +20,14 @@ from ..errors import (
     FormatError,
     InvalidInputError,
     NotFoundError,
+    StorageError,
     StoreError,
     StoreMissingError,
 )
 from ..layout import CATALOG, FONTS, looks_like_plain_folders
 from ..limits import parse_json
-from ..manifests import FEEDBACK_SCHEMA, check_location, unpack
-from ..names import check_name
+from ..manifests import FEEDBACK_SCHEMA, TensorRecord, check_location, unpack
+from ..names import check_name, parse_digest
 from ..objects import ObjectStore
 from ..refs import Refs
 from ..runinfo import feedback_metrics
@@ -198,6 +199,28 @@ class StoreBase:
             named.__dict__.update(exc.__dict__)
             raise named from None
         return Run(self.objects, manifest, digest)
+
+    def _vector_bytes(self, where: tuple[str, TensorRecord | None]) -> bytes | None:
+        """A manifest's personality vector as float64 bytes, for charts: read where the
+        index noted it (else from the manifest); empty when it has none to chart; None
+        when it cannot be read now."""
+        manifest, record = where
+        try:
+            if record is None:
+                record = unpack(self.objects.get(parse_digest(manifest))).personality
+            if not vectors.chartable(record):
+                return b""
+            return vectors.values(record, self.objects.get_blob(record.blob)).astype("<f8").tobytes()
+        except StoreError:
+            return None
+
+    def _keep_vectors(self, found: Mapping[str, bytes | None]) -> None:
+        """Keep manifests' vectors (None: not read) in the index; an index busy or full
+        costs only reading them again next time, never the answer or the save."""
+        try:
+            self.catalog.keep_vectors((m, v) for m, v in found.items() if v is not None)
+        except StorageError:
+            pass
 
     def write_assets(
         self,

@@ -9,10 +9,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import reachability, vectors
-from ..errors import StorageError, StoreError
+from .. import reachability
 from ..layout import OBJECTS, digest_at
-from ..manifests import TensorRecord, unpack
 from ..names import (
     Digest,
     parse_digest,
@@ -112,29 +110,12 @@ class Reading(StoreBase):
         unknown = list({manifest: record for _, manifest, record, vector in rows if vector is None}.items())
         reads = map if self.backend.folders else self.objects.parallel  # local reads: threads only contend
         found = dict(zip((m for m, _ in unknown), reads(self._vector_bytes, unknown)))
-        try:
-            self.catalog.keep_vectors((m, v) for m, v in found.items() if v is not None)
-        except StorageError:  # an index busy or full: the answer stands, the vectors are read again next time
-            pass
+        self._keep_vectors(found)
         series: dict[str, np.ndarray | None] = {}
         for run_id, manifest, _, vector in rows:
             data = found.get(manifest) if vector is None else vector
             series[run_id] = np.frombuffer(data, "<f8") if data else None
         return series
-
-    def _vector_bytes(self, where: tuple[str, TensorRecord | None]) -> bytes | None:
-        """A manifest's personality vector as float64 bytes, read where the index noted it
-        (else from the manifest); empty when it has none to chart; None when it cannot be
-        read now."""
-        manifest, record = where
-        try:
-            if record is None:
-                record = unpack(self.objects.get(parse_digest(manifest))).personality
-            if not vectors.chartable(record):
-                return b""
-            return vectors.values(record, self.objects.get_blob(record.blob)).astype("<f8").tobytes()
-        except StoreError:
-            return None
 
     def search(
         self,
