@@ -214,14 +214,12 @@ def personality_section(data: FontData, query: Query) -> str:
         note += f"; {left_out} runs without one (or of another length) left out"
     more = f" (the first {shown} of {length})" if shown < length else ""
     change = one(query, "dims") == "change"
-    dims = vectors[:, :shown] - vectors[0, :shown] if change else vectors[:, :shown]
     what = "change since the first run" if change else "values"
     other = (f'<a href="{choice(data.font_id, query, dims="values" if change else "change")}" id="dims">'
              f'{"values" if change else "change since the first run"}</a>')
-    runs = [(links[info.run_id][0], info.run_id) for info in kept]
-    names = [f"dim {i}" for i in range(shown)]
     dimensions = data.derived(("personality heatmap", change), lambda: heatmap(
-        dims, names, runs, diverging=True, title=f"personality {what}"))
+        vectors[:, :shown] - vectors[0, :shown] if change else vectors[:, :shown], [f"dim {i}" for i in range(shown)],
+        [(links[info.run_id][0], info.run_id) for info in kept], diverging=True, title=f"personality {what}"))
     return (f'<section id="personality"><h3>Personality trajectory</h3><p>{h(note)}</p>'
             f'{data.derived("trajectory", trajectory)}'
             f"<h3>Personality dimensions over runs{more}: {what}</h3><p>show {other}</p>{dimensions}</section>")
@@ -238,12 +236,13 @@ def glyph_sections(data: FontData, query: Query, manifest: Callable[[str], Manif
     if group:
         runs, glyphs, values, missing = data.glyph_matrix(group)
         if runs:
-            columns = [(data.links()[info.run_id][0], info.run_id) for info in runs]
+            pages = data.links()
             links = [choice(data.font_id, query, metric=f"{group}.{glyph}", glyph=glyph) for glyph in glyphs]
             others = f"<p>{chooser(data.font_id, query, 'glyphs', groups, group)}</p>" if len(groups) > 1 else ""
             title = f"{group} by glyph over runs"
             svg = data.derived(("glyph heatmap", group, tuple(links)), lambda: heatmap(
-                values, glyphs, columns, missing=missing, title=title, row_links=links))
+                values, glyphs, [(pages[info.run_id][0], info.run_id) for info in runs], missing=missing,
+                title=title, row_links=links))
             sections.append(f'<section id="glyph-losses"><h3>{h(title)} ({len(runs)} runs)</h3>{others}{svg}</section>')
             losses = {name: (runs, values[:, i]) for i, name in enumerate(glyphs)}
     if glyph_names:
@@ -267,19 +266,24 @@ def _strip(data: FontData, query: Query, glyph_names: list[str],
     """One glyph's image in up to STRIP runs, evenly spaced from the first run that has
     it to the newest, each linking to its run (and with its loss, when known)."""
     glyph = one(query, "glyph") or glyph_names[0]
-    having = [info for info in data.runs if glyph in info.glyphs and info.manifest]
-    if len(having) > STRIP:
-        having = [having[round(i * (len(having) - 1) / (STRIP - 1))] for i in range(STRIP)]
-    runs, values = losses.get(glyph, ([], []))
-    loss_of = dict(zip((info.run_id for info in runs), values))
-    figures = []
-    for info in having:
-        blob = manifest(info.manifest).glyphs.get(glyph)
-        loss = f" · {loss_of[info.run_id]:.3g}" if info.run_id in loss_of else ""
-        picture = thumb(blob, f"{glyph} in {info.run_id}", css="glyph")
-        figures.append(f'<figure><a href="{data.links()[info.run_id][0]}">{picture}</a>'
-                       f"<figcaption>{h(info.value('time').strftime('%m-%d %H:%M'))}{h(loss)}</figcaption></figure>")
+
+    def pictures() -> tuple[int, str]:
+        having = [info for info in data.runs if glyph in info.glyphs and info.manifest]
+        if len(having) > STRIP:
+            having = [having[round(i * (len(having) - 1) / (STRIP - 1))] for i in range(STRIP)]
+        runs, values = losses.get(glyph, ([], []))
+        loss_of = dict(zip((info.run_id for info in runs), values))
+        figures, pages = [], data.links()
+        for info in having:
+            blob = manifest(info.manifest).glyphs.get(glyph)
+            loss = f" · {loss_of[info.run_id]:.3g}" if info.run_id in loss_of else ""
+            picture = thumb(blob, f"{glyph} in {info.run_id}", css="glyph")
+            figures.append(f'<figure><a href="{pages[info.run_id][0]}">{picture}</a><figcaption>'
+                           f"{h(info.value('time').strftime('%m-%d %H:%M'))}{h(loss)}</figcaption></figure>")
+        return len(having), "".join(figures)
+
+    shown, figures = data.derived(("strip", glyph, tuple(losses)), pictures)
     offered = chooser(data.font_id, query, "glyph", glyph_names[:SHOWN_GLYPHS], glyph)
-    return (f'<section id="glyph-strip"><h3>Glyph {h(glyph)} across runs ({len(having)} shown)</h3>'
-            f'<p class=choices>{offered}</p><div class="glyphs strip">{"".join(figures) or "no run has it"}</div>'
+    return (f'<section id="glyph-strip"><h3>Glyph {h(glyph)} across runs ({shown} shown)</h3>'
+            f'<p class=choices>{offered}</p><div class="glyphs strip">{figures or "no run has it"}</div>'
             "</section>")
