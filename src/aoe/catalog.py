@@ -538,15 +538,6 @@ def _record(text: str | None) -> TensorRecord | None:
     return record if vectors.chartable(record) else None
 
 
-def _number(stored: Any) -> float:
-    """A metric as the index keeps it, back to its value (see :func:`index_json`)."""
-    if stored is None:
-        return math.nan
-    if abs(stored) == sys.float_info.max:
-        return math.copysign(math.inf, stored)
-    return float(stored)
-
-
 def _updated(infos: dict[str, RunInfo], rows: list[tuple[Any, ...]], gone: list[str]) -> dict[str, RunInfo]:
     """Built RunInfo objects with a sync's changes applied, still in run id order (new
     runs usually come last, so the order is mended only when one does not)."""
