@@ -95,6 +95,17 @@ def test_fsync_failure_is_reported_and_cleaned_up(local: LocalBackend, monkeypat
     assert [p.name for p in (local.root / "d").iterdir()] == ["x"]
 
 
+def test_a_write_that_need_not_be_durable_makes_no_fsync(local: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    local.write("d/first", [b"1"], exclusive=True)  # the folder is there (made durable once)
+    fsyncs: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    assert local.write("d/marker", [b"pid"], exclusive=True, durable=False)  # a save marker
+    assert fsyncs == [] and local.read("d/marker") == b"pid"
+    assert local.write("d/ref", [b"digest"], exclusive=True)
+    assert len(fsyncs) >= 2  # the file, then its folder
+
+
 def test_transient_errors_are_retried_with_backoff(local: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
     sleeps: list[float] = []
     monkeypatch.setattr(backend_files.time, "sleep", sleeps.append)

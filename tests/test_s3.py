@@ -266,11 +266,11 @@ def test_a_save_interrupted_by_the_server_stopping_fails_cleanly_and_can_be_retr
         puts = []
         real_write = store.backend.write
 
-        def stop_midway(key, parts, *, exclusive):
+        def stop_midway(key, parts, *, exclusive, durable=True):
             puts.append(key)
             if len(puts) == 3:
                 server.stop()
-            return real_write(key, parts, exclusive=exclusive)
+            return real_write(key, parts, exclusive=exclusive, durable=durable)
 
         monkeypatch.setattr(store.backend, "write", stop_midway)
         big = {"w": torch.randn(3 * 1024 * 1024)}  # 12 MB: two chunks and more

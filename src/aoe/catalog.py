@@ -398,7 +398,9 @@ class Catalog:
             if run_ids is None:  # all of them: a new dict, filled in run id order
                 rows = self._rows_of(db, "run_info", font_id, None)
                 old = cached[1] if cached is not None and cached[0] == generation else {}
-                infos = {run_id: old.get(run_id) or RunInfo.from_row(info) for run_id, info in rows}
+                from_row = RunInfo.from_row
+                infos = {run_id: old.get(run_id) or from_row(info) for run_id, info in rows} if old else \
+                    {run_id: from_row(info) for run_id, info in rows}
                 self._built[font_id] = (generation, infos, True)
                 return infos
             cached = self._built[font_id] = (generation, {}, False)

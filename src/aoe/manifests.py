@@ -187,20 +187,23 @@ class Manifest:
         return sum(blob.size for blob in self.blobs())
 
 
-def walk(tree: Any) -> Iterator[tuple[str, Any]]:
+def walk(tree: Any, *, named: bool = True) -> Iterator[tuple[str, Any]]:
     """The one walk over a weights tree: every leaf (tensor record or plain value) with
     its dotted name (``layer.0.weight``, list items ``name[3]``, a lone tensor ``""``),
     depth first in stored order, without recursion. A state dict's ``_metadata`` is not
-    part of its entries."""
+    part of its entries. ``named`` False leaves every name ``""`` (a walk that needs only
+    the leaves: building names is most of its time)."""
     stack: list[tuple[str, Any]] = [("", tree)]
     while stack:
         path, item = stack.pop()
         if isinstance(item, StateDict):
             item = item.items
         if isinstance(item, Mapping):
-            children = [(f"{path}.{key}" if path else str(key), value) for key, value in item.items()]
+            children = [(f"{path}.{key}" if path else str(key), value) for key, value in item.items()] if named \
+                else [("", value) for value in item.values()]
         elif isinstance(item, (list, tuple)):
-            children = [(f"{path}[{index}]", value) for index, value in enumerate(item)]
+            children = [(f"{path}[{index}]", value) for index, value in enumerate(item)] if named \
+                else [("", value) for value in item]
         else:
             yield path, item
             continue
@@ -210,7 +213,7 @@ def walk(tree: Any) -> Iterator[tuple[str, Any]]:
 def tensors(tree: Any) -> Iterator[TensorRecord]:
     """Every tensor record in a weights tree, depth first (a sharded tensor's pieces in
     their order)."""
-    for _, leaf in walk(tree):
+    for _, leaf in walk(tree, named=False):
         if isinstance(leaf, TensorRecord):
             yield leaf
         elif isinstance(leaf, ShardedTensor):
@@ -305,7 +308,7 @@ def check_tensor(record: Any, *, sized: bool = True) -> TensorRecord:
     ``prod(shape) * element size`` bytes (for the dtypes this format knows)."""
     if not isinstance(record, TensorRecord):
         raise BadManifest(f"not a tensor record: {type(record).__name__}")
-    if not isinstance(record.dtype, str) or not DTYPE_NAME_RE.fullmatch(record.dtype):
+    if not isinstance(record.dtype, str) or (record.dtype not in DTYPE_SIZES and not DTYPE_NAME_RE.fullmatch(record.dtype)):
         raise BadManifest(f"bad tensor dtype {record.dtype!r}")
     shape = record.shape
     if not isinstance(shape, tuple) or len(shape) > MAX_DEPTH or not all(

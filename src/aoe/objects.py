@@ -304,8 +304,8 @@ class ObjectStore:
         when no sizes are given) on worker threads: blake3, zstd, numpy and file I/O
         release the GIL on large buffers, but for small ones a thread costs more than
         the work. At most two tasks per worker are in flight, so memory stays bounded."""
-        if self.workers == 1 or not items:
-            yield from map(action, items)
+        if self.workers == 1 or not items or (sizes is not None and max(sizes) < self.inline_below):
+            yield from map(action, items)  # no thread to start (~0.2 ms each)
             return
         from concurrent.futures import ThreadPoolExecutor  # on first use: 5 ms of every start otherwise
 

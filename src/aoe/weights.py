@@ -38,6 +38,9 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+_DTYPE_NAMES = {dtype: dtype_name(dtype) for dtype in vars(torch).values() if isinstance(dtype, torch.dtype)}
+
+
 def dtype_from_name(name: str) -> torch.dtype:
     """The torch dtype a manifest names; a clear error for one this torch lacks."""
     dtype = getattr(torch, name, None)
@@ -145,21 +148,24 @@ class PreparedTrees:
         )
 
     def _tensor(self, tensor: torch.Tensor, path: str) -> _Pending:
-        if tensor.layout != torch.strided or tensor.is_quantized or tensor.device.type == "meta":
+        if tensor.layout != torch.strided or tensor.is_quantized or tensor.is_meta:
             kind = "quantized" if tensor.is_quantized else f"{tensor.layout}/{tensor.device.type}"
             raise UnsupportedValueError(
                 f"{path}: a {kind} tensor cannot be stored; convert it to a dense tensor "
                 "with real data (e.g. .to_dense() or .dequantize()) first"
             )
-        view = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
-                tensor.stride(), tensor.dtype, str(tensor.device))
+        view = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tensor.shape,
+                tensor.stride(), tensor.dtype, tensor.device)
         if tensor.numel() and view in self.views:  # the same tensor again: tied weights
             index = self.views[view]
             self.aliased.add(index)
             return _Pending(index)
-        dense = tensor.detach().cpu().resolve_conj().resolve_neg().contiguous()
+        if tensor.is_cpu and tensor.is_contiguous() and not tensor.is_conj() and not tensor.is_neg():
+            dense = tensor  # its bytes as they are (most tensors: a microsecond less each, which counts by thousands)
+        else:
+            dense = tensor.detach().cpu().resolve_conj().resolve_neg().contiguous()
         self.tensors.append(dense)
-        self.shapes.append((dtype_name(dense.dtype), tuple(dense.shape)))
+        self.shapes.append((_DTYPE_NAMES.get(dense.dtype) or dtype_name(dense.dtype), tuple(dense.shape)))
         self.trees_of.append(self._tree)
         self.views[view] = len(self.tensors) - 1
         return _Pending(len(self.tensors) - 1)

@@ -80,12 +80,14 @@ class Backend(Protocol):
         folder store, in the user's cache folder for a remote one; None: keep it in memory."""
         ...
 
-    def write(self, key: str, parts: Sequence[Buffer], *, exclusive: bool) -> bool:
+    def write(self, key: str, parts: Sequence[Buffer], *, exclusive: bool, durable: bool = True) -> bool:
         """Store the concatenation of ``parts`` under ``key``, all or nothing.
 
         ``exclusive`` makes it create-only: when the key exists nothing is written,
         its mtime is refreshed and False is returned. Otherwise the key is replaced
-        atomically and True is returned.
+        atomically and True is returned. ``durable`` False allows a crash of the machine
+        to lose the key (never to show part of it): for what matters only while its
+        writer lives, a save marker; a backend whose writes are durable anyway ignores it.
         """
         ...
 

@@ -268,11 +268,12 @@ class LocalBackend:
             else:  # files, and what should not be there (symlinks, FIFOs): reading those is refused
                 yield key
 
-    def write(self, key: str, parts: Sequence[Buffer], *, exclusive: bool) -> bool:
+    def write(self, key: str, parts: Sequence[Buffer], *, exclusive: bool, durable: bool = True) -> bool:
         path = self.path(key)
         if exclusive and self.touch(key):
             return False
-        return with_retries(lambda: self._in_folder(path, lambda: atomic_write(path, parts, exclusive=exclusive)),
+        return with_retries(lambda: self._in_folder(path, lambda: atomic_write(path, parts, exclusive=exclusive,
+                                                                               durable=durable)),
                             f"writing {path}")
 
     @contextmanager

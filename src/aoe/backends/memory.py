@@ -80,7 +80,7 @@ class MemoryBackend:
     def write_batch(self) -> AbstractContextManager[BatchWrite]:
         return direct_batch(self)  # each write is durable as it lands
 
-    def write(self, key: str, parts: Sequence[Buffer], *, exclusive: bool) -> bool:
+    def write(self, key: str, parts: Sequence[Buffer], *, exclusive: bool, durable: bool = True) -> bool:
         data = b"".join(bytes(memoryview(p).cast("B")) for p in parts)
         with self._lock:
             if exclusive and check_key(key) in self._data:

@@ -239,7 +239,7 @@ class S3Backend:
     def write_batch(self) -> AbstractContextManager[BatchWrite]:
         return direct_batch(self)  # each write is durable as it lands
 
-    def write(self, key: str, parts: Sequence[Buffer], *, exclusive: bool) -> bool:
+    def write(self, key: str, parts: Sequence[Buffer], *, exclusive: bool, durable: bool = True) -> bool:
         try:
             self._put(key, parts, {"IfNoneMatch": "*"} if exclusive else {})
         except _Conflict:

@@ -84,9 +84,9 @@ class FaultyBackend(Wrapper):
         self._maybe_fail("read", key)
         return self.inner.readinto(key, buffers)
 
-    def write(self, key: str, parts: Sequence[Buffer], *, exclusive: bool) -> bool:
+    def write(self, key: str, parts: Sequence[Buffer], *, exclusive: bool, durable: bool = True) -> bool:
         self._maybe_fail("write", key)
-        return self.inner.write(key, parts, exclusive=exclusive)
+        return self.inner.write(key, parts, exclusive=exclusive, durable=durable)
 
     @contextmanager
     def write_batch(self) -> Iterator[BatchWrite]:

@@ -11,12 +11,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .. import inputs, vectors
-from ..codec import hash_bytes
 from ..errors import (
     InvalidInputError,
     StoreError,
 )
-from ..manifests import Manifest, pack
+from ..manifests import Manifest
 from ..names import (
     check_font_id,
     check_status,
@@ -206,10 +205,10 @@ class Saving(StoreBase):
         }
         self.refs.require_font(font_id)
         moment = parse_time(fields["started_at"]) or now
-        run_id = transaction.publish(lambda candidate: Manifest(run_id=candidate, **fields), font_id, moment, run_id)
+        run_id, digest = transaction.publish(lambda candidate: Manifest(run_id=candidate, **fields), font_id, moment,
+                                             run_id)
         record = fields.get("personality")
         if self.backend.folders and vectors.chartable(record):  # read back from the page cache: microseconds
-            digest = hash_bytes(pack(Manifest(run_id=run_id, **fields)))  # the manifest just stored, byte for byte
             self._keep_vectors({digest: self._vector_bytes((digest, record))})
         return run_id
 
