@@ -227,12 +227,12 @@ class BadManifest(ValueError):
     """A manifest breaks a rule of the format (internal: the caller says whose)."""
 
 
-def check(manifest: Manifest, *, writing: bool = False, depth_known: bool = False) -> Manifest:
+def check(manifest: Manifest, *, writing: bool = False, decoded: bool = False) -> Manifest:
     """Every rule of the format, checked on each manifest written and read: names that
     become paths, times, tags, params and metrics, every tensor's size against its dtype
     and shape, every blob's size against its chunks. Raises :class:`BadManifest` naming
-    the first field that breaks one. (``depth_known``: the caller bounded the nesting of
-    the whole manifest already, as :func:`unpack_tree` does.)
+    the first field that breaks one. (``decoded``: :func:`unpack` made it, which bounded
+    the nesting of the whole manifest and checked each tensor record as it decoded it.)
 
     ``writing`` adds the rules for texts a terminal prints (no control characters in
     names, descriptions and tags): older aoe did not check them, so readers accept them
@@ -261,8 +261,8 @@ def check(manifest: Manifest, *, writing: bool = False, depth_known: bool = Fals
             raise BadManifest(f"tags {manifest.tags!r} are not texts")
         if writing and check_tags(manifest.tags) != manifest.tags:
             raise BadManifest(f"tags {manifest.tags!r} are not distinct, trimmed, printable texts")
-        _plain(manifest.params, "params", mapping=True, depth_known=depth_known)
-        _plain(manifest.source, "source", mapping=True, depth_known=depth_known)
+        _plain(manifest.params, "params", mapping=True, depth_known=decoded)
+        _plain(manifest.source, "source", mapping=True, depth_known=decoded)
         if manifest.metrics is not None:
             _metrics(manifest.metrics)
         for what, files in (("glyph", manifest.glyphs), ("extra", manifest.extras)):
@@ -273,10 +273,10 @@ def check(manifest: Manifest, *, writing: bool = False, depth_known: bool = Fals
         for blob in (manifest.sample, manifest.feedback, *manifest.glyphs.values()):
             if blob is not None:
                 check_blob(blob)
-        if manifest.personality is not None:
+        if manifest.personality is not None and not decoded:
             check_tensor(manifest.personality)
         for tree in (manifest.weights, *manifest.extras.values()):
-            check_tree(tree, depth_known=depth_known)
+            check_tree(tree, decoded=decoded)
     except (InvalidInputError, InvalidNameError) as exc:
         raise BadManifest(str(exc)) from None
     return manifest
@@ -362,18 +362,21 @@ def _is_int(value: Any) -> bool:
 _LEAVES = (type(None), bool, int, float, complex, str, bytes)
 
 
-def check_tree(tree: Any, *, depth_known: bool = False) -> None:
+def check_tree(tree: Any, *, decoded: bool = False) -> None:
     """A weights tree holds only plain values, tuples, state dicts and valid tensors,
-    nested at most :data:`MAX_DEPTH` deep (checked without recursion)."""
-    if not depth_known and depth_exceeds(tree):
+    nested at most :data:`MAX_DEPTH` deep (checked without recursion). ``decoded``: by
+    :func:`unpack_tree`, which bounded its nesting and checked each tensor as it made it."""
+    if not decoded and depth_exceeds(tree):
         raise BadManifest(f"a weights tree nests deeper than {MAX_DEPTH}")
     stack = [tree]
     while stack:
         item = stack.pop()
         if isinstance(item, TensorRecord):
-            check_tensor(item)
+            if not decoded:
+                check_tensor(item)
         elif isinstance(item, ShardedTensor):
-            check_sharded(item)
+            if not decoded:
+                check_sharded(item)
         elif isinstance(item, StateDict):
             if not isinstance(item.items, dict) or not isinstance(item.metadata, (dict, StateDict, type(None))):
                 raise BadManifest("a state dict must hold a mapping and a metadata mapping or nil")
@@ -546,7 +549,7 @@ def unpack(data: bytes) -> Manifest:
     if version < FORMAT_VERSION:
         fields = migrate(fields, version)
     try:
-        manifest = check(depth_known=True, manifest=Manifest(
+        manifest = check(decoded=True, manifest=Manifest(
             font_id=fields["font_id"],
             run_id=fields["run_id"],
             status=fields["status"],
@@ -685,8 +688,10 @@ def _sequence(value: Any) -> list[Any]:
 
 
 def _blob(value: Any) -> Blob:
+    """A blob from plain values, unchecked: its manifest's :func:`check`, or the tensor
+    record holding it, checks it."""
     value = _mapping(value)
-    return check_blob(Blob(value["size"], tuple(_sequence(value["chunks"])), value.get("offset"), value.get("digest")))
+    return Blob(value["size"], tuple(_sequence(value["chunks"])), value.get("offset"), value.get("digest"))
 
 
 def tensor_from_map(value: Any) -> TensorRecord:
