@@ -208,6 +208,66 @@ def test_an_unchanged_folder_is_not_scanned(store: aoe.Store, font: str, monkeyp
     assert len(store.list_runs(font)) == 1
 
 
+def settle(store: aoe.Store) -> None:
+    """Make the index believe its fonts last changed long ago (and were synced since)."""
+    db = store.catalog._db()
+    db.execute("UPDATE fonts SET changed_ns = changed_ns - 10000000000, synced_ns = synced_ns + 10000000000")
+
+
+def packed_generations(store: aoe.Store, font: str) -> list[int]:
+    return [g for (g,) in store.catalog._db().execute("SELECT generation FROM font_infos WHERE font_id = ?", (font,))]
+
+
+def test_a_settled_font_is_listed_from_one_packed_value(store: aoe.Store, font: str, runs: list[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = [info.to_dict() for info in store.list_runs(font)]
+    assert packed_generations(store, font) == []  # just changed: being trained, maybe; nothing packed
+    settle(store)
+    assert [info.to_dict() for info in aoe.Store(store.root).list_runs(font)] == expected  # reads the rows, packs them
+    assert len(packed_generations(store, font)) == 1
+    monkeypatch.setattr(Catalog, "_rows_of", lambda *args: pytest.fail("read the rows of a packed font"))
+    assert [info.to_dict() for info in aoe.Store(store.root).list_runs(font)] == expected
+
+
+def test_a_packed_copy_of_an_older_generation_is_not_used(store: aoe.Store, font: str, runs: list[str]) -> None:
+    store.list_runs(font)
+    settle(store)
+    aoe.Store(store.root).list_runs(font)
+    [packed] = packed_generations(store, font)
+    new = store.save_model(font, {"w": torch.ones(3)}, name="after")
+    listed = aoe.Store(store.root).list_runs(font)
+    assert [i.run_id for i in listed] == [*runs, new] and listed[-1].name == "after"
+    assert packed_generations(store, font) == [packed]  # changed just now: not packed again yet
+
+
+def test_a_busy_index_is_not_waited_for_to_keep_a_packed_copy(store: aoe.Store, font: str, runs: list[str]) -> None:
+    import sqlite3
+    import time
+
+    expected = [info.to_dict() for info in store.list_runs(font)]
+    settle(store)
+    other = sqlite3.connect(store.catalog.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process writing the index
+    began = time.monotonic()
+    assert [info.to_dict() for info in aoe.Store(store.root).list_runs(font)] == expected
+    assert time.monotonic() - began < 5  # the index waits 30 s for a sync's write, not for this
+    other.execute("ROLLBACK")
+    assert packed_generations(store, font) == []
+    aoe.Store(store.root).list_runs(font)
+    assert len(packed_generations(store, font)) == 1
+
+
+@pytest.mark.parametrize("damage", [b"not msgpack", "[[], []]", "[['a', 'a'], [b'', b'']]", "[[1], [2]]"])
+def test_a_damaged_packed_copy_is_passed_over(store: aoe.Store, font: str, runs: list[str], damage) -> None:
+    expected = [info.to_dict() for info in store.list_runs(font)]
+    settle(store)
+    aoe.Store(store.root).list_runs(font)
+    import msgpack
+    value = damage if isinstance(damage, bytes) else msgpack.packb(eval(damage), use_bin_type=True)
+    store.catalog._db().execute("UPDATE font_infos SET runs = ?", (value,))
+    assert [info.to_dict() for info in aoe.Store(store.root).list_runs(font)] == expected
+
+
 class CountedStats:
     """``os.scandir`` as the local backend calls it, counting the refs it stats."""
 

@@ -32,6 +32,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgpack
+
 from . import listings, vectors
 from .errors import StorageError, StoreError
 from .layout import run_id_at, runs_folder
@@ -42,7 +44,7 @@ from .query import Query, build_query
 from .refs import Refs, run_time
 from .runinfo import FontSummary, RunInfo, feedback_metrics
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 T = TypeVar("T")
 RACY_NS = 2_000_000_000
 RELIST_NS = 60_000_000_000
@@ -55,7 +57,8 @@ and one that read this many from refs and manifests writes one."""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS fonts (
-    font_id TEXT PRIMARY KEY, version INTEGER, synced_ns INTEGER, generation INTEGER, changes TEXT);
+    font_id TEXT PRIMARY KEY, version INTEGER, synced_ns INTEGER, generation INTEGER, changes TEXT,
+    changed_ns INTEGER);
 CREATE TABLE IF NOT EXISTS runs (
     font_id TEXT NOT NULL, run_id TEXT NOT NULL, token TEXT, manifest TEXT,
     status TEXT, time TEXT, saved_at TEXT, started_at TEXT, ended_at TEXT,
@@ -68,16 +71,31 @@ CREATE TABLE IF NOT EXISTS run_info (
 CREATE TABLE IF NOT EXISTS run_json (
     font_id TEXT NOT NULL, run_id TEXT NOT NULL, json TEXT, PRIMARY KEY (font_id, run_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS vectors (manifest TEXT PRIMARY KEY, record TEXT, vector BLOB) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS font_infos (font_id TEXT PRIMARY KEY, generation INTEGER, runs BLOB);
 """
 """``runs`` holds what queries filter and sort on, narrow so a scan of 10,000 rows reads
 little; each run's RunInfo row and its JSON (``ls --json``) live apart, read only for the
 runs an answer returns. ``vectors`` keeps, for charts, each manifest's personality vector:
 where it is (its tensor record as JSON, noted when a sync reads the manifest) and, once
 read, its values (float64; empty when it has none that can be charted). A manifest never
-changes, so a row never goes stale."""
+changes, so a row never goes stale. ``font_infos`` holds, for a font whose rows have not
+changed for a while, all its ``run_info`` rows packed into one value (msgpack: the run ids,
+then the rows, in run id order) with the generation they are of: a new process lists the
+font from one value instead of 10,000 rows."""
 
 TABLES = ("runs", "run_info", "run_json")
 """The tables of per-run rows (``vectors`` is by manifest, not by run)."""
+DERIVED = ("fonts", "vectors", "font_infos")
+"""The other tables, emptied with them when the index is rebuilt."""
+
+BUSY_TIMEOUT_MS = 30_000
+"""How long a process waits for another's transaction on the index."""
+SETTLED_NS = RACY_NS
+"""A font whose rows have not changed for this long gets a packed copy of them when a
+process reads them all (``font_infos``); one being trained, saving every few seconds,
+does not rewrite 10,000 rows for each listing."""
+MAX_INFO_BYTES = 1 << 20
+"""No RunInfo row of the packed copy is larger (a bound on what decoding it allocates)."""
 
 FETCH_ALL_ABOVE = 500
 """Answers with more runs of a font than this read all its RunInfo rows in one scan; fewer
@@ -175,10 +193,10 @@ class Catalog:
         self._remove_symlinks()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            return self._prepare(sqlite3.connect(self.path, timeout=30, check_same_thread=False))
+            return self._prepare(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False))
         except sqlite3.DatabaseError:  # damaged: it is only a cache, so start it again
             self._remove_files()
-            return self._prepare(sqlite3.connect(self.path, timeout=30, check_same_thread=False))
+            return self._prepare(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False))
 
     def _prepare(self, db: sqlite3.Connection) -> sqlite3.Connection:
         db.isolation_level = None  # explicit transactions
@@ -188,7 +206,7 @@ class Catalog:
         db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         version = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if version is None or version[0] != str(SCHEMA_VERSION):  # another layout: start afresh
-            db.executescript("".join(f"DROP TABLE IF EXISTS {t};" for t in (*TABLES, "fonts", "vectors")))
+            db.executescript("".join(f"DROP TABLE IF EXISTS {t};" for t in (*TABLES, *DERIVED)))
             db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         db.executescript(SCHEMA)
         return db
@@ -205,7 +223,7 @@ class Catalog:
                 source.close()
             memory.execute("SELECT count(*) FROM runs").fetchone()
         except sqlite3.Error:
-            memory.executescript("".join(f"DROP TABLE IF EXISTS {t};" for t in (*TABLES, "fonts", "meta", "vectors")))
+            memory.executescript("".join(f"DROP TABLE IF EXISTS {t};" for t in (*TABLES, *DERIVED, "meta")))
 
     def _remove_symlinks(self) -> None:
         """A symlink where the index or its folder should be is removed (the link, never
@@ -274,11 +292,12 @@ class Catalog:
             db.executemany("INSERT OR REPLACE INTO run_info VALUES (?,?,?)", [(*row[:2], row[14]) for row in rows])
             db.executemany("INSERT OR REPLACE INTO run_json VALUES (?,?,?)", [(*row[:2], row[15]) for row in rows])
             self._note_vectors(personalities)
-            before = db.execute("SELECT generation FROM fonts WHERE font_id = ?", (font_id,)).fetchone()
-            before = before[0] if before else 0
+            previous = db.execute("SELECT generation, changed_ns FROM fonts WHERE font_id = ?", (font_id,)).fetchone()
+            before, changed_ns = previous or (0, 0)
             generation = before + (1 if gone or rows else 0)
-            db.execute("INSERT OR REPLACE INTO fonts VALUES (?, ?, ?, ?, ?)",
-                       (font_id, version, synced_ns, generation, changes))
+            db.execute("INSERT OR REPLACE INTO fonts VALUES (?, ?, ?, ?, ?, ?)",
+                       (font_id, version, synced_ns, generation, changes,
+                        synced_ns if generation != before else changed_ns))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -356,7 +375,7 @@ class Catalog:
             self._tokens.clear()
             self.use_listings = False  # every ref and manifest: not what a snapshot says
             try:
-                self._db().executescript("".join(f"DELETE FROM {t};" for t in (*TABLES, "fonts", "vectors")))
+                self._db().executescript("".join(f"DELETE FROM {t};" for t in (*TABLES, *DERIVED)))
             except sqlite3.DatabaseError:
                 self._start_afresh()
 
@@ -391,16 +410,20 @@ class Catalog:
         kept until its rows change (immutable, so shared by every answer). Built from their
         rows as first needed: a page of 50 runs reads 50 rows, a listing of all reads them
         in one scan."""
-        row = db.execute("SELECT generation FROM fonts WHERE font_id = ?", (font_id,)).fetchone()
-        generation = row[0] if row else -1
+        row = db.execute("SELECT generation, changed_ns FROM fonts WHERE font_id = ?", (font_id,)).fetchone()
+        generation, changed_ns = row if row else (-1, 0)
         cached = self._built.get(font_id)
         if cached is None or cached[0] != generation or (run_ids is None and cached[2] is False):
             if run_ids is None:  # all of them: a new dict, filled in run id order
-                rows = self._rows_of(db, "run_info", font_id, None)
                 old = cached[1] if cached is not None and cached[0] == generation else {}
-                from_row = RunInfo.from_row
-                infos = {run_id: old.get(run_id) or from_row(info) for run_id, info in rows} if old else \
-                    {run_id: from_row(info) for run_id, info in rows}
+                infos = None if old else self._packed_infos(db, font_id, generation)
+                if infos is None:
+                    rows = self._rows_of(db, "run_info", font_id, None)
+                    from_row = RunInfo.from_row
+                    infos = {run_id: old.get(run_id) or from_row(info) for run_id, info in rows} if old else \
+                        {run_id: from_row(info) for run_id, info in rows}
+                    if row and time.time_ns() - (changed_ns or 0) > SETTLED_NS:
+                        self._pack_infos(db, font_id, generation, rows)
                 self._built[font_id] = (generation, infos, True)
                 return infos
             cached = self._built[font_id] = (generation, {}, False)
@@ -414,6 +437,44 @@ class Catalog:
         if any(run_id not in infos for run_id in missing):
             raise sqlite3.DatabaseError("a run listed in the index has no RunInfo row")  # damaged: rebuilt
         return infos
+
+    @staticmethod
+    def _packed_infos(db: sqlite3.Connection, font_id: str, generation: int) -> dict[str, RunInfo] | None:
+        """A font's RunInfo objects, in run id order, from the packed copy of its rows if
+        it is of this generation and holds as many runs as the index; else None (then the
+        rows are read)."""
+        found = db.execute("SELECT runs FROM font_infos WHERE font_id = ? AND generation = ?",
+                           (font_id, generation)).fetchone()
+        if found is None or not isinstance(found[0], bytes):
+            return None
+        try:
+            run_ids, rows = msgpack.unpackb(found[0], raw=False, max_str_len=64, max_bin_len=MAX_INFO_BYTES)
+        except (ValueError, TypeError, msgpack.ExtraData):
+            return None
+        if not (isinstance(run_ids, list) and isinstance(rows, list) and set(map(type, run_ids)) <= {str}
+                and set(map(type, rows)) <= {bytes}):
+            return None
+        from_row = RunInfo.from_row
+        infos = {run_id: from_row(info) for run_id, info in zip(run_ids, rows)}
+        count = db.execute("SELECT count(*) FROM runs WHERE font_id = ?", (font_id,)).fetchone()[0]
+        return infos if len(infos) == len(run_ids) == len(rows) == count else None  # else damaged: read the rows
+
+    def _pack_infos(self, db: sqlite3.Connection, font_id: str, generation: int, rows: list[tuple[str, bytes]]) -> None:
+        """Keep a packed copy of a settled font's rows, if they are still of this
+        generation. Not waited for: an index busy or read-only costs only this try. (An
+        index in memory keeps none: its process keeps the RunInfo objects themselves.)"""
+        if self.path is None:
+            return
+        packed = msgpack.packb([[run_id for run_id, _ in rows], [info for _, info in rows]], use_bin_type=True)
+        db.execute("PRAGMA busy_timeout = 0")
+        try:
+            db.execute("INSERT OR REPLACE INTO font_infos SELECT ?, ?, ? WHERE "
+                       "(SELECT generation FROM fonts WHERE font_id = ?) = ?",
+                       (font_id, generation, packed, font_id, generation))
+        except sqlite3.OperationalError:
+            pass
+        finally:
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     @_rebuilt_if_damaged
     def runs_json(self, query: Query) -> list[str]:
