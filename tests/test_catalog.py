@@ -214,8 +214,9 @@ def settle(store: aoe.Store) -> None:
     db.execute("UPDATE fonts SET changed_ns = changed_ns - 10000000000, synced_ns = synced_ns + 10000000000")
 
 
-def packed_generations(store: aoe.Store, font: str) -> list[int]:
-    return [g for (g,) in store.catalog._db().execute("SELECT generation FROM font_infos WHERE font_id = ?", (font,))]
+def packed_generations(store: aoe.Store, font: str, kind: str = "info") -> list[int]:
+    return [g for (g,) in store.catalog._db().execute(
+        "SELECT generation FROM packed WHERE font_id = ? AND kind = ?", (font, kind))]
 
 
 def test_a_settled_font_is_listed_from_one_packed_value(store: aoe.Store, font: str, runs: list[str],
@@ -227,6 +228,24 @@ def test_a_settled_font_is_listed_from_one_packed_value(store: aoe.Store, font: 
     assert len(packed_generations(store, font)) == 1
     monkeypatch.setattr(Catalog, "_rows_of", lambda *args: pytest.fail("read the rows of a packed font"))
     assert [info.to_dict() for info in aoe.Store(store.root).list_runs(font)] == expected
+
+
+def test_a_settled_font_is_listed_as_json_from_one_packed_value(store: aoe.Store, font: str, runs: list[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = json.loads(store.list_runs_json(font))
+    assert [run["run_id"] for run in expected] == runs and packed_generations(store, font, "json") == []
+    settle(store)
+    assert json.loads(aoe.Store(store.root).list_runs_json(font)) == expected  # reads the rows, packs them
+    assert len(packed_generations(store, font, "json")) == 1
+    with monkeypatch.context() as patch:
+        patch.setattr(Catalog, "_rows_of", lambda *args: pytest.fail("read the rows of a packed font"))
+        assert json.loads(aoe.Store(store.root).list_runs_json(font)) == expected
+    store.catalog._db().execute("UPDATE packed SET value = ? WHERE kind = 'json'", (b"\xff\xfe",))  # not UTF-8
+    assert json.loads(aoe.Store(store.root).list_runs_json(font)) == expected
+    store.catalog._db().execute("UPDATE packed SET runs = runs + 1")  # of another number of runs than the index
+    assert json.loads(aoe.Store(store.root).list_runs_json(font)) == expected
+    assert json.loads(aoe.Store(store.root).list_runs_json(font, status="failed")) == \
+        [run for run in expected if run["status"] == "failed"]
 
 
 def test_a_packed_copy_of_an_older_generation_is_not_used(store: aoe.Store, font: str, runs: list[str]) -> None:
@@ -264,7 +283,7 @@ def test_a_damaged_packed_copy_is_passed_over(store: aoe.Store, font: str, runs:
     aoe.Store(store.root).list_runs(font)
     import msgpack
     value = damage if isinstance(damage, bytes) else msgpack.packb(eval(damage), use_bin_type=True)
-    store.catalog._db().execute("UPDATE font_infos SET runs = ?", (value,))
+    store.catalog._db().execute("UPDATE packed SET value = ? WHERE kind = 'info'", (value,))
     assert [info.to_dict() for info in aoe.Store(store.root).list_runs(font)] == expected
 
 

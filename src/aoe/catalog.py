@@ -71,28 +71,31 @@ CREATE TABLE IF NOT EXISTS run_info (
 CREATE TABLE IF NOT EXISTS run_json (
     font_id TEXT NOT NULL, run_id TEXT NOT NULL, json TEXT, PRIMARY KEY (font_id, run_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS vectors (manifest TEXT PRIMARY KEY, record TEXT, vector BLOB) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS font_infos (font_id TEXT PRIMARY KEY, generation INTEGER, runs BLOB);
+CREATE TABLE IF NOT EXISTS packed (
+    font_id TEXT NOT NULL, kind TEXT NOT NULL, generation INTEGER, runs INTEGER, value BLOB,
+    PRIMARY KEY (font_id, kind));
 """
 """``runs`` holds what queries filter and sort on, narrow so a scan of 10,000 rows reads
 little; each run's RunInfo row and its JSON (``ls --json``) live apart, read only for the
 runs an answer returns. ``vectors`` keeps, for charts, each manifest's personality vector:
 where it is (its tensor record as JSON, noted when a sync reads the manifest) and, once
 read, its values (float64; empty when it has none that can be charted). A manifest never
-changes, so a row never goes stale. ``font_infos`` holds, for a font whose rows have not
-changed for a while, all its ``run_info`` rows packed into one value (msgpack: the run ids,
-then the rows, in run id order) with the generation they are of: a new process lists the
-font from one value instead of 10,000 rows."""
+changes, so a row never goes stale. ``packed`` holds, for a font whose rows have not
+changed for a while, all its ``run_info`` rows (kind ``info``: msgpack of the run ids, then
+the rows) or all its ``run_json`` texts (kind ``json``: joined by ", ", UTF-8) in one value,
+in run id order, with the generation and number of runs they are of: a new process lists
+the font from one value instead of 10,000 rows."""
 
 TABLES = ("runs", "run_info", "run_json")
 """The tables of per-run rows (``vectors`` is by manifest, not by run)."""
-DERIVED = ("fonts", "vectors", "font_infos")
+DERIVED = ("fonts", "vectors", "packed")
 """The other tables, emptied with them when the index is rebuilt."""
 
 BUSY_TIMEOUT_MS = 30_000
 """How long a process waits for another's transaction on the index."""
 SETTLED_NS = RACY_NS
 """A font whose rows have not changed for this long gets a packed copy of them when a
-process reads them all (``font_infos``); one being trained, saving every few seconds,
+process reads them all (``packed``); one being trained, saving every few seconds,
 does not rewrite 10,000 rows for each listing."""
 MAX_INFO_BYTES = 1 << 20
 """No RunInfo row of the packed copy is larger (a bound on what decoding it allocates)."""
@@ -410,20 +413,20 @@ class Catalog:
         kept until its rows change (immutable, so shared by every answer). Built from their
         rows as first needed: a page of 50 runs reads 50 rows, a listing of all reads them
         in one scan."""
-        row = db.execute("SELECT generation, changed_ns FROM fonts WHERE font_id = ?", (font_id,)).fetchone()
-        generation, changed_ns = row if row else (-1, 0)
+        generation, settled = self._font_state(db, font_id)
         cached = self._built.get(font_id)
         if cached is None or cached[0] != generation or (run_ids is None and cached[2] is False):
             if run_ids is None:  # all of them: a new dict, filled in run id order
                 old = cached[1] if cached is not None and cached[0] == generation else {}
-                infos = None if old else self._packed_infos(db, font_id, generation)
+                infos = None if old else _unpacked_infos(self._packed(db, "info", font_id, generation))
                 if infos is None:
                     rows = self._rows_of(db, "run_info", font_id, None)
                     from_row = RunInfo.from_row
                     infos = {run_id: old.get(run_id) or from_row(info) for run_id, info in rows} if old else \
                         {run_id: from_row(info) for run_id, info in rows}
-                    if row and time.time_ns() - (changed_ns or 0) > SETTLED_NS:
-                        self._pack_infos(db, font_id, generation, rows)
+                    if settled:
+                        self._pack(db, "info", font_id, generation, len(rows), msgpack.packb(
+                            [[run_id for run_id, _ in rows], [info for _, info in rows]], use_bin_type=True))
                 self._built[font_id] = (generation, infos, True)
                 return infos
             cached = self._built[font_id] = (generation, {}, False)
@@ -439,59 +442,68 @@ class Catalog:
         return infos
 
     @staticmethod
-    def _packed_infos(db: sqlite3.Connection, font_id: str, generation: int) -> dict[str, RunInfo] | None:
-        """A font's RunInfo objects, in run id order, from the packed copy of its rows if
-        it is of this generation and holds as many runs as the index; else None (then the
-        rows are read)."""
-        found = db.execute("SELECT runs FROM font_infos WHERE font_id = ? AND generation = ?",
-                           (font_id, generation)).fetchone()
-        if found is None or not isinstance(found[0], bytes):
-            return None
-        try:
-            run_ids, rows = msgpack.unpackb(found[0], raw=False, max_str_len=64, max_bin_len=MAX_INFO_BYTES)
-        except (ValueError, TypeError, msgpack.ExtraData):
-            return None
-        if not (isinstance(run_ids, list) and isinstance(rows, list) and set(map(type, run_ids)) <= {str}
-                and set(map(type, rows)) <= {bytes}):
-            return None
-        from_row = RunInfo.from_row
-        infos = {run_id: from_row(info) for run_id, info in zip(run_ids, rows)}
-        count = db.execute("SELECT count(*) FROM runs WHERE font_id = ?", (font_id,)).fetchone()[0]
-        return infos if len(infos) == len(run_ids) == len(rows) == count else None  # else damaged: read the rows
+    def _font_state(db: sqlite3.Connection, font_id: str) -> tuple[int, bool]:
+        """A font's generation (-1: never synced), and whether its rows are settled (have
+        not changed for :data:`SETTLED_NS`)."""
+        row = db.execute("SELECT generation, changed_ns FROM fonts WHERE font_id = ?", (font_id,)).fetchone()
+        if row is None:
+            return -1, False
+        return row[0], time.time_ns() - (row[1] or 0) > SETTLED_NS
 
-    def _pack_infos(self, db: sqlite3.Connection, font_id: str, generation: int, rows: list[tuple[str, bytes]]) -> None:
+    @staticmethod
+    def _packed(db: sqlite3.Connection, kind: str, font_id: str, generation: int) -> tuple[bytes, int] | None:
+        """The packed copy of a font's rows of this kind, and its number of runs, if it is
+        of this generation and of as many runs as the index holds; else None (then the
+        rows are read)."""
+        found = db.execute("SELECT runs, value FROM packed WHERE font_id = ? AND kind = ? AND generation = ?",
+                           (font_id, kind, generation)).fetchone()
+        if found is None or not isinstance(found[1], bytes):
+            return None
+        count = db.execute("SELECT count(*) FROM runs WHERE font_id = ?", (font_id,)).fetchone()[0]
+        return (found[1], count) if found[0] == count else None
+
+    def _pack(self, db: sqlite3.Connection, kind: str, font_id: str, generation: int, runs: int, value: bytes) -> None:
         """Keep a packed copy of a settled font's rows, if they are still of this
         generation. Not waited for: an index busy or read-only costs only this try. (An
-        index in memory keeps none: its process keeps the RunInfo objects themselves.)"""
+        index in memory keeps none: its process keeps what it built.)"""
         if self.path is None:
             return
-        packed = msgpack.packb([[run_id for run_id, _ in rows], [info for _, info in rows]], use_bin_type=True)
         db.execute("PRAGMA busy_timeout = 0")
         try:
-            db.execute("INSERT OR REPLACE INTO font_infos SELECT ?, ?, ? WHERE "
+            db.execute("INSERT OR REPLACE INTO packed SELECT ?, ?, ?, ?, ? WHERE "
                        "(SELECT generation FROM fonts WHERE font_id = ?) = ?",
-                       (font_id, generation, packed, font_id, generation))
+                       (font_id, kind, generation, runs, value, font_id, generation))
         except sqlite3.OperationalError:
             pass
         finally:
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     @_rebuilt_if_damaged
-    def runs_json(self, query: Query) -> list[str]:
-        """The JSON of each run :meth:`runs` would answer (``RunInfo.to_dict``), as the
-        index keeps it: a listing for a program builds no RunInfo at all."""
+    def runs_json(self, query: Query) -> str:
+        """The JSON of each run :meth:`runs` would answer (``RunInfo.to_dict``), joined by
+        ", ", as the index keeps it: a listing for a program builds no RunInfo at all."""
         font = query.whole_font
         with self._lock:
             db = self._db()
             if font is not None:  # every run of a font in id order: the JSON table's own order
-                return [text for _, text in self._rows_of(db, "run_json", font, None)]
+                generation, settled = self._font_state(db, font)
+                packed = self._packed(db, "json", font, generation)
+                if packed is not None:
+                    try:
+                        return packed[0].decode()
+                    except UnicodeDecodeError:
+                        pass  # damaged: the rows are read
+                texts = [text for _, text in self._rows_of(db, "run_json", font, None)]
+                if settled:
+                    self._pack(db, "json", font, generation, len(texts), ", ".join(texts).encode())
+                return ", ".join(texts)
             sql, args = build_query(query, "font_id, run_id")
             found = db.execute(sql, args).fetchall()
-            texts = {(font_id, run_id): text for font_id, run_ids in _by_font(found).items()
-                     for run_id, text in self._rows_of(db, "run_json", font_id, run_ids)}
-        if any(key not in texts for key in found):
+            by_run = {(font_id, run_id): text for font_id, run_ids in _by_font(found).items()
+                      for run_id, text in self._rows_of(db, "run_json", font_id, run_ids)}
+        if any(key not in by_run for key in found):
             raise sqlite3.DatabaseError("a run listed in the index has no JSON row")  # damaged: rebuilt
-        return [texts[key] for key in found]
+        return ", ".join(by_run[key] for key in found)
 
     @staticmethod
     def _rows_of(db: sqlite3.Connection, table: str, font_id: str, run_ids: list[str] | None) -> list[tuple[str, Any]]:
@@ -599,6 +611,24 @@ def _record(text: str | None) -> TensorRecord | None:
     except (ValueError, KeyError, TypeError, StoreError):  # BadManifest is a ValueError
         return None
     return record if vectors.chartable(record) else None
+
+
+def _unpacked_infos(packed: tuple[bytes, int] | None) -> dict[str, RunInfo] | None:
+    """RunInfo objects from a packed copy of a font's rows of so many runs (see
+    ``Catalog._packed``), decoded within bounds; None if it is not one (damaged: the rows
+    are read instead)."""
+    if packed is None:
+        return None
+    try:
+        run_ids, rows = msgpack.unpackb(packed[0], raw=False, max_str_len=64, max_bin_len=MAX_INFO_BYTES)
+    except (ValueError, TypeError, msgpack.ExtraData):
+        return None
+    if not (isinstance(run_ids, list) and isinstance(rows, list) and len(run_ids) == len(rows)
+            and set(map(type, run_ids)) <= {str} and set(map(type, rows)) <= {bytes}):
+        return None
+    from_row = RunInfo.from_row
+    infos = {run_id: from_row(info) for run_id, info in zip(run_ids, rows)}
+    return infos if len(infos) == len(run_ids) == packed[1] else None  # a run id twice, or runs missing
 
 
 def _updated(infos: dict[str, RunInfo], rows: list[tuple[Any, ...]], gone: list[str]) -> dict[str, RunInfo]:

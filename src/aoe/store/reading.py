@@ -89,7 +89,7 @@ class Reading(StoreBase):
         """:meth:`list_runs` as a JSON array of ``RunInfo.to_dict()`` (what ``aoe store ls
         FONT --json`` prints), straight from the index: no RunInfo is built."""
         fonts = self._synced_fonts(font_id)
-        return "[" + ", ".join(self.catalog.runs_json(Query(fonts, **filters))) + "]"
+        return "[" + self.catalog.runs_json(Query(fonts, **filters)) + "]"
 
     def count_runs(self, font_id: str | None = None, **filters: Any) -> int:
         """How many runs match (of one font, or of all): the filters of :meth:`list_runs`,
