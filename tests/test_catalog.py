@@ -252,11 +252,16 @@ def test_a_packed_copy_of_an_older_generation_is_not_used(store: aoe.Store, font
     store.list_runs(font)
     settle(store)
     aoe.Store(store.root).list_runs(font)
-    [packed] = packed_generations(store, font)
+    db = store.catalog._db()
+    [old] = db.execute("SELECT * FROM packed WHERE kind = 'info'").fetchall()
     new = store.save_model(font, {"w": torch.ones(3)}, name="after")
     listed = aoe.Store(store.root).list_runs(font)
     assert [i.run_id for i in listed] == [*runs, new] and listed[-1].name == "after"
-    assert packed_generations(store, font) == [packed]  # changed just now: not packed again yet
+    assert packed_generations(store, font) == []  # dropped with the change; not packed again yet (changed just now)
+    db.execute("INSERT INTO packed VALUES (?, ?, ?, ?, ?)", old)  # one left behind all the same
+    db.execute("UPDATE packed SET runs = runs + 1")  # even of as many runs as the font has now
+    listed = aoe.Store(store.root).list_runs(font)
+    assert [i.run_id for i in listed] == [*runs, new] and listed[-1].name == "after"
 
 
 def test_a_busy_index_is_not_waited_for_to_keep_a_packed_copy(store: aoe.Store, font: str, runs: list[str]) -> None:

@@ -301,6 +301,8 @@ class Catalog:
             db.execute("INSERT OR REPLACE INTO fonts VALUES (?, ?, ?, ?, ?, ?)",
                        (font_id, version, synced_ns, generation, changes,
                         synced_ns if generation != before else changed_ns))
+            if generation != before:  # its packed copies are of the rows before: no use now
+                db.execute("DELETE FROM packed WHERE font_id = ?", (font_id,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
