@@ -97,6 +97,9 @@ def fsdp(mode: str, store: aoe.Store, font: str, rank: int, world: int, expected
         print("ok", flush=True)
 
 
+FINISHED = "rank finished"
+
+
 def main() -> int:
     mode, root, font, rank, world, port = sys.argv[1:7]
     rank_n, world_n = int(rank), int(world)
@@ -134,6 +137,7 @@ def main() -> int:
             if rank_n == 0:
                 print("ok", flush=True)
         dist.barrier()  # no rank tears down gloo while another still talks to it
+        print(FINISHED, file=sys.stderr, flush=True)  # its work done, with every rank's (see test_dcp.succeeded)
     finally:
         dist.destroy_process_group()
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from aoe.manifests import ShardedTensor
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning")
 WORKER = Path(__file__).with_name("dcp_worker.py")
 sys.path.insert(0, str(WORKER.parent))
-from dcp_worker import full_state  # noqa: E402
+from dcp_worker import FINISHED, full_state  # noqa: E402
 
 
 def free_port() -> int:
@@ -52,9 +53,20 @@ def job(mode: str, root: Path | str, font: str, world: int, *extra: str, step: i
     return results
 
 
+GLOO_TEARDOWN = "terminate called without an active exception"
+"""What a rank's last words are when gloo aborts it while tearing down a transport thread it
+left joinable (pytorch/pytorch#190489, facebookincubator/gloo#227): seen once in CI, after
+the rank had finished its work."""
+
+
 def succeeded(results: list[subprocess.CompletedProcess[str]]) -> list[subprocess.CompletedProcess[str]]:
-    """A job whose every rank exited 0 (else the ranks' last words)."""
-    assert all(r.returncode == 0 for r in results), [r.stderr[-2000:] for r in results]
+    """A job whose every rank exited 0, or was aborted by gloo's teardown after it finished
+    its work and met every other rank at the last barrier (else the ranks' last words)."""
+    def finished(rank: subprocess.CompletedProcess[str]) -> bool:
+        last = rank.stderr.strip().splitlines()[-2:]
+        return rank.returncode == 0 or (rank.returncode == -signal.SIGABRT and last == [FINISHED, GLOO_TEARDOWN])
+
+    assert all(finished(r) for r in results), [r.stderr[-2000:] for r in results]
     return results
 
 
