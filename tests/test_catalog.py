@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgpack
 import pytest
 import torch
 from conftest import run_cli
@@ -265,9 +268,6 @@ def test_a_packed_copy_of_an_older_generation_is_not_used(store: aoe.Store, font
 
 
 def test_a_busy_index_is_not_waited_for_to_keep_a_packed_copy(store: aoe.Store, font: str, runs: list[str]) -> None:
-    import sqlite3
-    import time
-
     expected = [info.to_dict() for info in store.list_runs(font)]
     settle(store)
     other = sqlite3.connect(store.catalog.path, isolation_level=None)
@@ -281,13 +281,12 @@ def test_a_busy_index_is_not_waited_for_to_keep_a_packed_copy(store: aoe.Store, 
     assert len(packed_generations(store, font)) == 1
 
 
-@pytest.mark.parametrize("damage", [b"not msgpack", "[[], []]", "[['a', 'a'], [b'', b'']]", "[[1], [2]]"])
+@pytest.mark.parametrize("damage", [b"not msgpack", [[], []], [["a", "a"], [b"", b""]], [[1], [2]]])
 def test_a_damaged_packed_copy_is_passed_over(store: aoe.Store, font: str, runs: list[str], damage) -> None:
     expected = [info.to_dict() for info in store.list_runs(font)]
     settle(store)
     aoe.Store(store.root).list_runs(font)
-    import msgpack
-    value = damage if isinstance(damage, bytes) else msgpack.packb(eval(damage), use_bin_type=True)
+    value = damage if isinstance(damage, bytes) else msgpack.packb(damage, use_bin_type=True)
     store.catalog._db().execute("UPDATE packed SET value = ? WHERE kind = 'info'", (value,))
     assert [info.to_dict() for info in aoe.Store(store.root).list_runs(font)] == expected
 

@@ -308,7 +308,8 @@ def check_tensor(record: Any, *, sized: bool = True) -> TensorRecord:
     ``prod(shape) * element size`` bytes (for the dtypes this format knows)."""
     if not isinstance(record, TensorRecord):
         raise BadManifest(f"not a tensor record: {type(record).__name__}")
-    if not isinstance(record.dtype, str) or (record.dtype not in DTYPE_SIZES and not DTYPE_NAME_RE.fullmatch(record.dtype)):
+    known = isinstance(record.dtype, str) and (record.dtype in DTYPE_SIZES or DTYPE_NAME_RE.fullmatch(record.dtype))
+    if not known:
         raise BadManifest(f"bad tensor dtype {record.dtype!r}")
     shape = record.shape
     if not isinstance(shape, tuple) or len(shape) > MAX_DEPTH or not all(

@@ -13,6 +13,7 @@ that need no tensors start fast.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 from collections import Counter, OrderedDict
@@ -33,12 +34,10 @@ if sys.byteorder != "little":  # pragma: no cover - every platform torch ships f
 _INT_RANGE = (-(2**63), 2**64 - 1)  # what msgpack can hold
 
 
+@functools.cache  # asked once per tensor: thousands of times in a checkpoint of small tensors
 def dtype_name(dtype: torch.dtype) -> str:
     """The canonical name stored in manifests: ``torch.float32`` -> ``"float32"``."""
     return str(dtype).removeprefix("torch.")
-
-
-_DTYPE_NAMES = {dtype: dtype_name(dtype) for dtype in vars(torch).values() if isinstance(dtype, torch.dtype)}
 
 
 def dtype_from_name(name: str) -> torch.dtype:
@@ -165,7 +164,7 @@ class PreparedTrees:
         else:
             dense = tensor.detach().cpu().resolve_conj().resolve_neg().contiguous()
         self.tensors.append(dense)
-        self.shapes.append((_DTYPE_NAMES.get(dense.dtype) or dtype_name(dense.dtype), tuple(dense.shape)))
+        self.shapes.append((dtype_name(dense.dtype), tuple(dense.shape)))
         self.trees_of.append(self._tree)
         self.views[view] = len(self.tensors) - 1
         return _Pending(len(self.tensors) - 1)
