@@ -94,10 +94,10 @@ def test_list_versions_change_when_a_key_is_written_again(backend: Backend) -> N
     backend.write("runs/a", [b"1"], exclusive=False)
     backend.write("runs/b", [b"2"], exclusive=False)
     backend.write("runs/sub/c", [b"3"], exclusive=False)
-    before = dict(backend.list_versions("runs"))
+    before = backend.list_versions("runs")
     assert set(before) == {"a", "b"}  # direct children only, by name
     backend.write("runs/a", [b"1 again, longer"], exclusive=False)
-    after = dict(backend.list_versions("runs"))
+    after = backend.list_versions("runs")
     assert after["a"] != before["a"] and after["b"] == before["b"]
 
 

@@ -19,7 +19,7 @@ from conftest import run_cli
 
 import aoe
 from aoe.backends import local as local_backend
-from aoe.catalog import Catalog
+from aoe.catalog import WHOLE_FONT, Catalog
 from aoe.fsck import fsck
 from aoe.query import Query, parse_condition
 from aoe.runinfo import feedback_metrics
@@ -251,20 +251,92 @@ def test_a_settled_font_is_listed_as_json_from_one_packed_value(store: aoe.Store
         [run for run in expected if run["status"] == "failed"]
 
 
-def test_a_packed_copy_of_an_older_generation_is_not_used(store: aoe.Store, font: str, runs: list[str]) -> None:
+class Statements:
+    """The SQL a Store's index runs, as SQLite traces it (its values written in)."""
+
+    def __init__(self, store: aoe.Store) -> None:
+        self.seen: list[str] = []
+        store.catalog._db().set_trace_callback(self.seen.append)
+
+    def read(self, kind: str, *, later_only: bool) -> bool:
+        """Whether it read the font's values of a kind: all of them, or those written later."""
+        sql = WHOLE_FONT[kind][1 if later_only else 0]
+        return any(s.startswith(sql.split(":font")[0]) and ("generation >" in s) == later_only for s in self.seen)
+
+
+def test_a_packed_copy_is_read_with_the_rows_written_since(store: aoe.Store, font: str, runs: list[str]) -> None:
+    store.list_runs(font)
+    settle(store)
+    aoe.Store(store.root).list_runs(font)  # packs the rows
+    [packed_at] = packed_generations(store, font)
+    new = store.save_model(font, {"w": torch.ones(3)}, name="after")
+    store.amend_run(font, runs[0], name="amended")
+    lister = aoe.Store(store.root)
+    statements = Statements(lister)
+    listed = lister.list_runs(font)
+    assert [i.run_id for i in listed] == [*runs, new]
+    assert listed[-1].name == "after" and listed[0].name == "amended"  # a new run and a changed one
+    assert statements.read("info", later_only=True) and not statements.read("info", later_only=False)
+    assert packed_generations(store, font) == [packed_at]  # the font changed just now: not packed again
+    settle(store)
+    assert [i.to_dict() for i in aoe.Store(store.root).list_runs(font)] == [i.to_dict() for i in listed]
+    assert packed_generations(store, font) == [packed_at + 1]  # settled again: packed with the new rows
+
+
+def test_a_sync_reads_the_refs_tokens_from_their_packed_copy(store: aoe.Store, font: str, runs: list[str]) -> None:
+    store.list_runs(font)
+    settle(store)
+    store.save_model(font, {"w": torch.ones(3)})
+    aoe.Store(store.root).list_runs(font)  # reads every token to find the new run; they had settled: packed
+    assert len(packed_generations(store, font, "tokens")) == 1
+    new = store.save_model(font, {"w": torch.ones(4)})
+    lister = aoe.Store(store.root)
+    statements = Statements(lister)
+    assert [i.run_id for i in lister.list_runs(font)][-1] == new
+    assert statements.read("tokens", later_only=True) and not statements.read("tokens", later_only=False)
+
+
+def test_packed_copies_are_dropped_when_a_run_is_removed(store: aoe.Store, font: str, runs: list[str]) -> None:
     store.list_runs(font)
     settle(store)
     aoe.Store(store.root).list_runs(font)
-    db = store.catalog._db()
-    [old] = db.execute("SELECT * FROM packed WHERE kind = 'info'").fetchall()
+    assert packed_generations(store, font) != []
+    store.delete_run(font, runs[1])
+    assert [i.run_id for i in aoe.Store(store.root).list_runs(font)] == [runs[0], *runs[2:]]
+    assert [*packed_generations(store, font), *packed_generations(store, font, "tokens")] == []
+
+
+def test_a_packed_copy_of_another_number_of_runs_is_not_used(store: aoe.Store, font: str, runs: list[str]) -> None:
+    store.list_runs(font)
+    settle(store)
+    aoe.Store(store.root).list_runs(font)
     new = store.save_model(font, {"w": torch.ones(3)}, name="after")
+    store.catalog._db().execute("UPDATE packed SET runs = runs + 1")  # of as many runs as the font has now
     listed = aoe.Store(store.root).list_runs(font)
     assert [i.run_id for i in listed] == [*runs, new] and listed[-1].name == "after"
-    assert packed_generations(store, font) == []  # dropped with the change; not packed again yet (changed just now)
-    db.execute("INSERT INTO packed VALUES (?, ?, ?, ?, ?)", old)  # one left behind all the same
-    db.execute("UPDATE packed SET runs = runs + 1")  # even of as many runs as the font has now
-    listed = aoe.Store(store.root).list_runs(font)
-    assert [i.run_id for i in listed] == [*runs, new] and listed[-1].name == "after"
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_sync_committed_while_a_listing_reads_is_not_taken_for_damage(
+        store: aoe.Store, font: str, runs: list[str], packed: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.list_runs(font)
+    if packed:
+        settle(store)
+        aoe.Store(store.root).list_runs(font)
+    writer, reader = aoe.Store(store.root), aoe.Store(store.root)
+    reader.catalog.sync([font])
+    saved: list[str] = []
+
+    def another_process_saves(statement: str) -> None:  # as the listing starts reading its runs' rows
+        if not saved and statement.startswith("SELECT generation, runs, value FROM packed" if packed else
+                                               "SELECT run_id, info FROM run_info"):
+            saved.append(writer.save_model(font, {"w": torch.ones(5)}))
+            writer.list_runs(font)  # its sync commits the new run's rows
+
+    reader.catalog._db().set_trace_callback(another_process_saves)
+    monkeypatch.setattr(Catalog, "_start_afresh", lambda self: pytest.fail("took a concurrent sync for damage"))
+    assert [i.run_id for i in reader.catalog.runs(Query([font]))] == runs  # the index as the listing began
+    assert saved and [i.run_id for i in reader.list_runs(font)] == [*runs, *saved]
 
 
 def test_a_busy_index_is_not_waited_for_to_keep_a_packed_copy(store: aoe.Store, font: str, runs: list[str]) -> None:

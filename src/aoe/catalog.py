@@ -20,6 +20,7 @@ one row at a time, and concurrent processes are serialised by its locks (WAL mod
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -27,7 +28,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,7 +45,7 @@ from .query import Query, build_query
 from .refs import Refs, run_time
 from .runinfo import FontSummary, RunInfo, feedback_metrics
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 T = TypeVar("T")
 RACY_NS = 2_000_000_000
 RELIST_NS = 60_000_000_000
@@ -62,10 +63,11 @@ CREATE TABLE IF NOT EXISTS fonts (
 CREATE TABLE IF NOT EXISTS runs (
     font_id TEXT NOT NULL, run_id TEXT NOT NULL, token TEXT, manifest TEXT,
     status TEXT, time TEXT, saved_at TEXT, started_at TEXT, ended_at TEXT,
-    name TEXT, description TEXT, tags TEXT, params TEXT, metrics TEXT,
+    name TEXT, description TEXT, tags TEXT, params TEXT, metrics TEXT, generation INTEGER,
     PRIMARY KEY (font_id, run_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS runs_time ON runs (font_id, time);
+CREATE INDEX IF NOT EXISTS runs_generation ON runs (font_id, generation);
 CREATE TABLE IF NOT EXISTS run_info (
     font_id TEXT NOT NULL, run_id TEXT NOT NULL, info BLOB, PRIMARY KEY (font_id, run_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS run_json (
@@ -76,15 +78,18 @@ CREATE TABLE IF NOT EXISTS packed (
     PRIMARY KEY (font_id, kind));
 """
 """``runs`` holds what queries filter and sort on, narrow so a scan of 10,000 rows reads
-little; each run's RunInfo row and its JSON (``ls --json``) live apart, read only for the
-runs an answer returns. ``vectors`` keeps, for charts, each manifest's personality vector:
+little, with the font generation that wrote each row; each run's RunInfo row and its JSON
+(``ls --json``) live apart, read only for the runs an answer returns. ``vectors`` keeps, for charts, each manifest's personality vector:
 where it is (its tensor record as JSON, noted when a sync reads the manifest) and, once
 read, its values (float64; empty when it has none that can be charted). A manifest never
 changes, so a row never goes stale. ``packed`` holds, for a font whose rows have not
-changed for a while, all its ``run_info`` rows (kind ``info``: msgpack of the run ids, then
-the rows) or all its ``run_json`` texts (kind ``json``: joined by ", ", UTF-8) in one value,
-in run id order, with the generation and number of runs they are of: a new process lists
-the font from one value instead of 10,000 rows."""
+changed for a while, all its ref tokens (kind ``tokens``: msgpack of the run ids, then the
+tokens), ``run_info`` rows (kind ``info``: the same, with the rows) or ``run_json`` texts
+(kind ``json``: joined by ", ", UTF-8) in one value, in run id order, with the generation
+and number of runs they are of: a new process lists the font from one value instead of
+10,000 rows. Tokens and rows are read from their copy and the rows written by later
+generations (a save adds one), as long as no run was removed since; the JSON only while
+its generation is the font's."""
 
 TABLES = ("runs", "run_info", "run_json")
 """The tables of per-run rows (``vectors`` is by manifest, not by run)."""
@@ -260,7 +265,7 @@ class Catalog:
         folder = runs_folder(font_id)
         version = self.refs.backend.folder_version(folder)
         db = self._db()
-        last = db.execute("SELECT version, synced_ns, changes, generation FROM fonts WHERE font_id = ?",
+        last = db.execute("SELECT version, synced_ns, changes, generation, changed_ns FROM fonts WHERE font_id = ?",
                           (font_id,)).fetchone()
         if version is not None and last is not None and last[0] == version and last[1] - version > RACY_NS:
             return
@@ -271,16 +276,21 @@ class Catalog:
             return  # object storage: no ref changed since the last listing (the note is rewritten after each)
         cached_tokens = self._tokens.get(font_id)
         if last is not None and cached_tokens is not None and cached_tokens[0] == last[3]:
-            known = cached_tokens[1]
+            known_generation, known = cached_tokens
         else:
-            known = dict(db.execute("SELECT run_id, token FROM runs WHERE font_id = ?", (font_id,)).fetchall())
-            if last is not None:
-                self._tokens[font_id] = (last[3], known)
+            with _snapshot(db):
+                known_generation, settled = self._font_state(db, font_id)
+                known = self._whole_font(db, "tokens", font_id, known_generation, settled)
+            if known_generation >= 0:
+                self._tokens[font_id] = (known_generation, known)
         same_file = known if last is not None and last[2] == changes else None  # no ref moved since
-        tokens = {name: token for name, token in self.refs.backend.list_versions(folder, same_file)
-                  if name in known or run_id_at(name) is not None}  # files in runs/ that are not refs are skipped
-        changed = sorted(name for name, token in tokens.items() if known.get(name) != token)
-        gone = sorted(set(known) - set(tokens))
+        tokens = self.refs.backend.list_versions(folder, same_file)
+        for name in tokens.keys() - known.keys():
+            if run_id_at(name) is None:  # a file in runs/ that is not a ref is skipped
+                del tokens[name]
+        was = known.get
+        changed = sorted(name for name, token in tokens.items() if was(name) != token)
+        gone = sorted(known.keys() - tokens.keys())
         if not changed and not gone and last is not None and last[0] == version and last[2] == changes:
             if version is None or synced_ns - version > RACY_NS:  # settled now, or listed whole just now
                 db.execute("UPDATE fonts SET synced_ns = ? WHERE font_id = ?", (synced_ns, font_id))
@@ -288,32 +298,35 @@ class Catalog:
         rows, personalities = self._rows(font_id, changed, tokens)
         db.execute("BEGIN IMMEDIATE")
         try:
-            for table in TABLES:
-                db.executemany(f"DELETE FROM {table} WHERE font_id = ? AND run_id = ?", [(font_id, r) for r in gone])
-            db.executemany("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                           [row[:14] for row in rows])
-            db.executemany("INSERT OR REPLACE INTO run_info VALUES (?,?,?)", [(*row[:2], row[14]) for row in rows])
-            db.executemany("INSERT OR REPLACE INTO run_json VALUES (?,?,?)", [(*row[:2], row[15]) for row in rows])
-            self._note_vectors(personalities)
             previous = db.execute("SELECT generation, changed_ns FROM fonts WHERE font_id = ?", (font_id,)).fetchone()
             before, changed_ns = previous or (0, 0)
             generation = before + (1 if gone or rows else 0)
+            for table in TABLES:
+                db.executemany(f"DELETE FROM {table} WHERE font_id = ? AND run_id = ?", [(font_id, r) for r in gone])
+            db.executemany("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                           [(*row[:14], generation) for row in rows])
+            db.executemany("INSERT OR REPLACE INTO run_info VALUES (?,?,?)", [(*row[:2], row[14]) for row in rows])
+            db.executemany("INSERT OR REPLACE INTO run_json VALUES (?,?,?)", [(*row[:2], row[15]) for row in rows])
+            self._note_vectors(personalities)
             db.execute("INSERT OR REPLACE INTO fonts VALUES (?, ?, ?, ?, ?, ?)",
                        (font_id, version, synced_ns, generation, changes,
                         synced_ns if generation != before else changed_ns))
-            if generation != before:  # its packed copies are of the rows before: no use now
+            if gone:  # its packed copies list runs that are no more: no use now
                 db.execute("DELETE FROM packed WHERE font_id = ?", (font_id,))
+            elif generation != before:  # the JSON is kept joined, of one generation; the others take the new rows
+                db.execute("DELETE FROM packed WHERE font_id = ? AND kind = 'json'", (font_id,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         if self.refs.backend.round_trips and len(personalities) >= LISTING_MIN:
             self._share_listing(font_id)
-        if last is not None and before == last[3]:  # nobody else changed the rows: keep what was built
+        if known_generation >= 0 and before == known_generation:  # nobody else changed the rows: keep what was built
             self._tokens[font_id] = (generation, tokens)
             cached = self._built.get(font_id)
             if cached is not None and cached[0] == before:
-                self._built[font_id] = (generation, _updated(cached[1], rows, gone), cached[2])
+                built = ((row[1], RunInfo.from_row(row[14])) for row in rows)
+                self._built[font_id] = (generation, _updated(cached[1], built, gone), cached[2])
         else:
             self._tokens.pop(font_id, None)
 
@@ -401,8 +414,7 @@ class Catalog:
     @_rebuilt_if_damaged
     def runs(self, query: Query) -> list[RunInfo]:
         font = query.whole_font
-        with self._lock:
-            db = self._db()
+        with self._lock, _snapshot(self._db()) as db:
             if font is not None:  # every run of a font in id order: the RunInfo table's own order
                 return list(self._built_runs(db, font, None).values())
             sql, args = build_query(query, "font_id, run_id")
@@ -420,15 +432,10 @@ class Catalog:
         if cached is None or cached[0] != generation or (run_ids is None and cached[2] is False):
             if run_ids is None:  # all of them: a new dict, filled in run id order
                 old = cached[1] if cached is not None and cached[0] == generation else {}
-                infos = None if old else _unpacked_infos(self._packed(db, "info", font_id, generation))
-                if infos is None:
-                    rows = self._rows_of(db, "run_info", font_id, None)
-                    from_row = RunInfo.from_row
-                    infos = {run_id: old.get(run_id) or from_row(info) for run_id, info in rows} if old else \
-                        {run_id: from_row(info) for run_id, info in rows}
-                    if settled:
-                        self._pack(db, "info", font_id, generation, len(rows), msgpack.packb(
-                            [[run_id for run_id, _ in rows], [info for _, info in rows]], use_bin_type=True))
+                rows = self._whole_font(db, "info", font_id, generation, settled)
+                from_row = RunInfo.from_row
+                infos = {run_id: old.get(run_id) or from_row(info) for run_id, info in rows.items()} if old else \
+                    {run_id: from_row(info) for run_id, info in rows.items()}
                 self._built[font_id] = (generation, infos, True)
                 return infos
             cached = self._built[font_id] = (generation, {}, False)
@@ -450,19 +457,34 @@ class Catalog:
         row = db.execute("SELECT generation, changed_ns FROM fonts WHERE font_id = ?", (font_id,)).fetchone()
         if row is None:
             return -1, False
-        return row[0], time.time_ns() - (row[1] or 0) > SETTLED_NS
+        return row[0], _settled(row[1])
 
-    @staticmethod
-    def _packed(db: sqlite3.Connection, kind: str, font_id: str, generation: int) -> tuple[bytes, int] | None:
-        """The packed copy of a font's rows of this kind, and its number of runs, if it is
-        of this generation and of as many runs as the index holds; else None (then the
-        rows are read)."""
-        found = db.execute("SELECT runs, value FROM packed WHERE font_id = ? AND kind = ? AND generation = ?",
-                           (font_id, kind, generation)).fetchone()
-        if found is None or not isinstance(found[1], bytes):
-            return None
+    def _whole_font(self, db: sqlite3.Connection, kind: str, font_id: str, generation: int,
+                    settled: bool) -> dict[str, Any]:
+        """Every run's value of a kind (``tokens``: its ref token; ``info``: its RunInfo
+        row) by run id, in run id order, as of this generation: from the font's packed copy
+        and the rows later generations wrote (a save writes one), else from all its rows.
+        A settled font's values are packed again when its copy lacks some."""
         count = db.execute("SELECT count(*) FROM runs WHERE font_id = ?", (font_id,)).fetchone()[0]
-        return (found[1], count) if found[0] == count else None
+        found = db.execute("SELECT generation, runs, value FROM packed WHERE font_id = ? AND kind = ? "
+                           "AND generation <= ?", (font_id, kind, generation)).fetchone()
+        values = _unpacked(found[2], found[1], str if kind == "tokens" else bytes) if found else None
+        if values is not None:
+            later = db.execute(WHOLE_FONT[kind][1], {"font": font_id, "since": found[0]}).fetchall()
+            values = _updated(values, later) if later else values
+            if len(values) == count and (not later or not settled):
+                return values
+            if len(values) != count:  # the copy is damaged: read the rows
+                values = None
+        if values is None:
+            rows = db.execute(WHOLE_FONT[kind][0], {"font": font_id}).fetchall()
+            if len(rows) != count:
+                raise sqlite3.DatabaseError(f"the index's {kind} rows do not match its runs")  # damaged: rebuilt
+            values = dict(rows)
+        if settled:
+            self._pack(db, kind, font_id, generation, len(values),
+                       msgpack.packb([list(values), list(values.values())], use_bin_type=True))
+        return values
 
     def _pack(self, db: sqlite3.Connection, kind: str, font_id: str, generation: int, runs: int, value: bytes) -> None:
         """Keep a packed copy of a settled font's rows, if they are still of this
@@ -485,14 +507,15 @@ class Catalog:
         """The JSON of each run :meth:`runs` would answer (``RunInfo.to_dict``), joined by
         ", ", as the index keeps it: a listing for a program builds no RunInfo at all."""
         font = query.whole_font
-        with self._lock:
-            db = self._db()
+        with self._lock, _snapshot(self._db()) as db:
             if font is not None:  # every run of a font in id order: the JSON table's own order
                 generation, settled = self._font_state(db, font)
-                packed = self._packed(db, "json", font, generation)
-                if packed is not None:
+                found = db.execute("SELECT value FROM packed WHERE font_id = ? AND kind = 'json' AND generation = ? "
+                                   "AND runs = (SELECT count(*) FROM runs WHERE font_id = ?)",
+                                   (font, generation, font)).fetchone()
+                if found is not None and isinstance(found[0], bytes):
                     try:
-                        return packed[0].decode()
+                        return found[0].decode()
                     except UnicodeDecodeError:
                         pass  # damaged: the rows are read
                 texts = [text for _, text in self._rows_of(db, "run_json", font, None)]
@@ -589,7 +612,7 @@ class Catalog:
         with self._lock:
             db = self._db()
             for font_id in font_ids:
-                tokens = dict(self.refs.backend.list_versions(runs_folder(font_id)))
+                tokens = self.refs.backend.list_versions(runs_folder(font_id))
                 for run_id, token, manifest in db.execute(
                     "SELECT run_id, token, manifest FROM runs WHERE font_id = ?", (font_id,)
                 ):
@@ -615,36 +638,64 @@ def _record(text: str | None) -> TensorRecord | None:
     return record if vectors.chartable(record) else None
 
 
-def _unpacked_infos(packed: tuple[bytes, int] | None) -> dict[str, RunInfo] | None:
-    """RunInfo objects from a packed copy of a font's rows of so many runs (see
-    ``Catalog._packed``), decoded within bounds; None if it is not one (damaged: the rows
-    are read instead)."""
-    if packed is None:
+WHOLE_FONT = {
+    "tokens": ("SELECT run_id, token FROM runs WHERE font_id = :font ORDER BY run_id",
+               "SELECT run_id, token FROM runs WHERE font_id = :font AND run_id IN "
+               "(SELECT run_id FROM runs WHERE font_id = :font AND generation > :since) ORDER BY run_id"),
+    "info": ("SELECT run_id, info FROM run_info WHERE font_id = :font ORDER BY run_id",
+             "SELECT run_id, info FROM run_info WHERE font_id = :font AND run_id IN "
+             "(SELECT run_id FROM runs WHERE font_id = :font AND generation > :since) ORDER BY run_id"),
+}
+"""Each run's value of a kind (see ``Catalog._whole_font``), of one font: all of them, and
+those written by generations after ``since``."""
+
+
+@contextlib.contextmanager
+def _snapshot(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Reads that see one state of the index (a read transaction), so that a sync another
+    process commits meanwhile cannot pair one state's generation or runs with another's
+    rows. A packed copy written inside is written at its end, if the index has not moved."""
+    db.execute("BEGIN")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _settled(changed_ns: int | None) -> bool:
+    """Whether a font whose rows last changed then has been still for :data:`SETTLED_NS`."""
+    return time.time_ns() - (changed_ns or 0) > SETTLED_NS
+
+
+def _unpacked(value: Any, runs: int, kind: type) -> dict[str, Any] | None:
+    """The values of a packed copy of so many runs by run id, decoded within bounds; None
+    if it is not one (damaged: the rows are read instead)."""
+    if not isinstance(value, bytes):
         return None
     try:
-        run_ids, rows = msgpack.unpackb(packed[0], raw=False, max_str_len=64, max_bin_len=MAX_INFO_BYTES)
+        run_ids, values = msgpack.unpackb(value, raw=False, max_str_len=MAX_INFO_BYTES, max_bin_len=MAX_INFO_BYTES)
     except (ValueError, TypeError, msgpack.ExtraData):
         return None
-    if not (isinstance(run_ids, list) and isinstance(rows, list) and len(run_ids) == len(rows)
-            and set(map(type, run_ids)) <= {str} and set(map(type, rows)) <= {bytes}):
+    if not (isinstance(run_ids, list) and isinstance(values, list) and len(run_ids) == len(values)
+            and set(map(type, run_ids)) <= {str} and set(map(type, values)) <= {kind}):
         return None
-    from_row = RunInfo.from_row
-    infos = {run_id: from_row(info) for run_id, info in zip(run_ids, rows)}
-    return infos if len(infos) == len(run_ids) == packed[1] else None  # a run id twice, or runs missing
+    unpacked = dict(zip(run_ids, values))
+    return unpacked if len(unpacked) == len(run_ids) == runs else None  # a run id twice, or runs missing
 
 
-def _updated(infos: dict[str, RunInfo], rows: list[tuple[Any, ...]], gone: list[str]) -> dict[str, RunInfo]:
-    """Built RunInfo objects with a sync's changes applied, still in run id order (new
-    runs usually come last, so the order is mended only when one does not)."""
+def _updated(values: dict[str, T], changes: Iterable[tuple[str, T]], gone: Iterable[str] = ()) -> dict[str, T]:
+    """Values by run id with changes applied, still in run id order (new runs usually
+    come last, so the order is mended only when one does not)."""
     for run_id in gone:
-        infos.pop(run_id, None)
+        values.pop(run_id, None)
     in_order = True
-    for row in rows:
-        run_id = row[1]
-        if in_order and run_id not in infos and infos and run_id < next(reversed(infos)):
+    for run_id, value in changes:
+        if in_order and run_id not in values and values and run_id < next(reversed(values)):
             in_order = False
-        infos[run_id] = RunInfo.from_row(row[14])
-    return infos if in_order else dict(sorted(infos.items()))
+        values[run_id] = value
+    return values if in_order else dict(sorted(values.items()))
 
 
 def _by_font(found: list[tuple[str, str]]) -> dict[str, list[str]]:

@@ -183,7 +183,7 @@ def _check_listings(store: Store, report: Report, repair: bool) -> None:
             continue
         try:
             rows = listings.read(store.backend, key, where[1])
-            tokens = dict(store.backend.list_versions(runs_folder(where[1])))
+            tokens = store.backend.list_versions(runs_folder(where[1]))
             lies = [run_id for run_id, (token, info) in rows.items()
                     if tokens.get(run_id) == token and _names_another(store, where[1], run_id, info.manifest)]
             if lies:

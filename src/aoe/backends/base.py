@@ -12,7 +12,7 @@ Every implementation passes ``tests/test_backend_contract.py``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -149,9 +149,9 @@ class Backend(Protocol):
         in the folder (a local folder's mtime in ns); None if the backend cannot tell."""
         ...
 
-    def list_versions(self, prefix: str, same_file: Mapping[str, str] | None = None) -> Iterable[tuple[str, str]]:
-        """The names of the keys directly in a folder, each with a token that changes when
-        the key is written again: a cheap way to see what changed without reading anything.
+    def list_versions(self, prefix: str, same_file: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The names of the keys directly in a folder, each mapped to a token that changes
+        when the key is written again: a cheap way to see what changed without reading anything.
 
         ``same_file`` maps names to tokens the caller got earlier and knows still hold
         while the key is the same file (nothing rewrites a key in place; a replaced key is

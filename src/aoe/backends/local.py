@@ -11,7 +11,7 @@ import errno
 import fcntl
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -222,21 +222,22 @@ class LocalBackend:
         except FileNotFoundError:
             return None
 
-    def list_versions(self, prefix: str, same_file: Mapping[str, str] | None = None) -> Iterable[tuple[str, str]]:
-        known, found = same_file or {}, []
+    def list_versions(self, prefix: str, same_file: Mapping[str, str] | None = None) -> dict[str, str]:
+        found: dict[str, str] = {}
+        known = (same_file or {}).get  # looked up once: the loop runs for every ref
         try:
             with os.scandir(self.path(prefix)) as entries:
                 for entry in entries:
                     name = entry.name
-                    token = known.get(name)
+                    token = known(name)
                     if token is not None and token.startswith(f"{entry.inode()}:"):  # the same file: no stat
-                        found.append((name, token))
+                        found[name] = token
                     elif not name.startswith(TEMP_PREFIX) and not entry.is_dir(follow_symlinks=False):
                         try:  # a symlink or special file is listed: reading it is refused, so it is seen
                             info = entry.stat(follow_symlinks=False)
                         except FileNotFoundError:  # removed since listed
                             continue
-                        found.append((name, f"{info.st_ino}:{info.st_mtime_ns}:{info.st_size}"))
+                        found[name] = f"{info.st_ino}:{info.st_mtime_ns}:{info.st_size}"
         except FileNotFoundError:
             pass
         return found

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import ClassVar
@@ -154,11 +154,11 @@ class MemoryBackend:
     def folder_version(self, prefix: str) -> int | None:
         return self._versions.get(prefix.strip("/"))
 
-    def list_versions(self, prefix: str, same_file: Mapping[str, str] | None = None) -> Iterable[tuple[str, str]]:
+    def list_versions(self, prefix: str, same_file: Mapping[str, str] | None = None) -> dict[str, str]:
         base = prefix.strip("/") + "/"
         with self._lock:
-            return sorted((k[len(base):], f"{id(v[0])}:{v[1]}") for k, v in self._data.items()
-                          if k.startswith(base) and "/" not in k[len(base):])
+            return dict(sorted((k[len(base):], f"{id(v[0])}:{v[1]}") for k, v in self._data.items()
+                               if k.startswith(base) and "/" not in k[len(base):]))
 
     def make_folder(self, prefix: str) -> None:
         with self._lock:

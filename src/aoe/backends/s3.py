@@ -214,9 +214,9 @@ class S3Backend:
                 return
             token = page["NextContinuationToken"]
 
-    def list_versions(self, prefix: str, same_file: Mapping[str, str] | None = None) -> Iterator[tuple[str, str]]:
-        for item in self._list(prefix, delimiter=True):
-            yield name_in_folder(self._unkey(item["Key"])), f"{item['ETag']}:{item['LastModified'].timestamp()}:{item['Size']}"
+    def list_versions(self, prefix: str, same_file: Mapping[str, str] | None = None) -> dict[str, str]:
+        return {name_in_folder(self._unkey(item["Key"])): f"{item['ETag']}:{item['LastModified'].timestamp()}:{item['Size']}"
+                for item in self._list(prefix, delimiter=True)}
 
     def folder_version(self, prefix: str) -> int | None:
         return None
