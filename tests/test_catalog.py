@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -233,22 +234,56 @@ def test_a_settled_font_is_listed_from_one_packed_value(store: aoe.Store, font: 
     assert [info.to_dict() for info in aoe.Store(store.root).list_runs(font)] == expected
 
 
-def test_a_settled_font_is_listed_as_json_from_one_packed_value(store: aoe.Store, font: str, runs: list[str],
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_settled_font_is_listed_as_json_from_one_packed_value(store: aoe.Store, font: str, runs: list[str]) -> None:
     expected = json.loads(store.list_runs_json(font))
     assert [run["run_id"] for run in expected] == runs and packed_generations(store, font, "json") == []
     settle(store)
     assert json.loads(aoe.Store(store.root).list_runs_json(font)) == expected  # reads the rows, packs them
     assert len(packed_generations(store, font, "json")) == 1
-    with monkeypatch.context() as patch:
-        patch.setattr(Catalog, "_rows_of", lambda *args: pytest.fail("read the rows of a packed font"))
-        assert json.loads(aoe.Store(store.root).list_runs_json(font)) == expected
+    lister = aoe.Store(store.root)
+    statements = Statements(lister)
+    assert json.loads(lister.list_runs_json(font)) == expected
+    assert not statements.read("json", later_only=False)
     store.catalog._db().execute("UPDATE packed SET value = ? WHERE kind = 'json'", (b"\xff\xfe",))  # not UTF-8
     assert json.loads(aoe.Store(store.root).list_runs_json(font)) == expected
     store.catalog._db().execute("UPDATE packed SET runs = runs + 1")  # of another number of runs than the index
     assert json.loads(aoe.Store(store.root).list_runs_json(font)) == expected
     assert json.loads(aoe.Store(store.root).list_runs_json(font, status="failed")) == \
         [run for run in expected if run["status"] == "failed"]
+
+
+def packed_json_then(store: aoe.Store, font: str, change: Callable[[], object]) -> tuple[list[dict], Statements]:
+    """The font's JSON packed while settled, then ``change``: what a new Store lists, and
+    the SQL it ran."""
+    store.list_runs(font)
+    settle(store)
+    aoe.Store(store.root).list_runs_json(font)  # packs the JSON
+    change()
+    lister = aoe.Store(store.root)
+    statements = Statements(lister)
+    return json.loads(lister.list_runs_json(font)), statements
+
+
+def test_the_packed_json_is_read_with_the_runs_saved_since(store: aoe.Store, font: str, runs: list[str]) -> None:
+    saved: list[str] = []
+    listed, statements = packed_json_then(store, font, lambda: saved.append(store.save_model(font, {"w": torch.ones(3)})))
+    assert [run["run_id"] for run in listed] == [*runs, *saved]
+    assert statements.read("json", later_only=True) and not statements.read("json", later_only=False)
+    assert listed == [info.to_dict() for info in aoe.Store(store.root).list_runs(font)]
+
+
+def test_the_packed_json_is_not_used_when_a_run_was_replaced(store: aoe.Store, font: str, runs: list[str]) -> None:
+    listed, statements = packed_json_then(store, font, lambda: store.amend_run(font, runs[-1], name="amended"))
+    assert [run["run_id"] for run in listed] == runs and listed[-1]["name"] == "amended"
+    assert statements.read("json", later_only=False)  # the copy cannot say where the old JSON was: all read
+
+
+def test_the_packed_json_is_not_used_when_a_run_sorts_before_it(store: aoe.Store, font: str, runs: list[str]) -> None:
+    saved: list[str] = []
+    listed, statements = packed_json_then(store, font, lambda: saved.append(
+        store.save_model(font, {"w": torch.ones(3)}, started_at=datetime(2020, 1, 1, tzinfo=UTC))))
+    assert [run["run_id"] for run in listed] == [*saved, *runs]  # a run of 2020 comes first
+    assert statements.read("json", later_only=False)
 
 
 class Statements:

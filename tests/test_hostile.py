@@ -253,8 +253,7 @@ def test_an_index_that_keeps_failing_is_an_error_never_an_empty_answer(
         raise sqlite3.DatabaseError("database disk image is malformed")
 
     monkeypatch.setattr(aoe.catalog, "build_query", broken)  # what a filtered listing runs
-    monkeypatch.setattr(aoe.catalog.Catalog, "_rows_of", staticmethod(broken))  # what a listing reads
-    monkeypatch.setattr(aoe.catalog.Catalog, "_whole_font", broken)  # what a listing of a whole font reads
+    monkeypatch.setattr(aoe.catalog.Catalog, "_font_state", staticmethod(broken))  # what a whole font's reads
     for filters in ({}, {"status": "completed"}):  # in a new Store: nothing it could answer from memory
         with pytest.raises(aoe.StorageError, match="cannot be used"):
             aoe.Store(store.root).list_runs(font, **filters)

@@ -87,9 +87,9 @@ changed for a while, all its ref tokens (kind ``tokens``: msgpack of the run ids
 tokens), ``run_info`` rows (kind ``info``: the same, with the rows) or ``run_json`` texts
 (kind ``json``: joined by ", ", UTF-8) in one value, in run id order, with the generation
 and number of runs they are of: a new process lists the font from one value instead of
-10,000 rows. Tokens and rows are read from their copy and the rows written by later
-generations (a save adds one), as long as no run was removed since; the JSON only while
-its generation is the font's."""
+10,000 rows. Each is read with the rows written by later generations (a save writes one),
+as long as no run was removed since (the joined JSON: as long as the runs added since all
+sort after its own, the usual case, a save adding the newest run)."""
 
 TABLES = ("runs", "run_info", "run_json")
 """The tables of per-run rows (``vectors`` is by manifest, not by run)."""
@@ -311,10 +311,8 @@ class Catalog:
             db.execute("INSERT OR REPLACE INTO fonts VALUES (?, ?, ?, ?, ?, ?)",
                        (font_id, version, synced_ns, generation, changes,
                         synced_ns if generation != before else changed_ns))
-            if gone:  # its packed copies list runs that are no more: no use now
+            if gone:  # its packed copies list runs that are no more: no use now (new rows are read with them)
                 db.execute("DELETE FROM packed WHERE font_id = ?", (font_id,))
-            elif generation != before:  # the JSON is kept joined, of one generation; the others take the new rows
-                db.execute("DELETE FROM packed WHERE font_id = ? AND kind = 'json'", (font_id,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -509,19 +507,7 @@ class Catalog:
         font = query.whole_font
         with self._lock, _snapshot(self._db()) as db:
             if font is not None:  # every run of a font in id order: the JSON table's own order
-                generation, settled = self._font_state(db, font)
-                found = db.execute("SELECT value FROM packed WHERE font_id = ? AND kind = 'json' AND generation = ? "
-                                   "AND runs = (SELECT count(*) FROM runs WHERE font_id = ?)",
-                                   (font, generation, font)).fetchone()
-                if found is not None and isinstance(found[0], bytes):
-                    try:
-                        return found[0].decode()
-                    except UnicodeDecodeError:
-                        pass  # damaged: the rows are read
-                texts = [text for _, text in self._rows_of(db, "run_json", font, None)]
-                if settled:
-                    self._pack(db, "json", font, generation, len(texts), ", ".join(texts).encode())
-                return ", ".join(texts)
+                return self._joined_json(db, font, *self._font_state(db, font))
             sql, args = build_query(query, "font_id, run_id")
             found = db.execute(sql, args).fetchall()
             by_run = {(font_id, run_id): text for font_id, run_ids in _by_font(found).items()
@@ -530,18 +516,42 @@ class Catalog:
             raise sqlite3.DatabaseError("a run listed in the index has no JSON row")  # damaged: rebuilt
         return ", ".join(by_run[key] for key in found)
 
+    def _joined_json(self, db: sqlite3.Connection, font_id: str, generation: int, settled: bool) -> str:
+        """Every run's JSON joined by ", ", in run id order: the packed copy with the runs
+        added since appended, when they all sort after it (a save adds one at the end),
+        else every row. A settled font's is packed again when its copy lacks some."""
+        count = db.execute("SELECT count(*) FROM runs WHERE font_id = ?", (font_id,)).fetchone()[0]
+        found = db.execute("SELECT generation, runs, value FROM packed WHERE font_id = ? AND kind = 'json' "
+                           "AND generation <= ?", (font_id, generation)).fetchone()
+        text = None
+        if found is not None and isinstance(found[2], bytes):
+            later = db.execute(WHOLE_FONT["json"][1], {"font": font_id, "since": found[0]}).fetchall()
+            if found[1] + len(later) == count and not (later and db.execute(  # none replaced, none before the copy's
+                    "SELECT 1 FROM runs WHERE font_id = ? AND run_id > ? AND generation <= ? LIMIT 1",
+                    (font_id, later[0][0], found[0])).fetchone()):
+                try:
+                    packed = [found[2].decode()] if found[1] else []
+                    text = ", ".join(packed + [row[1] for row in later])
+                except UnicodeDecodeError:
+                    pass  # damaged: the rows are read
+                if text is not None and (not later or not settled):
+                    return text
+        if text is None:
+            rows = db.execute(WHOLE_FONT["json"][0], {"font": font_id}).fetchall()
+            if len(rows) != count:
+                raise sqlite3.DatabaseError("the index's JSON rows do not match its runs")  # damaged: rebuilt
+            text = ", ".join(row[1] for row in rows)
+        if settled:
+            self._pack(db, "json", font_id, generation, count, text.encode())
+        return text
+
     @staticmethod
-    def _rows_of(db: sqlite3.Connection, table: str, font_id: str, run_ids: list[str] | None) -> list[tuple[str, Any]]:
-        """(run id, value) of these runs (None: all, in run id order) from a table of
-        per-run values: one scan of the font's rows for many, a lookup each for few (a page)."""
+    def _rows_of(db: sqlite3.Connection, table: str, font_id: str, run_ids: list[str]) -> list[tuple[str, Any]]:
+        """(run id, value) of these runs from a table of per-run values: one scan of the
+        font's rows for many, a lookup each for few (a page)."""
         column = {"run_info": "info", "run_json": "json"}[table]
-        if run_ids is None or len(run_ids) > FETCH_ALL_ABOVE:
-            rows: list[tuple[str, Any]] = db.execute(
-                f"SELECT run_id, {column} FROM {table} WHERE font_id = ? ORDER BY run_id", (font_id,)).fetchall()
-            if run_ids is None and len(rows) != db.execute(
-                    "SELECT count(*) FROM runs WHERE font_id = ?", (font_id,)).fetchone()[0]:
-                raise sqlite3.DatabaseError(f"the index's {table} rows do not match its runs")  # damaged: rebuilt
-            return rows
+        if len(run_ids) > FETCH_ALL_ABOVE:
+            return db.execute(f"SELECT run_id, {column} FROM {table} WHERE font_id = ?", (font_id,)).fetchall()
         return [row for run_id in run_ids for row in db.execute(
             f"SELECT run_id, {column} FROM {table} WHERE font_id = ? AND run_id = ?", (font_id, run_id))]
 
@@ -644,6 +654,9 @@ WHOLE_FONT = {
                "(SELECT run_id FROM runs WHERE font_id = :font AND generation > :since) ORDER BY run_id"),
     "info": ("SELECT run_id, info FROM run_info WHERE font_id = :font ORDER BY run_id",
              "SELECT run_id, info FROM run_info WHERE font_id = :font AND run_id IN "
+             "(SELECT run_id FROM runs WHERE font_id = :font AND generation > :since) ORDER BY run_id"),
+    "json": ("SELECT run_id, json FROM run_json WHERE font_id = :font ORDER BY run_id",
+             "SELECT run_id, json FROM run_json WHERE font_id = :font AND run_id IN "
              "(SELECT run_id FROM runs WHERE font_id = :font AND generation > :since) ORDER BY run_id"),
 }
 """Each run's value of a kind (see ``Catalog._whole_font``), of one font: all of them, and
