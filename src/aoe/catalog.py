@@ -29,7 +29,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -79,17 +78,18 @@ CREATE TABLE IF NOT EXISTS packed (
 """
 """``runs`` holds what queries filter and sort on, narrow so a scan of 10,000 rows reads
 little, with the font generation that wrote each row; each run's RunInfo row and its JSON
-(``ls --json``) live apart, read only for the runs an answer returns. ``vectors`` keeps, for charts, each manifest's personality vector:
-where it is (its tensor record as JSON, noted when a sync reads the manifest) and, once
-read, its values (float64; empty when it has none that can be charted). A manifest never
-changes, so a row never goes stale. ``packed`` holds, for a font whose rows have not
-changed for a while, all its ref tokens (kind ``tokens``: msgpack of the run ids, then the
-tokens), ``run_info`` rows (kind ``info``: the same, with the rows) or ``run_json`` texts
-(kind ``json``: joined by ", ", UTF-8) in one value, in run id order, with the generation
-and number of runs they are of: a new process lists the font from one value instead of
-10,000 rows. Each is read with the rows written by later generations (a save writes one),
-as long as no run was removed since (the joined JSON: as long as the runs added since all
-sort after its own, the usual case, a save adding the newest run)."""
+(``ls --json``) live apart, read only for the runs an answer returns. ``vectors`` keeps,
+for charts, each manifest's personality vector: where it is (its tensor record as JSON,
+noted when a sync reads the manifest) and, once read, its values (float64; empty when it
+has none that can be charted). A manifest never changes, so a row never goes stale.
+``packed`` holds, for a font whose rows have not changed for a while, all its ref tokens
+(kind ``tokens``: msgpack of the run ids, then the tokens), ``run_info`` rows (kind
+``info``: the same, with the rows) or ``run_json`` texts (kind ``json``: joined by ", ",
+UTF-8) in one value, in run id order, with the generation and number of runs they are of:
+a new process lists the font from one value instead of 10,000 rows. Each is read with the
+rows written by later generations (a save writes one), as long as no run was removed since
+(the joined JSON: as long as the runs added since all sort after its own, the usual case,
+a save adding the newest run)."""
 
 TABLES = ("runs", "run_info", "run_json")
 """The tables of per-run rows (``vectors`` is by manifest, not by run)."""
@@ -265,7 +265,7 @@ class Catalog:
         folder = runs_folder(font_id)
         version = self.refs.backend.folder_version(folder)
         db = self._db()
-        last = db.execute("SELECT version, synced_ns, changes, generation, changed_ns FROM fonts WHERE font_id = ?",
+        last = db.execute("SELECT version, synced_ns, changes, generation FROM fonts WHERE font_id = ?",
                           (font_id,)).fetchone()
         if version is not None and last is not None and last[0] == version and last[1] - version > RACY_NS:
             return
@@ -342,11 +342,12 @@ class Catalog:
         infos = {**shared, **{run_id: info for run_id, (info, _) in zip(unshared, read)}}
         return [(
             font_id, run_id, tokens[run_id], info.manifest, info.status,
-            format_time(info.started_at or run_time(run_id)),
-            format_time(info.saved_at), _text(info.started_at), _text(info.ended_at),
-            info.name, info.description, json.dumps(list(info.tags)), index_json(info.params),
-            index_json(info.metrics), info.to_row(), json.dumps(info.to_dict()),
-        ) for run_id, info in ((r, infos[r]) for r in run_ids)], [(i.manifest, p) for i, p in read if i.manifest]
+            data["started_at"] or format_time(run_time(run_id)),
+            data["saved_at"], data["started_at"], data["ended_at"],
+            info.name, info.description, json.dumps(data["tags"]), index_json(info.params),
+            index_json(info.metrics), info.to_row(data), json.dumps(data),
+        ) for run_id, info, data in ((r, infos[r], infos[r].to_dict()) for r in run_ids)
+        ], [(i.manifest, p) for i, p in read if i.manifest]
 
     def _share_listing(self, font_id: str) -> None:
         """Write a listing snapshot of the font for machines that have not listed it; a
@@ -717,7 +718,3 @@ def _by_font(found: list[tuple[str, str]]) -> dict[str, list[str]]:
     for font_id, run_id in found:
         grouped.setdefault(font_id, []).append(run_id)
     return grouped
-
-
-def _text(moment: datetime | None) -> str | None:
-    return format_time(moment) if moment else None
