@@ -50,6 +50,7 @@ class LocalBackend:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self._root_text = os.fspath(self.root)
         self.location: str | Path = self.root
         self._known_dirs: set[Path] = set()
 
@@ -67,7 +68,11 @@ class LocalBackend:
 
     def path(self, key: str) -> Path:
         """The file that holds ``key``."""
-        return self.root.joinpath(*check_key(key).split("/"))
+        return Path(self._file(key))
+
+    def _file(self, key: str) -> str:
+        """:meth:`path` as text, for the calls made once per object (no Path object made)."""
+        return os.path.join(self._root_text, check_key(key))  # a checked key: relative, no '..'
 
     def read(self, key: str, *, fresh: bool = False) -> bytes:
         """The file's bytes: only a regular file (never through a symlink at its own name,
@@ -75,7 +80,7 @@ class LocalBackend:
 
         def read_file(fd: int, size: int) -> bytes:
             data = os.read(fd, size + 1) if size else b""
-            while len(data) <= size:  # a short read: read on to the size seen
+            while len(data) < size:  # a short read: read on to the size seen
                 more = os.read(fd, size + 1 - len(data))
                 if not more:
                     break
@@ -104,7 +109,7 @@ class LocalBackend:
     def _reading(self, key: str, action: Callable[[int, int], T]) -> T:
         """``action(fd, size)`` on the file of ``key``, opened only if it is a regular file
         (not through a symlink, never a FIFO or device) of at most MAX_KEY_BYTES."""
-        path = self.path(key)
+        path = self._file(key)
 
         def read_file() -> T:
             fd = os.open(path, os.O_RDONLY | O_BINARY | O_NOFOLLOW | os.O_NONBLOCK)
