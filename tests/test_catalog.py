@@ -234,6 +234,19 @@ def test_a_settled_font_is_listed_from_one_packed_value(store: aoe.Store, font: 
     assert [info.to_dict() for info in aoe.Store(store.root).list_runs(font)] == expected
 
 
+class Statements:
+    """The SQL a Store's index runs, as SQLite traces it (its values written in)."""
+
+    def __init__(self, store: aoe.Store) -> None:
+        self.seen: list[str] = []
+        store.catalog._db().set_trace_callback(self.seen.append)
+
+    def read(self, kind: str, *, later_only: bool) -> bool:
+        """Whether it read the font's values of a kind: all of them, or those written later."""
+        sql = WHOLE_FONT[kind][1 if later_only else 0]
+        return any(s.startswith(sql.split(":font")[0]) and ("generation >" in s) == later_only for s in self.seen)
+
+
 def test_a_settled_font_is_listed_as_json_from_one_packed_value(store: aoe.Store, font: str, runs: list[str]) -> None:
     expected = json.loads(store.list_runs_json(font))
     assert [run["run_id"] for run in expected] == runs and packed_generations(store, font, "json") == []
@@ -284,19 +297,6 @@ def test_the_packed_json_is_not_used_when_a_run_sorts_before_it(store: aoe.Store
         store.save_model(font, {"w": torch.ones(3)}, started_at=datetime(2020, 1, 1, tzinfo=UTC))))
     assert [run["run_id"] for run in listed] == [*saved, *runs]  # a run of 2020 comes first
     assert statements.read("json", later_only=False)
-
-
-class Statements:
-    """The SQL a Store's index runs, as SQLite traces it (its values written in)."""
-
-    def __init__(self, store: aoe.Store) -> None:
-        self.seen: list[str] = []
-        store.catalog._db().set_trace_callback(self.seen.append)
-
-    def read(self, kind: str, *, later_only: bool) -> bool:
-        """Whether it read the font's values of a kind: all of them, or those written later."""
-        sql = WHOLE_FONT[kind][1 if later_only else 0]
-        return any(s.startswith(sql.split(":font")[0]) and ("generation >" in s) == later_only for s in self.seen)
 
 
 def test_a_packed_copy_is_read_with_the_rows_written_since(store: aoe.Store, font: str, runs: list[str]) -> None:
