@@ -20,7 +20,7 @@ from conftest import run_cli
 
 import aoe
 from aoe.backends import local as local_backend
-from aoe.catalog import WHOLE_FONT, Catalog
+from aoe.catalog import Catalog, whole_font_sql
 from aoe.fsck import fsck
 from aoe.query import Query, parse_condition
 from aoe.runinfo import feedback_metrics
@@ -223,17 +223,6 @@ def packed_generations(store: aoe.Store, font: str, kind: str = "info") -> list[
         "SELECT generation FROM packed WHERE font_id = ? AND kind = ?", (font, kind))]
 
 
-def test_a_settled_font_is_listed_from_one_packed_value(store: aoe.Store, font: str, runs: list[str],
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    expected = [info.to_dict() for info in store.list_runs(font)]
-    assert packed_generations(store, font) == []  # just changed: being trained, maybe; nothing packed
-    settle(store)
-    assert [info.to_dict() for info in aoe.Store(store.root).list_runs(font)] == expected  # reads the rows, packs them
-    assert len(packed_generations(store, font)) == 1
-    monkeypatch.setattr(Catalog, "_rows_of", lambda *args: pytest.fail("read the rows of a packed font"))
-    assert [info.to_dict() for info in aoe.Store(store.root).list_runs(font)] == expected
-
-
 class Statements:
     """The SQL a Store's index runs, as SQLite traces it (its values written in)."""
 
@@ -243,8 +232,20 @@ class Statements:
 
     def read(self, kind: str, *, later_only: bool) -> bool:
         """Whether it read the font's values of a kind: all of them, or those written later."""
-        sql = WHOLE_FONT[kind][1 if later_only else 0]
+        sql = whole_font_sql(kind, later=later_only)
         return any(s.startswith(sql.split(":font")[0]) and ("generation >" in s) == later_only for s in self.seen)
+
+
+def test_a_settled_font_is_listed_from_one_packed_value(store: aoe.Store, font: str, runs: list[str]) -> None:
+    expected = [info.to_dict() for info in store.list_runs(font)]
+    assert packed_generations(store, font) == []  # just changed: being trained, maybe; nothing packed
+    settle(store)
+    assert [info.to_dict() for info in aoe.Store(store.root).list_runs(font)] == expected  # reads the rows, packs them
+    assert len(packed_generations(store, font)) == 1
+    lister = aoe.Store(store.root)
+    statements = Statements(lister)
+    assert [info.to_dict() for info in lister.list_runs(font)] == expected
+    assert not statements.read("info", later_only=False)  # not the rows: the packed value
 
 
 def test_a_settled_font_is_listed_as_json_from_one_packed_value(store: aoe.Store, font: str, runs: list[str]) -> None:

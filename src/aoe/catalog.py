@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -345,7 +346,7 @@ class Catalog:
             data["started_at"] or format_time(run_time(run_id)),
             data["saved_at"], data["started_at"], data["ended_at"],
             info.name, info.description, json.dumps(data["tags"]), index_json(info.params),
-            index_json(info.metrics), info.to_row(data), json.dumps(data),
+            index_json(info.metrics), RunInfo.row_of(data), json.dumps(data),
         ) for run_id, info, data in ((r, infos[r], infos[r].to_dict()) for r in run_ids)
         ], [(i.manifest, p) for i, p in read if i.manifest]
 
@@ -442,7 +443,7 @@ class Catalog:
         if run_ids is None:
             return infos
         missing = [run_id for run_id in run_ids if run_id not in infos] if infos else run_ids
-        for run_id, info in self._rows_of(db, "run_info", font_id, missing):
+        for run_id, info in self._rows_of(db, "info", font_id, missing):
             if run_id not in infos:
                 infos[run_id] = RunInfo.from_row(info)
         if any(run_id not in infos for run_id in missing):
@@ -464,26 +465,41 @@ class Catalog:
         row) by run id, in run id order, as of this generation: from the font's packed copy
         and the rows later generations wrote (a save writes one), else from all its rows.
         A settled font's values are packed again when its copy lacks some."""
-        count = db.execute("SELECT count(*) FROM runs WHERE font_id = ?", (font_id,)).fetchone()[0]
-        found = db.execute("SELECT generation, runs, value FROM packed WHERE font_id = ? AND kind = ? "
-                           "AND generation <= ?", (font_id, kind, generation)).fetchone()
-        values = _unpacked(found[2], found[1], str if kind == "tokens" else bytes) if found else None
-        if values is not None:
-            later = db.execute(WHOLE_FONT[kind][1], {"font": font_id, "since": found[0]}).fetchall()
-            values = _updated(values, later) if later else values
-            if len(values) == count and (not later or not settled):
+        count, copy = self._copy(db, kind, font_id, generation)
+        values = _unpacked(copy.value, copy.runs, str if kind == "tokens" else bytes) if copy else None
+        if copy is not None and values is not None:
+            values = _updated(values, copy.later) if copy.later else values
+            if len(values) == count and (not copy.later or not settled):
                 return values
             if len(values) != count:  # the copy is damaged: read the rows
                 values = None
         if values is None:
-            rows = db.execute(WHOLE_FONT[kind][0], {"font": font_id}).fetchall()
-            if len(rows) != count:
-                raise sqlite3.DatabaseError(f"the index's {kind} rows do not match its runs")  # damaged: rebuilt
-            values = dict(rows)
+            values = dict(self._all_rows(db, kind, font_id, count))
         if settled:
             self._pack(db, kind, font_id, generation, len(values),
                        msgpack.packb([list(values), list(values.values())], use_bin_type=True))
         return values
+
+    @staticmethod
+    def _copy(db: sqlite3.Connection, kind: str, font_id: str, generation: int) -> tuple[int, _Copy | None]:
+        """How many runs the index holds of a font, and its packed copy of a kind of this
+        generation or an older one, with the rows later generations wrote (None: no copy)."""
+        count: int = db.execute("SELECT count(*) FROM runs WHERE font_id = ?", (font_id,)).fetchone()[0]
+        found = db.execute("SELECT generation, runs, value FROM packed WHERE font_id = ? AND kind = ? "
+                           "AND generation <= ?", (font_id, kind, generation)).fetchone()
+        if found is None:
+            return count, None
+        later = db.execute(whole_font_sql(kind, later=True), {"font": font_id, "since": found[0]}).fetchall()
+        return count, _Copy(found[0], found[1], found[2], later)
+
+    @staticmethod
+    def _all_rows(db: sqlite3.Connection, kind: str, font_id: str, count: int) -> list[tuple[str, Any]]:
+        """Every run's value of a kind, in run id order; as many as the index's runs, or the
+        index is damaged (and rebuilt)."""
+        rows: list[tuple[str, Any]] = db.execute(whole_font_sql(kind), {"font": font_id}).fetchall()
+        if len(rows) != count:
+            raise sqlite3.DatabaseError(f"the index's {kind} rows do not match its runs")
+        return rows
 
     def _pack(self, db: sqlite3.Connection, kind: str, font_id: str, generation: int, runs: int, value: bytes) -> None:
         """Keep a packed copy of a settled font's rows, if they are still of this
@@ -512,7 +528,7 @@ class Catalog:
             sql, args = build_query(query, "font_id, run_id")
             found = db.execute(sql, args).fetchall()
             by_run = {(font_id, run_id): text for font_id, run_ids in _by_font(found).items()
-                      for run_id, text in self._rows_of(db, "run_json", font_id, run_ids)}
+                      for run_id, text in self._rows_of(db, "json", font_id, run_ids)}
         if any(key not in by_run for key in found):
             raise sqlite3.DatabaseError("a run listed in the index has no JSON row")  # damaged: rebuilt
         return ", ".join(by_run[key] for key in found)
@@ -521,36 +537,30 @@ class Catalog:
         """Every run's JSON joined by ", ", in run id order: the packed copy with the runs
         added since appended, when they all sort after it (a save adds one at the end),
         else every row. A settled font's is packed again when its copy lacks some."""
-        count = db.execute("SELECT count(*) FROM runs WHERE font_id = ?", (font_id,)).fetchone()[0]
-        found = db.execute("SELECT generation, runs, value FROM packed WHERE font_id = ? AND kind = 'json' "
-                           "AND generation <= ?", (font_id, generation)).fetchone()
+        count, copy = self._copy(db, "json", font_id, generation)
         text = None
-        if found is not None and isinstance(found[2], bytes):
-            later = db.execute(WHOLE_FONT["json"][1], {"font": font_id, "since": found[0]}).fetchall()
-            if found[1] + len(later) == count and not (later and db.execute(  # none replaced, none before the copy's
+        if copy is not None and isinstance(copy.value, bytes) and copy.runs + len(copy.later) == count and not (
+                copy.later and db.execute(  # none replaced (the counts add up), none sorting before the copy's
                     "SELECT 1 FROM runs WHERE font_id = ? AND run_id > ? AND generation <= ? LIMIT 1",
-                    (font_id, later[0][0], found[0])).fetchone()):
-                try:
-                    packed = [found[2].decode()] if found[1] else []
-                    text = ", ".join(packed + [row[1] for row in later])
-                except UnicodeDecodeError:
-                    pass  # damaged: the rows are read
-                if text is not None and (not later or not settled):
-                    return text
+                    (font_id, copy.later[0][0], copy.generation)).fetchone()):
+            try:
+                packed = [copy.value.decode()] if copy.runs else []
+                text = ", ".join(packed + [row[1] for row in copy.later])
+            except UnicodeDecodeError:
+                pass  # damaged: the rows are read
+            if text is not None and (not copy.later or not settled):
+                return text
         if text is None:
-            rows = db.execute(WHOLE_FONT["json"][0], {"font": font_id}).fetchall()
-            if len(rows) != count:
-                raise sqlite3.DatabaseError("the index's JSON rows do not match its runs")  # damaged: rebuilt
-            text = ", ".join(row[1] for row in rows)
+            text = ", ".join(row[1] for row in self._all_rows(db, "json", font_id, count))
         if settled:
             self._pack(db, "json", font_id, generation, count, text.encode())
         return text
 
     @staticmethod
-    def _rows_of(db: sqlite3.Connection, table: str, font_id: str, run_ids: list[str]) -> list[tuple[str, Any]]:
-        """(run id, value) of these runs from a table of per-run values: one scan of the
-        font's rows for many, a lookup each for few (a page)."""
-        column = {"run_info": "info", "run_json": "json"}[table]
+    def _rows_of(db: sqlite3.Connection, kind: str, font_id: str, run_ids: list[str]) -> list[tuple[str, Any]]:
+        """(run id, value of a kind) of these runs: one scan of the font's rows for many, a
+        lookup each for few (a page)."""
+        table, column = VALUES[kind]
         if len(run_ids) > FETCH_ALL_ABOVE:
             return db.execute(f"SELECT run_id, {column} FROM {table} WHERE font_id = ?", (font_id,)).fetchall()
         return [row for run_id in run_ids for row in db.execute(
@@ -649,19 +659,17 @@ def _record(text: str | None) -> TensorRecord | None:
     return record if vectors.chartable(record) else None
 
 
-WHOLE_FONT = {
-    "tokens": ("SELECT run_id, token FROM runs WHERE font_id = :font ORDER BY run_id",
-               "SELECT run_id, token FROM runs WHERE font_id = :font AND run_id IN "
-               "(SELECT run_id FROM runs WHERE font_id = :font AND generation > :since) ORDER BY run_id"),
-    "info": ("SELECT run_id, info FROM run_info WHERE font_id = :font ORDER BY run_id",
-             "SELECT run_id, info FROM run_info WHERE font_id = :font AND run_id IN "
-             "(SELECT run_id FROM runs WHERE font_id = :font AND generation > :since) ORDER BY run_id"),
-    "json": ("SELECT run_id, json FROM run_json WHERE font_id = :font ORDER BY run_id",
-             "SELECT run_id, json FROM run_json WHERE font_id = :font AND run_id IN "
-             "(SELECT run_id FROM runs WHERE font_id = :font AND generation > :since) ORDER BY run_id"),
-}
-"""Each run's value of a kind (see ``Catalog._whole_font``), of one font: all of them, and
-those written by generations after ``since``."""
+VALUES = {"tokens": ("runs", "token"), "info": ("run_info", "info"), "json": ("run_json", "json")}
+"""Where each kind of per-run value lives: its table and column."""
+
+
+def whole_font_sql(kind: str, *, later: bool = False) -> str:
+    """The SQL reading a font's values of a kind (``:font``) in run id order: all of them,
+    or (``later``) those written by generations after ``:since``."""
+    table, column = VALUES[kind]
+    since = (" AND run_id IN (SELECT run_id FROM runs WHERE font_id = :font AND generation > :since)"
+             if later else "")
+    return f"SELECT run_id, {column} FROM {table} WHERE font_id = :font{since} ORDER BY run_id"
 
 
 @contextlib.contextmanager
@@ -676,6 +684,16 @@ def _snapshot(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+@dataclass(frozen=True)
+class _Copy:
+    """A packed copy as the index holds it (see ``packed``), and the rows written since."""
+
+    generation: int
+    runs: int
+    value: Any  # bytes unless the index is damaged
+    later: list[tuple[str, Any]]
 
 
 def _settled(changed_ns: int | None) -> bool:

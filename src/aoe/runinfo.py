@@ -124,10 +124,10 @@ class RunInfo:
         out["missing"] = list(self.missing)
         return out
 
-    def to_row(self, data: dict[str, Any] | None = None) -> bytes:
-        """The compact form the index keeps: the fields in order, times as text (from
-        ``data``, this RunInfo's :meth:`to_dict`, when the caller has made it already)."""
-        data = self.to_dict() if data is None else data
+    @staticmethod
+    def row_of(data: dict[str, Any]) -> bytes:
+        """The compact form the index keeps of a RunInfo's :meth:`to_dict`: the fields in
+        order, times as text (:meth:`from_row` reads it back)."""
         row: bytes = msgpack.packb([data[name] for name in _FIELDS], use_bin_type=True)
         return row
 
