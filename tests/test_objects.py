@@ -379,3 +379,57 @@ def test_an_object_gc_set_aside_is_still_read_into_place(tmp_path: Path) -> None
     out = bytearray(len(data))
     objects.read_into(digest, memoryview(out))
     assert out == data
+
+
+def test_a_recalled_content_is_recognized_by_its_fingerprint_and_a_new_one_hashed(
+        objects: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``recall`` (a tensor not written to since its last save): a content put with it
+    before is recognized by its XXH3 fingerprint, without BLAKE3; any other is hashed,
+    and the address is always BLAKE3's."""
+    hashed: list[bytes] = []
+    real = aoe.objects.hash_bytes
+    monkeypatch.setattr(aoe.objects, "hash_bytes", lambda data: hashed.append(bytes(data)) or real(data))
+    first = os.urandom(1000)
+    changed = bytearray(first)
+    changed[500] ^= 1
+    assert objects.put(first, recall=True) == blake3.blake3(first).hexdigest()
+    assert objects.put(first, recall=True) == blake3.blake3(first).hexdigest()
+    assert hashed == [first]  # the second time recognized
+    assert objects.put(bytes(changed), recall=True) == blake3.blake3(changed).hexdigest()
+    assert objects.put(first) == blake3.blake3(first).hexdigest()  # without recall: hashed
+    assert hashed == [first, bytes(changed), first]
+
+
+def test_a_recalled_content_whose_object_is_gone_is_written_again(objects: ObjectStore) -> None:
+    data = os.urandom(2000)
+    digest = objects.put(data, recall=True)
+    stored_path(objects, digest).unlink()  # collected by a gc meanwhile
+    assert objects.put(data, recall=True) == digest
+    assert objects.get(digest) == data
+
+
+def test_recalled_fingerprints_are_bounded(objects: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aoe.objects, "RECALLED_MAX", 2)
+    hashed: list[bytes] = []
+    real = aoe.objects.hash_bytes
+    monkeypatch.setattr(aoe.objects, "hash_bytes", lambda data: hashed.append(bytes(data)) or real(data))
+    contents = [os.urandom(100) for _ in range(3)]
+    for data in contents:
+        objects.put(data, recall=True)
+    objects.put(contents[0], recall=True)  # forgotten when the third came: hashed again
+    objects.put(contents[2], recall=True)  # remembered since
+    assert hashed == [*contents, contents[0]]
+
+
+def test_put_blobs_recalls_chunks_and_packs_only_when_every_content_in_them_is_recalled(
+        objects: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    recalled: list[bool] = []
+    real = ObjectStore.put
+    monkeypatch.setattr(ObjectStore, "put", lambda self, data, width=1, write=None, *, recall=False:
+                        recalled.append(recall) or real(self, data, width, write, recall=recall))
+    large, small_a, small_b = os.urandom(aoe.objects.PACK_BELOW), os.urandom(10), os.urandom(20)
+    objects.put_blobs([large, small_a, small_b], recall=[True, True, False])
+    assert recalled == [True, False]  # the large one alone; the pack holds one not recalled
+    recalled.clear()
+    objects.put_blobs([large, small_a, small_b], recall=[False, True, True])
+    assert recalled == [False, True]

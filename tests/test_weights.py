@@ -11,6 +11,8 @@ import pytest
 import torch
 
 import aoe
+import aoe.objects
+import aoe.weights
 from aoe.backends.local import LocalBackend
 from aoe.errors import FormatError, InvalidInputError, UnsupportedValueError
 from aoe.manifests import pack_tree, tensors, unpack_tree
@@ -360,3 +362,64 @@ def test_lazy_weights_give_modules_their_version_metadata(store: aoe.Store, font
         patch.setattr(torch.nn.BatchNorm1d, "_load_from_state_dict", spy)
         fresh.load_state_dict(lazy)
     assert seen == [2]  # BatchNorm's version reached the module
+
+
+def test_tensors_saved_before_and_not_written_since_are_marked_for_recall(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store remembers each saved tensor's version counter: one that has not moved is
+    likely unchanged (its bytes are then checked by fingerprint, see test_objects)."""
+    a, b = torch.ones(3), torch.zeros(3)
+    versions: dict[Any, int] = {}
+
+    def recall(value: Any) -> list[bool]:
+        prepared = PreparedTrees(versions=versions)
+        prepared.add("w", value)
+        return prepared.recall
+
+    assert recall({"a": a, "b": b}) == [False, False]  # never saved
+    assert recall({"a": a, "b": b}) == [True, True]
+    b.add_(1)
+    assert recall({"a": a, "b": b}) == [True, False]
+    with torch.inference_mode():
+        counted_not = torch.ones(2)  # inference tensors have no version counter
+    assert recall(counted_not) == [False] and recall(counted_not) == [False]
+    monkeypatch.setattr(aoe.weights, "MAX_VERSIONS", 1)
+    recall({"a": a, "b": b})
+    assert len(versions) == 1
+
+
+def test_a_write_behind_the_version_counter_is_saved_as_the_tensor_is_now(store: aoe.Store, font: str) -> None:
+    """Writes through ``.data`` or numpy do not move torch's version counter: the
+    fingerprint of the bytes catches them, in a tensor of its own and in a pack."""
+    large, small = torch.randn(100_000), torch.randn(10)
+    state = {"large": large, "small": small}
+    for _ in range(3):  # the third save recognizes both by fingerprint
+        store.save_model(font, state)
+    versions = large._version, small._version
+    large.data[0] += 1.0
+    large.numpy()[1] = 7.0
+    small.data[0] += 1.0
+    assert (large._version, small._version) == versions
+    loaded = store.load_model(font, store.save_model(font, state)).weights
+    assert torch.equal(loaded["large"], large) and torch.equal(loaded["small"], small)
+
+
+def test_an_unchanged_tensor_is_saved_without_blake3_and_a_changed_one_without_a_fingerprint(
+        store: aoe.Store, font: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    weight = torch.randn(100_000)  # 400,000 bytes: an object of its own
+    calls: list[str] = []
+    for name in ("hash_bytes", "fingerprint"):
+        real = getattr(aoe.objects, name)
+        monkeypatch.setattr(aoe.objects, name, lambda data, real=real, name=name:
+                            (calls.append(name) if memoryview(data).nbytes == 400_000 else None) or real(data))
+
+    def save() -> list[str]:
+        calls.clear()
+        store.save_model(font, {"w": weight})
+        return list(calls)
+
+    assert save() == ["hash_bytes"]  # first seen
+    assert save() == ["fingerprint", "hash_bytes"]  # same version: fingerprinted, not yet known
+    assert save() == ["fingerprint"]  # recognized
+    weight.add_(1)
+    assert save() == ["hash_bytes"]  # a counted write: no fingerprint to pay for
+    assert torch.equal(store.load_model(font).weights["w"], weight)

@@ -23,7 +23,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .backends import Backend, BatchWrite, Buffer
-from .codec import CODEC_PLANES, CODEC_RAW, HEADER, MAGIC, SizeMismatch, corrupt, decode, encode, hash_bytes, stored_raw
+from .codec import (
+    CODEC_PLANES,
+    CODEC_RAW,
+    HEADER,
+    MAGIC,
+    SizeMismatch,
+    corrupt,
+    decode,
+    encode,
+    fingerprint,
+    hash_bytes,
+    stored_raw,
+)
 from .errors import (
     CorruptObjectError,
     NotFoundError,
@@ -56,6 +68,10 @@ PACK_BELOW = 256 * 1024
 """Contents smaller than this are packed with others into chunks of up to CHUNK_SIZE:
 below it, a file of its own costs more (open, write, fsync, link; a request on S3) than
 rewriting its neighbours when it changes."""
+
+RECALLED_MAX = 1 << 16
+"""Fingerprints of recalled contents one store keeps (~100 bytes each): more chunks than
+a checkpoint of 500 GB has."""
 _local = threading.local()
 T = TypeVar("T")
 R = TypeVar("R")
@@ -145,12 +161,19 @@ class ObjectStore:
         where each call is a round trip worth overlapping (``Backend.round_trips``)."""
         self.on_progress: Callable[[int], None] | None = None
         """Called with the byte count of each object put or got (for progress bars)."""
+        self._recalled: dict[tuple[int, bytes], Digest] = {}
+        """Addresses of contents put with ``recall``, by :func:`fingerprint` (see :meth:`put`)."""
 
-    def put(self, data: Buffer, width: int = 1, write: BatchWrite | None = None) -> Digest:
+    def put(self, data: Buffer, width: int = 1, write: BatchWrite | None = None, *, recall: bool = False) -> Digest:
         """Store ``data`` once; storing it again writes nothing but refreshes its mtime.
         ``width`` is the element size of floating-point data (see :func:`encode`);
-        ``write``, a batch's (see :meth:`Backend.write_batch`)."""
-        digest = hash_bytes(data)
+        ``write``, a batch's (see :meth:`Backend.write_batch`). ``recall`` says the
+        content is likely one put before (a tensor not written to since): it is then
+        read once for its XXH3 fingerprint, and BLAKE3 is computed only if no content put
+        with ``recall`` before had that fingerprint and size. (XXH3 is not cryptographic:
+        contents crafted to collide could be taken for each other, but only inside the
+        process that saves them, which decides what it saves anyway; by chance, 2^-128.)"""
+        digest = self._recall(data) if recall else hash_bytes(data)
         key = object_key(digest)
         if not self.backend.touch(key):
             stored = encode(data, width) if width == 1 or self.compress_floats else stored_raw(data)
@@ -159,6 +182,16 @@ class ObjectStore:
             else:
                 write(key, stored)
         self._progress(memoryview(data).nbytes)
+        return digest
+
+    def _recall(self, data: Buffer) -> Digest:
+        key = fingerprint(data)
+        digest = self._recalled.get(key)
+        if digest is None:
+            digest = hash_bytes(data)
+            if len(self._recalled) >= RECALLED_MAX:
+                self._recalled.clear()  # a bound, not a cache policy: the next saves fill it again
+            self._recalled[key] = digest
         return digest
 
     def get(self, digest: Digest) -> bytes:
@@ -322,9 +355,10 @@ class ObjectStore:
                 yield _result(pending.popleft())
 
     def put_blobs(self, contents: Iterable[Buffer], widths: Iterable[int] | None = None,
-                  groups: Iterable[object] | None = None) -> list[Blob]:
+                  groups: Iterable[object] | None = None, recall: Iterable[bool] | None = None) -> list[Blob]:
         """Store each content as a blob, all made durable together when the call returns.
-        ``widths`` gives each content's float element size (1: not floating-point).
+        ``widths`` gives each content's float element size (1: not floating-point);
+        ``recall``, whether it is likely one stored before (see :meth:`put`).
 
         Contents smaller than :data:`PACK_BELOW` are packed in order, by ``groups`` (what
         changes together: one tree of tensors, a run's glyph images) and width, into
@@ -335,6 +369,7 @@ class ObjectStore:
         views = [memoryview(content).cast("B") for content in contents]
         widths = list(widths) if widths is not None else [1] * len(views)
         groups = list(groups) if groups is not None else [None] * len(views)
+        recalls = list(recall) if recall is not None else [False] * len(views)
         pack_below = min(PACK_BELOW, CHUNK_SIZE + 1)
         blobs: list[Blob | None] = [None] * len(views)
         pieces: list[tuple[int, memoryview | _Pack]] = []  # what to store: chunks and packs
@@ -360,8 +395,9 @@ class ObjectStore:
         def store(piece: tuple[int, memoryview | _Pack]) -> Digest:
             index, what = piece
             if isinstance(what, _Pack):
-                return self.put(what.data() if len(what.members) > 1 else what.members[0][1], what.width, write)
-            return self.put(what, widths[index], write)
+                return self.put(what.data() if len(what.members) > 1 else what.members[0][1], what.width, write,
+                                recall=all(recalls[member] for member, _, _ in what.members))
+            return self.put(what, widths[index], write, recall=recalls[index])
 
         chunks: dict[int, list[Digest]] = {}
         with self.backend.write_batch() as write:

@@ -32,6 +32,8 @@ if sys.byteorder != "little":  # pragma: no cover - every platform torch ships f
     raise ImportError("aoe stores raw little-endian tensor bytes and needs a little-endian host")
 
 _INT_RANGE = (-(2**63), 2**64 - 1)  # what msgpack can hold
+MAX_VERSIONS = 1 << 16
+"""Tensors whose version a store remembers from its saves (~300 bytes each)."""
 
 
 @functools.cache  # asked once per tensor: thousands of times in a checkpoint of small tensors
@@ -86,6 +88,13 @@ class PreparedTrees:
     """Each tensor queued, by its storage, offset, shape, strides, dtype and device."""
     aliased: set[int] = field(default_factory=set)
     """Tensors met more than once (tied weights): stored once, loaded as one storage."""
+    versions: dict[tuple[Any, ...], int] = field(default_factory=dict)
+    """torch's version counter of each tensor as it was saved, by storage, offset, shape,
+    strides, dtype and device: kept across saves by the store (see :attr:`recall`)."""
+    recall: list[bool] = field(default_factory=list)
+    """Whether each queued tensor's version is the one it had when saved before: then it
+    is likely unchanged, and its blob is recognized by a fast fingerprint first
+    (``ObjectStore.put``), which catches writes the counter misses (through ``.data``)."""
 
     def add(self, name: str, value: Any) -> None:
         """Validate ``value`` (a state_dict, nn.Module or tensor) and queue its tensors."""
@@ -167,16 +176,30 @@ class PreparedTrees:
         self.shapes.append((dtype_name(dense.dtype), tuple(dense.shape)))
         self.trees_of.append(self._tree)
         self.views[view] = len(self.tensors) - 1
+        version = _version(tensor)
+        self.recall.append(version is not None and self.versions.get(view) == version)
+        if version is not None:
+            if len(self.versions) >= MAX_VERSIONS:
+                self.versions.clear()  # a bound: tensors the next saves meet are noted again
+            self.versions[view] = version
         return _Pending(len(self.tensors) - 1)
 
     def store(self, objects: ObjectStore) -> dict[str, Any]:
         """Write every queued tensor as a blob (in parallel); return the finished trees."""
         blobs = objects.put_blobs((raw_view(t) for t in self.tensors), (plane_width(t.dtype) for t in self.tensors),
-                                  self.trees_of)  # a tree's small tensors packed together
+                                  self.trees_of, self.recall)  # a tree's small tensors packed together
         aliases = {index: alias for alias, index in enumerate(sorted(self.aliased))}
         records = [TensorRecord(dtype, shape, blob, aliases.get(index))
                    for index, ((dtype, shape), blob) in enumerate(zip(self.shapes, blobs))]
         return {name: _resolve(tree, records) for name, tree in self.trees.items()}
+
+
+def _version(tensor: torch.Tensor) -> int | None:
+    """torch's count of in-place writes to a tensor (None: not counted, inference mode)."""
+    try:
+        return tensor._version
+    except RuntimeError:
+        return None
 
 
 def _resolve(tree: Any, records: list[TensorRecord]) -> Any:

@@ -83,6 +83,8 @@ class StoreBase:
         self.transactions = Transactions(self.objects, self.refs)
         self._background: BackgroundSaves | None = None
         self._catalog: Catalog | None = None
+        self._tensor_versions: dict[Any, int] = {}
+        """Each saved tensor's version counter (see ``weights.PreparedTrees.versions``)."""
 
     @property
     def catalog(self) -> Catalog:
@@ -246,7 +248,7 @@ class StoreBase:
         if weights is not None or personality_vector is not None or extras:
             from .. import weights as tensors
 
-            prepared = tensors.PreparedTrees()
+            prepared = tensors.PreparedTrees(versions=self._tensor_versions)
             if weights is not None:
                 prepared.add("weights", weights)
             if personality_vector is not None:
