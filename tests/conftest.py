@@ -95,6 +95,20 @@ def model() -> TinyFont:
 
 
 @pytest.fixture
+def hashing(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the address functions (``hash_bytes``: BLAKE3; ``fingerprint``: XXH3)
+    the object store calls on contents of 400,000 bytes (a tensor of 100,000 floats), in order."""
+    import aoe.objects
+
+    calls: list[str] = []
+    for name in ("hash_bytes", "fingerprint"):
+        real = getattr(aoe.objects, name)
+        monkeypatch.setattr(aoe.objects, name, lambda data, real=real, name=name:
+                            (calls.append(name) if memoryview(data).nbytes == 400_000 else None) or real(data))
+    return calls
+
+
+@pytest.fixture
 def run_files(tmp_path: Path) -> dict:
     """The non-weight assets of a run, as save_model takes them."""
     return {

@@ -38,6 +38,24 @@ def test_tied_weights_stay_tied_through_the_copy(store: aoe.Store, font: str) ->
     assert loaded["embed"].untyped_storage().data_ptr() == loaded["head"].untyped_storage().data_ptr()
 
 
+def test_a_background_save_recognizes_unchanged_tensors_as_a_save_does(
+        store: aoe.Store, font: str, hashing: list[str]) -> None:
+    """The copy is new memory each time; what its original was is noted when it is made."""
+    weight = torch.randn(100_000)  # 400,000 bytes: an object of its own
+
+    def save() -> list[str]:
+        hashing.clear()
+        store.save_in_background(font, {"w": weight}).result()
+        return list(hashing)
+
+    assert [save(), save(), save()] == [["hash_bytes"], ["fingerprint", "hash_bytes"], ["fingerprint"]]
+    weight.data[0] += 1.0  # behind torch's version counter: the fingerprint sees it
+    assert save() == ["fingerprint", "hash_bytes"]
+    weight.add_(1.0)
+    assert save() == ["hash_bytes"]
+    assert torch.equal(store.load_model(font).weights["w"], weight)
+
+
 def test_bad_input_is_refused_at_once_in_the_callers_thread(store: aoe.Store, font: str) -> None:
     with pytest.raises(aoe.InvalidInputError, match="not a PNG"):
         store.save_in_background(font, {"w": torch.ones(2)}, sample_image=b"not a png")

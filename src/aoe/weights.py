@@ -95,6 +95,8 @@ class PreparedTrees:
     """Whether each queued tensor's version is the one it had when saved before: then it
     is likely unchanged, and its blob is recognized by a fast fingerprint first
     (``ObjectStore.put``), which catches writes the counter misses (through ``.data``)."""
+    recalled: Mapping[int, bool] = field(default_factory=dict)
+    """The same, decided already for copies a :func:`snapshot` made, by their ``id``."""
 
     def add(self, name: str, value: Any) -> None:
         """Validate ``value`` (a state_dict, nn.Module or tensor) and queue its tensors."""
@@ -162,8 +164,7 @@ class PreparedTrees:
                 f"{path}: a {kind} tensor cannot be stored; convert it to a dense tensor "
                 "with real data (e.g. .to_dense() or .dequantize()) first"
             )
-        view = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tensor.shape,
-                tensor.stride(), tensor.dtype, tensor.device)
+        view = storage_view(tensor)
         if tensor.numel() and view in self.views:  # the same tensor again: tied weights
             index = self.views[view]
             self.aliased.add(index)
@@ -176,12 +177,8 @@ class PreparedTrees:
         self.shapes.append((dtype_name(dense.dtype), tuple(dense.shape)))
         self.trees_of.append(self._tree)
         self.views[view] = len(self.tensors) - 1
-        version = _version(tensor)
-        self.recall.append(version is not None and self.versions.get(view) == version)
-        if version is not None:
-            if len(self.versions) >= MAX_VERSIONS:
-                self.versions.clear()  # a bound: tensors the next saves meet are noted again
-            self.versions[view] = version
+        recall = self.recalled.get(id(tensor))
+        self.recall.append(note_version(self.versions, view, tensor) if recall is None else recall)
         return _Pending(len(self.tensors) - 1)
 
     def store(self, objects: ObjectStore) -> dict[str, Any]:
@@ -194,12 +191,64 @@ class PreparedTrees:
         return {name: _resolve(tree, records) for name, tree in self.trees.items()}
 
 
-def _version(tensor: torch.Tensor) -> int | None:
-    """torch's count of in-place writes to a tensor (None: not counted, inference mode)."""
+def storage_view(tensor: torch.Tensor) -> tuple[Any, ...]:
+    """Which bytes of which storage a tensor shows, as what: equal for one tensor met
+    twice in a state (tied weights), and for a tensor saved again."""
+    return (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tensor.shape,
+            tensor.stride(), tensor.dtype, tensor.device)
+
+
+def note_version(versions: dict[tuple[Any, ...], int], view: tuple[Any, ...], tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is likely unchanged since it was last saved (torch counted no
+    in-place write to it); its version is noted for the next save."""
     try:
-        return tensor._version
-    except RuntimeError:
-        return None
+        version = tensor._version
+    except RuntimeError:  # not counted (inference mode)
+        return False
+    recall = versions.get(view) == version
+    if len(versions) >= MAX_VERSIONS:
+        versions.clear()  # a bound: tensors the next saves meet are noted again
+    versions[view] = version
+    return recall
+
+
+@dataclass
+class Snapshot:
+    """A copy of a weights tree no training step can change any more (see :func:`snapshot`)."""
+
+    tree: Any
+    recalled: dict[int, bool]
+    """Whether each copy's original was likely unchanged since saved, by the copy's ``id``
+    (for :attr:`PreparedTrees.recalled`)."""
+
+
+def snapshot(tree: Any, versions: dict[tuple[Any, ...], int]) -> Snapshot:
+    """Copy a weights tree for a save that runs later (in the background): each tensor
+    copied once (to the CPU), tied tensors copied to one tensor again, and each noted as
+    a save notes it (:func:`note_version`), since the copy is what will be saved."""
+    copies: dict[tuple[Any, ...], torch.Tensor] = {}
+    recalled: dict[int, bool] = {}
+
+    def copy(value: Any) -> Any:
+        if isinstance(value, torch.nn.Module):
+            value = value.state_dict()
+        if isinstance(value, torch.Tensor):
+            view = storage_view(value)
+            if view not in copies or not value.numel():
+                copies[view] = value.detach().to("cpu", copy=True)
+                recalled[id(copies[view])] = note_version(versions, view, value)
+            return copies[view]
+        if isinstance(value, dict):
+            result = type(value)({k: copy(v) for k, v in value.items()})  # a Counter counts what update gets
+            metadata = getattr(value, "_metadata", None)
+            if metadata is not None:
+                result._metadata = metadata  # type: ignore[attr-defined]
+            return result
+        if type(value) in (list, tuple):
+            return type(value)(copy(v) for v in value)
+        return value
+
+    return Snapshot(copy(tree), recalled)
 
 
 def _resolve(tree: Any, records: list[TensorRecord]) -> Any:

@@ -15,7 +15,7 @@ import atexit
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import StoreError
 
@@ -124,31 +124,3 @@ class BackgroundSaves:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-
-def snapshot(tree: Any) -> Any:
-    """A copy of a weights tree whose tensors no training step can change any more:
-    each tensor copied once (to the CPU), tied tensors copied to one tensor again."""
-    import torch
-
-    copies: dict[tuple[Any, ...], torch.Tensor] = {}
-
-    def copy(value: Any) -> Any:
-        if isinstance(value, torch.nn.Module):
-            value = value.state_dict()
-        if isinstance(value, torch.Tensor):
-            key = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape),
-                   value.stride(), value.dtype, str(value.device))
-            if key not in copies or not value.numel():
-                copies[key] = value.detach().to("cpu", copy=True)
-            return copies[key]
-        if isinstance(value, dict):
-            result = type(value)({k: copy(v) for k, v in value.items()})  # a Counter counts what update gets
-            metadata = getattr(value, "_metadata", None)
-            if metadata is not None:
-                result._metadata = metadata  # type: ignore[attr-defined]
-            return result
-        if type(value) in (list, tuple):
-            return type(value)(copy(v) for v in value)
-        return value
-
-    return copy(tree)

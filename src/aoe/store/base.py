@@ -233,10 +233,12 @@ class StoreBase:
         feedback: Any = None,
         extras: Mapping[str, Any] | None = None,
         feedback_schema: str | None = None,
+        recalled: Mapping[int, bool] | None = None,
     ) -> dict[str, Any]:
         """Validate, then write the blobs of a run; returns its manifest fields. The first
         half of every save (saving, amending, ``start_run``'s saves as training goes);
-        nothing is published until a transaction publishes these fields."""
+        nothing is published until a transaction publishes these fields. ``recalled``:
+        a snapshot's (``weights.Snapshot``), when the tensors are its copies."""
         sample = inputs.image_bytes(sample_image, "sample image") if sample_image is not None else None
         glyphs = inputs.glyph_images(eval_glyphs) if eval_glyphs is not None else {}
         feedback_data = inputs.feedback_bytes(feedback) if feedback is not None else None
@@ -248,7 +250,7 @@ class StoreBase:
         if weights is not None or personality_vector is not None or extras:
             from .. import weights as tensors
 
-            prepared = tensors.PreparedTrees(versions=self._tensor_versions)
+            prepared = tensors.PreparedTrees(versions=self._tensor_versions, recalled=recalled or {})
             if weights is not None:
                 prepared.add("weights", weights)
             if personality_vector is not None:

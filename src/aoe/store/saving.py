@@ -31,7 +31,7 @@ from ..transaction import Transaction
 if TYPE_CHECKING:
     pass
 
-from .background import PendingSave, snapshot
+from .background import PendingSave
 from .base import StoreBase
 from .bulk import collection_paused
 
@@ -107,13 +107,17 @@ class Saving(StoreBase):
             "eval_glyphs": inputs.glyph_images(eval_glyphs) if eval_glyphs is not None else None,
             "feedback": inputs.feedback_bytes(feedback) if feedback is not None else None,
         }
+        from .. import weights as tensors
+
         with collection_paused():
-            trees = snapshot({"weights": weights, "personality": personality_vector, "extras": extras})
+            taken = tensors.snapshot({"weights": weights, "personality": personality_vector, "extras": extras},
+                                     self._tensor_versions)
+        trees = taken.tree
 
         def save() -> str:
             with collection_paused(), self.transaction() as transaction:
                 parts = self.write_assets(trees["weights"], trees["personality"], extras=trees["extras"],
-                                          feedback_schema=feedback_schema, **files)
+                                          feedback_schema=feedback_schema, recalled=taken.recalled, **files)
                 return self._publish(transaction, font_id, metadata, parts)
 
         return self.background.submit(font_id, save)
