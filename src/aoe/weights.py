@@ -95,7 +95,7 @@ class PreparedTrees:
     """Whether each queued tensor's version is the one it had when saved before: then it
     is likely unchanged, and its blob is recognized by a fast fingerprint first
     (``ObjectStore.put``), which catches writes the counter misses (through ``.data``)."""
-    recalled: Mapping[int, bool] = field(default_factory=dict)
+    recall_of_copies: Mapping[int, bool] = field(default_factory=dict)
     """The same, decided already for copies a :func:`snapshot` made, by their ``id``."""
 
     def add(self, name: str, value: Any) -> None:
@@ -177,7 +177,7 @@ class PreparedTrees:
         self.shapes.append((dtype_name(dense.dtype), tuple(dense.shape)))
         self.trees_of.append(self._tree)
         self.views[view] = len(self.tensors) - 1
-        recall = self.recalled.get(id(tensor))
+        recall = self.recall_of_copies.get(id(tensor))
         self.recall.append(note_version(self.versions, view, tensor) if recall is None else recall)
         return _Pending(len(self.tensors) - 1)
 
@@ -217,9 +217,9 @@ class Snapshot:
     """A copy of a weights tree no training step can change any more (see :func:`snapshot`)."""
 
     tree: Any
-    recalled: dict[int, bool]
+    recall_of_copies: dict[int, bool]
     """Whether each copy's original was likely unchanged since saved, by the copy's ``id``
-    (for :attr:`PreparedTrees.recalled`)."""
+    (for :attr:`PreparedTrees.recall_of_copies`)."""
 
 
 def snapshot(tree: Any, versions: dict[tuple[Any, ...], int]) -> Snapshot:
@@ -227,7 +227,7 @@ def snapshot(tree: Any, versions: dict[tuple[Any, ...], int]) -> Snapshot:
     copied once (to the CPU), tied tensors copied to one tensor again, and each noted as
     a save notes it (:func:`note_version`), since the copy is what will be saved."""
     copies: dict[tuple[Any, ...], torch.Tensor] = {}
-    recalled: dict[int, bool] = {}
+    recall_of_copies: dict[int, bool] = {}
 
     def copy(value: Any) -> Any:
         if isinstance(value, torch.nn.Module):
@@ -236,7 +236,7 @@ def snapshot(tree: Any, versions: dict[tuple[Any, ...], int]) -> Snapshot:
             view = storage_view(value)
             if view not in copies or not value.numel():
                 copies[view] = value.detach().to("cpu", copy=True)
-                recalled[id(copies[view])] = note_version(versions, view, value)
+                recall_of_copies[id(copies[view])] = note_version(versions, view, value)
             return copies[view]
         if isinstance(value, dict):
             result = type(value)({k: copy(v) for k, v in value.items()})  # a Counter counts what update gets
@@ -248,7 +248,7 @@ def snapshot(tree: Any, versions: dict[tuple[Any, ...], int]) -> Snapshot:
             return type(value)(copy(v) for v in value)
         return value
 
-    return Snapshot(copy(tree), recalled)
+    return Snapshot(copy(tree), recall_of_copies)
 
 
 def _resolve(tree: Any, records: list[TensorRecord]) -> Any:

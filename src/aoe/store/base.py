@@ -233,11 +233,11 @@ class StoreBase:
         feedback: Any = None,
         extras: Mapping[str, Any] | None = None,
         feedback_schema: str | None = None,
-        recalled: Mapping[int, bool] | None = None,
+        recall_of_copies: Mapping[int, bool] | None = None,
     ) -> dict[str, Any]:
         """Validate, then write the blobs of a run; returns its manifest fields. The first
         half of every save (saving, amending, ``start_run``'s saves as training goes);
-        nothing is published until a transaction publishes these fields. ``recalled``:
+        nothing is published until a transaction publishes these fields. ``recall_of_copies``:
         a snapshot's (``weights.Snapshot``), when the tensors are its copies."""
         sample = inputs.image_bytes(sample_image, "sample image") if sample_image is not None else None
         glyphs = inputs.glyph_images(eval_glyphs) if eval_glyphs is not None else {}
@@ -250,7 +250,7 @@ class StoreBase:
         if weights is not None or personality_vector is not None or extras:
             from .. import weights as tensors
 
-            prepared = tensors.PreparedTrees(versions=self._tensor_versions, recalled=recalled or {})
+            prepared = tensors.PreparedTrees(versions=self._tensor_versions, recall_of_copies=recall_of_copies or {})
             if weights is not None:
                 prepared.add("weights", weights)
             if personality_vector is not None:

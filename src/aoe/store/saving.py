@@ -117,7 +117,7 @@ class Saving(StoreBase):
         def save() -> str:
             with collection_paused(), self.transaction() as transaction:
                 parts = self.write_assets(trees["weights"], trees["personality"], extras=trees["extras"],
-                                          feedback_schema=feedback_schema, recalled=taken.recalled, **files)
+                                          feedback_schema=feedback_schema, recall_of_copies=taken.recall_of_copies, **files)
                 return self._publish(transaction, font_id, metadata, parts)
 
         return self.background.submit(font_id, save)
