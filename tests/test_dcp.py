@@ -191,6 +191,25 @@ def test_one_process_saves_and_loads_through_dcp_with_values_and_nested_state(st
     assert info.tags == ("dcp",) and info.params == {"lr": 0.01}
 
 
+def test_a_tensor_saved_again_through_dcp_is_recognized_by_fingerprint(store: aoe.Store, hashing: list[str]) -> None:
+    import torch.distributed.checkpoint as dcp
+
+    from aoe.dcp import AoeStorageWriter
+
+    font = store.create_font("single")
+    state = {"w": torch.randn(100_000)}  # 400,000 bytes: an object of its own
+
+    def save() -> list[str]:
+        hashing.clear()
+        dcp.save(state, storage_writer=AoeStorageWriter(store, font))
+        return list(hashing)
+
+    assert [save(), save(), save()] == [["hash_bytes"], ["fingerprint", "hash_bytes"], ["fingerprint"]]
+    state["w"].data[0] += 1.0  # behind torch's version counter
+    assert save() == ["fingerprint", "hash_bytes"]
+    assert torch.equal(store.load_model(font).weights["w"], state["w"])
+
+
 def test_a_value_torch_would_unpickle_unsafely_is_refused_at_save_time(store: aoe.Store) -> None:
     import torch.distributed.checkpoint as dcp
 

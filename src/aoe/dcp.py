@@ -52,7 +52,7 @@ from .errors import FormatError, NotFoundError, UnsupportedValueError
 from .manifests import ShardedTensor, TensorRecord
 from .store import Store
 from .store.saving import checked_run_fields
-from .weights import PreparedTrees, dtype_from_name, dtype_name, load_trees
+from .weights import dtype_from_name, dtype_name, load_trees
 
 PLANNER_DATA = "dcp_planner_data"
 """The extra that keeps DCP's planner data (how flattened keys map to nested ones)."""
@@ -96,7 +96,7 @@ class AoeStorageWriter(StorageWriter):
                 values[number] = _value_of(item.index.fqn, data)
             else:
                 values[number] = data.detach()
-        prepared = PreparedTrees()
+        prepared = self.store.prepare_trees()  # which remembers what this store saved before
         prepared.add("dcp", values)
         with self.store.transaction():  # a save marker while this rank writes: gc waits
             stored = prepared.store(self.store.objects)["dcp"]

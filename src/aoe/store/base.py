@@ -34,6 +34,7 @@ from ..runinfo import feedback_metrics
 from ..transaction import Transaction, Transactions
 
 if TYPE_CHECKING:
+    from ..weights import PreparedTrees
     from .background import BackgroundSaves
 
 from .run import Run
@@ -224,6 +225,15 @@ class StoreBase:
         except StorageError:
             pass
 
+    def prepare_trees(self, recall_of_copies: Mapping[int, bool] | None = None) -> PreparedTrees:
+        """Trees of tensors to save into this store, which remembers the tensors it saved:
+        those torch has counted no write to since are recognized by fingerprint
+        (``weights.note_version``). ``recall_of_copies``: a snapshot's, when the tensors
+        are its copies (``weights.Snapshot``)."""
+        from ..weights import PreparedTrees
+
+        return PreparedTrees(versions=self._tensor_versions, recall_of_copies=recall_of_copies or {})
+
     def write_assets(
         self,
         weights: Any = None,
@@ -250,7 +260,7 @@ class StoreBase:
         if weights is not None or personality_vector is not None or extras:
             from .. import weights as tensors
 
-            prepared = tensors.PreparedTrees(versions=self._tensor_versions, recall_of_copies=recall_of_copies or {})
+            prepared = self.prepare_trees(recall_of_copies)
             if weights is not None:
                 prepared.add("weights", weights)
             if personality_vector is not None:
