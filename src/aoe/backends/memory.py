@@ -157,8 +157,8 @@ class MemoryBackend:
     def list_versions(self, prefix: str, same_file: Mapping[str, str] | None = None) -> dict[str, str]:
         base = prefix.strip("/") + "/"
         with self._lock:
-            return dict(sorted((k[len(base):], f"{id(v[0])}:{v[1]}") for k, v in self._data.items()
-                               if k.startswith(base) and "/" not in k[len(base):]))
+            return {k[len(base):]: f"{id(v[0])}:{v[1]}" for k, v in self._data.items()
+                    if k.startswith(base) and "/" not in k[len(base):]}
 
     def make_folder(self, prefix: str) -> None:
         with self._lock:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from contextlib import ExitStack
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import inputs, vectors
 from ..errors import (
@@ -27,10 +27,6 @@ from ..names import (
 )
 from ..runinfo import COMPLETED
 from ..transaction import Transaction
-
-if TYPE_CHECKING:
-    pass
-
 from .background import PendingSave
 from .base import StoreBase
 from .bulk import collection_paused
