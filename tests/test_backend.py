@@ -11,6 +11,7 @@ import pytest
 
 from aoe.backends import check_key
 from aoe.backends import files as backend_files
+from aoe.backends import local as backend_local
 from aoe.backends.local import LocalBackend
 from aoe.errors import InvalidNameError, StorageError, StorageFullError
 from aoe.layout import TEMP_PREFIX
@@ -143,6 +144,49 @@ def test_a_folder_removed_under_us_is_recreated_on_the_next_write(local: LocalBa
     (local.root / "font" / "runs").rmdir()
     assert local.write("font/runs/b", [b"2"], exclusive=True)
     assert list(local.list("font")) == ["font/runs/b"]
+
+
+def record_folder_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The folders fsynced from now on, in order (file fsyncs are not listed)."""
+    synced: list[Path] = []
+    real = backend_files.fsync_dir
+    for module in (backend_files, backend_local):  # atomic writes, and the backend's own folder fsyncs
+        monkeypatch.setattr(module, "fsync_dir", lambda folder: (synced.append(Path(folder)), real(folder))[1])
+    return synced
+
+
+def test_a_batch_makes_the_folders_it_created_durable_together_at_its_end(
+        local: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    local.write("objects/first", [b"0"], exclusive=True)  # the store and its objects folder exist
+    synced = record_folder_fsyncs(monkeypatch)
+    with local.write_batch() as write:
+        for prefix in ("aa", "bb", "cc"):
+            write(f"objects/{prefix}/{prefix}1", [b"1"])
+            write(f"objects/{prefix}/{prefix}2", [b"2"])
+        assert synced == []  # three folders made, none fsynced into their parent yet
+    objects = local.root / "objects"
+    assert sorted(synced) == sorted([objects, *(objects / p for p in ("aa", "bb", "cc"))])  # one fsync each
+    synced.clear()
+    local.write("objects/aa/aa3", [b"3"], exclusive=True)
+    assert synced == [objects / "aa"]  # known durable now: only the new file's folder
+
+
+def test_a_folder_made_by_another_writer_is_trusted_once_its_parent_is_fsynced(
+        local: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = LocalBackend(local.root)  # another process, which made folders and may not have fsynced them yet
+    for prefix in ("aa", "bb"):
+        other.write(f"objects/{prefix}/x", [b"x"], exclusive=True)
+    synced = record_folder_fsyncs(monkeypatch)
+    local.write("objects/aa/mine", [b"1"], exclusive=True)
+    objects = local.root / "objects"
+    assert synced == [local.root, objects, objects / "aa"]  # the objects folder's parent, its own, the file's
+    synced.clear()
+    local.write("objects/bb/mine", [b"2"], exclusive=True)  # its sibling was durable by the same fsync
+    assert synced == [objects / "bb"]
+    with local.write_batch() as write:  # in a batch, a folder found there waits for the batch's end too
+        write("objects/aa/batched", [b"3"])
+        assert synced == [objects / "bb"]
+    assert synced[1:] == [objects / "aa"]
 
 
 def test_new_files_are_readable_and_writable_by_the_owner(local: LocalBackend) -> None:

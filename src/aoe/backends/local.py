@@ -288,27 +288,29 @@ class LocalBackend:
         fsynced together, linked into place, and their folders fsynced together: the
         steps of :func:`files.atomic_write`, each done once for the batch."""
         staged: list[tuple[Path, Path]] = []
+        unsynced: set[Path] = set()  # folders written into whose own entry waits for the batch's end
 
         def write(key: str, parts: Sequence[Buffer]) -> bool:
             path = self.path(key)
             if self.touch(key):
                 return False
-            temp = with_retries(lambda: self._in_folder(path, lambda: write_temp(path, parts, durable=False, start_writeback=True)),
-                                f"writing {path}")
+            temp = with_retries(lambda: self._in_folder(
+                path, lambda: write_temp(path, parts, durable=False, start_writeback=True), unsynced), f"writing {path}")
             staged.append((temp, path))
             return True
 
         try:
             yield write
             if staged:
-                with_retries(lambda: self._publish(staged), f"writing {len(staged)} files under {self.root}")
+                with_retries(lambda: self._publish(staged, unsynced), f"writing {len(staged)} files under {self.root}")
         finally:
             for temp, _ in staged:
                 remove_quietly(temp)
 
-    @staticmethod
-    def _publish(staged: Sequence[tuple[Path, Path]]) -> None:
-        folders = set()
+    def _publish(self, staged: Sequence[tuple[Path, Path]], unsynced: set[Path]) -> None:
+        """Make a batch durable: its files fsynced together, linked into place, then their
+        folders and the parents of the folders it made (or found) fsynced together."""
+        folders = {folder.parent for folder in unsynced}
         from concurrent.futures import ThreadPoolExecutor  # on first use: 5 ms of every start otherwise
 
         with ThreadPoolExecutor(min(SYNC_THREADS, len(staged))) as pool:
@@ -319,26 +321,35 @@ class LocalBackend:
                     folders.add(path.parent)
             for _ in pool.map(fsync_dir, folders):
                 pass
+        self._known_dirs.update(unsynced)
 
-    def _in_folder(self, path: Path, action: Callable[[], T]) -> T:
+    def _in_folder(self, path: Path, action: Callable[[], T], unsynced: set[Path] | None = None) -> T:
         """``action``, which writes into ``path``'s folder, after making sure the folder is
         there (once per folder: it is real, not a symlink); once more if it was removed."""
-        self._ensure_dir(path.parent)
+        self._ensure_dir(path.parent, unsynced)
         try:
             return action()
         except FileNotFoundError:  # the folder was removed under us: make it again, once
             self._known_dirs.clear()
-            self._ensure_dir(path.parent)
+            if unsynced is not None:
+                unsynced.difference_update(path.parents)
+            self._ensure_dir(path.parent, unsynced)
             return action()
 
-    def _ensure_dir(self, folder: Path) -> None:
-        """Create ``folder`` and its missing parents, fsyncing each new entry. A folder
-        inside the store that is a symlink is refused: aoe never writes through one."""
-        if folder in self._known_dirs:
+    def _ensure_dir(self, folder: Path, unsynced: set[Path] | None = None) -> None:
+        """Make sure ``folder`` and its parents are there, and durable in their parents,
+        before anything is written into it. One made here is fsynced into its parent; one
+        found there is trusted once its parent has been fsynced since (its maker may not
+        have done so yet: a batch leaves it to its end), one fsync for all the folders the
+        parent holds. In a write batch (``unsynced``) those fsyncs are left to its end,
+        made together with its files' (:meth:`_publish`): a first save into a new store
+        makes dozens of object folders. A folder inside the store that is a symlink is
+        refused: aoe never writes through one."""
+        if folder in self._known_dirs or (unsynced is not None and folder in unsynced):
             return
         inside = self.root in folder.parents
         if folder.parent != folder and (inside or not folder.exists()):
-            self._ensure_dir(folder.parent)
+            self._ensure_dir(folder.parent, unsynced)
         try:
             info: os.stat_result | None = os.lstat(folder)
         except FileNotFoundError:
@@ -347,14 +358,33 @@ class LocalBackend:
             raise UnexpectedFileError(
                 f"{folder} is a symlink or file where the store keeps a folder; aoe does not write "
                 "through symlinks: replace it with a real folder")
-        if info is None:
-            try:
-                os.mkdir(folder)
-            except FileExistsError:
-                pass
+        if info is not None and not inside:  # the store's own folder and those above it: as they are
+            self._known_dirs.add(folder)
+        elif unsynced is not None:
+            if info is None:
+                _make_folder(folder)
+            unsynced.add(folder)
+        elif info is None:
+            _make_folder(folder)
             fsync_dir(folder.parent)
-        self._known_dirs.add(folder)
+            self._known_dirs.add(folder)
+        else:
+            self._trust_folders_in(folder.parent)
+            self._known_dirs.add(folder)
 
+    def _trust_folders_in(self, parent: Path) -> None:
+        """Fsync ``parent``: every folder it held before is then durable in it."""
+        with os.scandir(parent) as entries:
+            folders = [Path(entry.path) for entry in entries if entry.is_dir(follow_symlinks=False)]
+        fsync_dir(parent)
+        self._known_dirs.update(folders)
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        os.mkdir(folder)
+    except FileExistsError:  # made meanwhile by another writer
+        pass
 
 
 def _unless_missing(action: Callable[[], object], what: str) -> bool:
