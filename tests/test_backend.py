@@ -173,7 +173,7 @@ def test_a_batch_makes_the_folders_it_created_durable_together_at_its_end(
 
 def test_a_folder_made_by_another_writer_is_trusted_once_its_parent_is_fsynced(
         local: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
-    other = LocalBackend(local.root)  # another process, which made folders and may not have fsynced them yet
+    other = LocalBackend(local.root)  # another process, which may not have fsynced the folders it made yet
     for prefix in ("aa", "bb"):
         other.write(f"objects/{prefix}/x", [b"x"], exclusive=True)
     synced = record_folder_fsyncs(monkeypatch)
@@ -181,12 +181,24 @@ def test_a_folder_made_by_another_writer_is_trusted_once_its_parent_is_fsynced(
     objects = local.root / "objects"
     assert synced == [local.root, objects, objects / "aa"]  # the objects folder's parent, its own, the file's
     synced.clear()
-    local.write("objects/bb/mine", [b"2"], exclusive=True)  # its sibling was durable by the same fsync
+    local.write("objects/bb/mine", [b"2"], exclusive=True)  # its sibling was made durable by the same fsync
     assert synced == [objects / "bb"]
-    with local.write_batch() as write:  # in a batch, a folder found there waits for the batch's end too
-        write("objects/aa/batched", [b"3"])
-        assert synced == [objects / "bb"]
-    assert synced[1:] == [objects / "aa"]
+
+
+def test_a_batch_trusts_folders_another_writer_made_once_it_has_fsynced_their_parent(
+        local: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = LocalBackend(local.root)
+    for prefix in ("aa", "bb"):
+        other.write(f"objects/{prefix}/x", [b"x"], exclusive=True)
+    synced = record_folder_fsyncs(monkeypatch)
+    with local.write_batch() as write:
+        write("objects/aa/batched", [b"1"])
+        assert synced == []  # the folders it found wait for the batch's end, as those it makes
+    objects = local.root / "objects"
+    assert sorted(synced) == sorted([local.root, objects, objects / "aa"])
+    synced.clear()
+    local.write("objects/bb/mine", [b"2"], exclusive=True)  # held by the objects folder when it was fsynced
+    assert synced == [objects / "bb"]
 
 
 def test_new_files_are_readable_and_writable_by_the_owner(local: LocalBackend) -> None:

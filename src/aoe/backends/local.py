@@ -309,8 +309,10 @@ class LocalBackend:
 
     def _publish(self, staged: Sequence[tuple[Path, Path]], unsynced: set[Path]) -> None:
         """Make a batch durable: its files fsynced together, linked into place, then their
-        folders and the parents of the folders it made (or found) fsynced together."""
+        folders and the parents of the folders it made (or found) fsynced together; every
+        folder those parents held before is then known durable."""
         folders = {folder.parent for folder in unsynced}
+        trusted = [folder for parent in folders for folder in _folders_in(parent)]
         from concurrent.futures import ThreadPoolExecutor  # on first use: 5 ms of every start otherwise
 
         with ThreadPoolExecutor(min(SYNC_THREADS, len(staged))) as pool:
@@ -321,7 +323,7 @@ class LocalBackend:
                     folders.add(path.parent)
             for _ in pool.map(fsync_dir, folders):
                 pass
-        self._known_dirs.update(unsynced)
+        self._known_dirs.update(trusted)
 
     def _in_folder(self, path: Path, action: Callable[[], T], unsynced: set[Path] | None = None) -> T:
         """``action``, which writes into ``path``'s folder, after making sure the folder is
@@ -374,10 +376,15 @@ class LocalBackend:
 
     def _trust_folders_in(self, parent: Path) -> None:
         """Fsync ``parent``: every folder it held before is then durable in it."""
-        with os.scandir(parent) as entries:
-            folders = [Path(entry.path) for entry in entries if entry.is_dir(follow_symlinks=False)]
+        folders = _folders_in(parent)
         fsync_dir(parent)
         self._known_dirs.update(folders)
+
+
+def _folders_in(parent: Path) -> list[Path]:
+    """The real folders (not symlinks) in ``parent``."""
+    with os.scandir(parent) as entries:
+        return [Path(entry.path) for entry in entries if entry.is_dir(follow_symlinks=False)]
 
 
 def _make_folder(folder: Path) -> None:
