@@ -288,7 +288,7 @@ class LocalBackend:
         fsynced together, linked into place, and their folders fsynced together: the
         steps of :func:`files.atomic_write`, each done once for the batch."""
         staged: list[tuple[Path, Path]] = []
-        unsynced: set[Path] = set()  # folders written into whose own entry waits for the batch's end
+        unsynced: set[Path] = set()  # folders written into, whose parents the batch fsyncs at its end
 
         def write(key: str, parts: Sequence[Buffer]) -> bool:
             path = self.path(key)
@@ -340,13 +340,12 @@ class LocalBackend:
 
     def _ensure_dir(self, folder: Path, unsynced: set[Path] | None = None) -> None:
         """Make sure ``folder`` and its parents are there, and durable in their parents,
-        before anything is written into it. One made here is fsynced into its parent; one
-        found there is trusted once its parent has been fsynced since (its maker may not
-        have done so yet: a batch leaves it to its end), one fsync for all the folders the
-        parent holds. In a write batch (``unsynced``) those fsyncs are left to its end,
-        made together with its files' (:meth:`_publish`): a first save into a new store
-        makes dozens of object folders. A folder inside the store that is a symlink is
-        refused: aoe never writes through one."""
+        before what is written into it counts: a folder made here is fsynced into its
+        parent; one found there is trusted once its parent is fsynced (its maker's batch
+        may not have done it yet), one fsync for every folder the parent holds. A write
+        batch (``unsynced``) leaves those fsyncs to its end, made with its files'
+        (:meth:`_publish`): a first save into a new store makes dozens of folders. A folder
+        inside the store that is a symlink is refused: aoe never writes through one."""
         if folder in self._known_dirs or (unsynced is not None and folder in unsynced):
             return
         inside = self.root in folder.parents
