@@ -201,6 +201,17 @@ def test_a_batch_trusts_folders_another_writer_made_once_it_has_fsynced_their_pa
     assert synced == [objects / "bb"]
 
 
+def test_a_folder_that_cannot_be_made_durable_is_a_storage_error(
+        local: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    LocalBackend(local.root).make_folder("font/runs")  # made by another process
+    def io_error(folder: Path) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(backend_local, "fsync_dir", io_error)
+    with pytest.raises(StorageError, match="Input/output error"):
+        local.make_folder("font/runs")  # trusting it needs its parent's fsync
+
+
 def test_new_files_are_readable_and_writable_by_the_owner(local: LocalBackend) -> None:
     local.write("p", [b"x"], exclusive=True)
     mode = local.path("p").stat().st_mode

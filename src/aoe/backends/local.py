@@ -170,7 +170,7 @@ class LocalBackend:
     def lock(self, name: str, *, wait: bool) -> Iterator[bool]:
         check_key(name)
         folder = self.root / LOCKS
-        self._ensure_dir(folder)
+        with_retries(lambda: self._ensure_dir(folder), f"making {folder}")
         fd = os.open(folder / name, os.O_RDWR | os.O_CREAT | O_NOFOLLOW, 0o666)
         try:
             try:
@@ -248,7 +248,8 @@ class LocalBackend:
         return found
 
     def make_folder(self, prefix: str) -> None:
-        self._ensure_dir(self.path(prefix))
+        folder = self.path(prefix)
+        with_retries(lambda: self._ensure_dir(folder), f"making {folder}")
 
     def has_folder(self, prefix: str) -> bool:
         return self.path(prefix).is_dir()
