@@ -243,6 +243,28 @@ def test_sharded_tensors_are_put_together_whole_by_load_model(store: aoe.Store) 
     assert fsck(store, read_data=True).clean
 
 
+def test_empty_pieces_beside_real_ones_load_through_dcp_too(store: aoe.Store) -> None:
+    """A rank that held none of a tensor leaves an empty piece, at any offset, even one a
+    real piece starts at: load_model ignores it, and so must DCP, which keys pieces by offset."""
+    import torch.distributed.checkpoint as dcp
+
+    from aoe.dcp import AoeStorageReader
+    from aoe.weights import PreparedTrees
+
+    font = store.create_font("single")
+    whole = torch.arange(48, dtype=torch.float32).reshape(6, 8)
+    prepared = PreparedTrees()
+    prepared.add("pieces", {"top": whole[:3], "bottom": whole[3:], "none": whole[:0]})
+    records = prepared.store(store.objects)["pieces"]
+    pieces = (((0, 0), records["top"]), ((0, 0), records["none"]), ((3, 0), records["bottom"]),
+              ((6, 0), records["none"]))
+    run_id = store.publish_stored(font, {"w": ShardedTensor("float32", (6, 8), pieces)})
+    assert torch.equal(store.load_model(font, run_id).weights["w"], whole)
+    target = {"w": torch.zeros(6, 8)}
+    dcp.load(target, storage_reader=AoeStorageReader(store, font, run_id))
+    assert torch.equal(target["w"], whole)
+
+
 def test_a_sharded_run_diffs_piece_by_piece_and_describes_whole(store: aoe.Store) -> None:
     from aoe.diff import diff_runs
     from aoe.weights import PreparedTrees

@@ -202,12 +202,12 @@ def test_legacy_feedback_loads_with_defaults(store: aoe.Store, font: str) -> Non
 
 def test_an_older_manifest_version_is_migrated_with_a_warning(store: aoe.Store, font: str, monkeypatch) -> None:
     run_id = store.save_model(font, {"w": torch.ones(1)}, name="old")
-    monkeypatch.setattr(manifests, "FORMAT_VERSION", 3)
+    monkeypatch.setattr(manifests.encoding, "FORMAT_VERSION", 3)
     monkeypatch.setitem(manifests.MIGRATIONS, 2, lambda fields: {**fields, "name": fields["name"] + " (migrated)"})
     with pytest.warns(manifests.FormatMigrationWarning, match="format version 2, read as version 3"):
         info = store.get_run_info(font, run_id)
     assert info.name == "old (migrated)"
-    monkeypatch.setattr(manifests, "FORMAT_VERSION", 4)
+    monkeypatch.setattr(manifests.encoding, "FORMAT_VERSION", 4)
     with pytest.raises(aoe.FormatError, match="no migration from manifest format version 3"):
         store.get_run_info(font, run_id)
 
@@ -237,3 +237,60 @@ def test_a_version_1_manifest_holding_a_slice_is_refused(store: aoe.Store, font:
 
 def test_format_constants_are_exported() -> None:
     assert (aoe.FORMAT, aoe.FORMAT_VERSION, aoe.WEIGHTS_VERSION, aoe.FEEDBACK_SCHEMA) == ("aoe.run", 2, "v1", "1.0")
+
+
+def test_an_import_reads_only_regular_files_inside_the_folder_it_was_given(
+        store: aoe.Store, tmp_path: Path) -> None:
+    """A folder someone hands you: a symlink to a file elsewhere on this machine is not
+    followed into the store (unless asked), a FIFO among the extras does not block the
+    import forever, and the sound runs beside them are imported."""
+    root = tmp_path / "handed"
+    legacy_run(root / "1-fruity" / "runs" / "2026-01-11T08:30:00.000000", 1)
+    leaking = root / "1-fruity" / "runs" / "2026-01-11T09:00:00.000000"
+    legacy_run(leaking, 2, files=("weights",))
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({"token": "do not store me"}))
+    (leaking / "feedback.json").symlink_to(secret)
+    blocking = root / "1-fruity" / "runs" / "2026-01-11T10:00:00.000000"
+    legacy_run(blocking, 3, files=("weights",))
+    (blocking / "extras").mkdir()
+    os.mkfifo(blocking / "extras" / "ema.pt")
+
+    report = import_legacy(store, root)
+    assert report.imported == ["1-fruity/20260111T083000.000000Z-0000"]
+    why = {Path(p).name: w for p, w in report.skipped}
+    assert "outside" in why["2026-01-11T09:00:00.000000"] and "--follow-symlinks" in why["2026-01-11T09:00:00.000000"]
+    assert "not a regular file" in why["2026-01-11T10:00:00.000000"]
+    assert b"do not store me" not in b"".join(p.read_bytes() for p in (store.root / ".objects").rglob("*") if p.is_file())
+
+    followed = import_legacy(store, root, follow_symlinks=True)
+    assert followed.imported == ["1-fruity/20260111T090000.000000Z-0000"]
+    assert store.load_feedback("1-fruity", "20260111T090000.000000Z-0000") == {"token": "do not store me"}
+
+
+def test_weights_whose_lists_share_references_are_walked_once_and_bounded(
+        store: aoe.Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """torch.load gives one object for a list pickled twice: forty levels of lists each
+    holding one list twice is a tiny file but 2**40 leaves written out. Refused at once;
+    a list shared a few times is stored as copies."""
+    import time
+
+    deep: list = [1]
+    for _ in range(40):
+        deep = [deep, deep]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    torch.save({"w": torch.ones(2), "deep": deep}, run_dir / "weights.pt")
+    assert (run_dir / "weights.pt").stat().st_size < 10_000
+    font = store.create_font("fruity")
+    started = time.perf_counter()
+    code, _, err = run_cli(capsys, "store", "--root", str(store.root), "put", font, str(run_dir))
+    assert code == 2 and "more than 1,000,000 values" in err, err
+    assert time.perf_counter() - started < 10
+
+    shared = [1.5, "x"]
+    torch.save({"w": torch.ones(2), "a": shared, "b": {"c": shared}}, run_dir / "weights.pt")
+    code, out, err = run_cli(capsys, "store", "--root", str(store.root), "put", font, str(run_dir))
+    assert code == 0, err
+    assert store.load_model(font, out.strip()).weights["b"] == {"c": [1.5, "x"]}
+

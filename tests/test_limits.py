@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from aoe.limits import MAX_DEPTH, TooDeepError, depth_exceeds, parse_json
-from aoe.manifests import Blob, Shape, StateDict, TensorRecord
+from aoe.manifests import Shape, StateDict, TensorRecord
+from aoe.objects import Blob
 
 RECORD = TensorRecord("float32", (1,), Blob(4, ("0" * 64,)))
 

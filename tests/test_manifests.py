@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import msgpack
 import pytest
@@ -174,3 +175,81 @@ def manifest_with_weights(weights: object) -> bytes:
     fields = unpack_tree(pack(full_manifest()))
     fields["weights"] = weights
     return pack_tree(fields)
+
+
+def test_tensors_tied_by_one_alias_must_be_one_tensor() -> None:
+    """Readers give tensors of one alias one storage, read from the first: a manifest whose
+    tied tensors name different bytes would load the second as the first. Refused, on the
+    way in (across the weights and every extra) and on the way out."""
+    first = TensorRecord("float32", (2, 3), Blob(24, (D1,)), alias=0)
+    other_bytes = TensorRecord("float32", (2, 3), Blob(24, (D2,)), alias=0)
+    other_shape = TensorRecord("float32", (3, 2), Blob(24, (D1,)), alias=0)
+    for second in (other_bytes, other_shape):
+        with pytest.raises(FormatError, match="tied as alias 0 differ"):
+            unpack(manifest_with_weights({"a": first, "b": second}))
+        with pytest.raises(InvalidInputError, match="tied as alias 0 differ"):
+            pack(dataclasses.replace(full_manifest(), weights={"a": first}, extras={"ema": {"b": second}}))
+    tied = unpack(manifest_with_weights({"a": first, "b": first}))
+    assert tied.weights == {"a": first, "b": first}
+
+
+@pytest.mark.parametrize("shape", [(0, 2**63), (0, 2**62, 2), (2**40, 0, 2**40)])
+def test_a_shape_torch_cannot_make_is_refused(shape: tuple[int, ...]) -> None:
+    empty = TensorRecord("float32", shape, Blob(0, ()))
+    with pytest.raises(FormatError, match="no tensor can have the shape"):
+        unpack(manifest_with_weights({"w": empty}))
+    sharded = ShardedTensor("float32", shape, (((0,) * len(shape), empty),))
+    with pytest.raises(FormatError, match="no tensor can have the shape"):
+        unpack(manifest_with_weights({"w": sharded}))
+    assert unpack(manifest_with_weights({"w": TensorRecord("float32", (0, 2**62), Blob(0, ()))}))
+
+
+@pytest.mark.parametrize("field", ["sample", "feedback", "glyphs"])
+def test_a_file_of_a_run_larger_than_any_a_save_takes_is_refused(field: str) -> None:
+    """A blob may name one chunk many times: kilobytes of manifest must not claim 2.5 GiB of
+    feedback that a listing would read."""
+    huge = {"size": 40 * 64 * 1024 * 1024, "chunks": [D1] * 40}
+    fields = unpack_tree(pack(full_manifest()))
+    fields[field] = {"A": huge} if field == "glyphs" else huge
+    with pytest.raises(FormatError, match="more than the 16,777,216"):
+        unpack(pack_tree(fields))
+
+
+def test_sharded_pieces_are_checked_in_about_n_log_n() -> None:
+    """4,096 pieces along one dimension (a tensor split by columns), a 64 x 64 grid, and
+    4,096 bricks laid like a wall (no grid) are each checked in well under a second."""
+    import random
+    import time
+
+    def tensor(boxes: list[tuple[tuple[int, int], tuple[int, int]]], shape: tuple[int, int]) -> ShardedTensor:
+        return ShardedTensor("uint8", shape, tuple(
+            (start, TensorRecord("uint8", size, Blob(size[0] * size[1], (D1,)))) for start, size in boxes))
+
+    columns = tensor([((0, i), (4, 1)) for i in range(4096)], (4, 4096))
+    grid = tensor([((i, j), (1, 1)) for i in range(64) for j in range(64)], (64, 64))
+    even = [((row, 2 * i), (1, 2)) for row in range(0, 64, 2) for i in range(63)]
+    odd = [((row, 2 * i + 1), (1, 2)) for row in range(1, 64, 2) for i in range(62)]
+    ends = [((row, column), (1, 1)) for row in range(1, 64, 2) for column in (0, 125)]
+    wall = tensor(even + odd + ends, (64, 126))
+    rows = []  # each of 64 rows cut at 63 places of its own: no small grid, so the sweep checks them
+    for row in range(64):
+        cuts = [0, *sorted(random.Random(row).sample(range(1, 100_000), 63)), 100_000]
+        rows += [((row, start), (1, end - start)) for start, end in itertools.pairwise(cuts)]
+    for sharded in (columns, grid, wall, tensor(rows, (64, 100_000))):
+        started = time.perf_counter()
+        assert unpack(manifest_with_weights({"w": sharded})).weights == {"w": sharded}
+        assert time.perf_counter() - started < 1.0
+    overlapping = tensor([((0, 0), (4, 2))] + [((0, i), (4, 1)) for i in range(1, 1023)], (4, 1024))
+    with pytest.raises(FormatError, match="overlap|add up"):
+        unpack(manifest_with_weights({"w": overlapping}))
+    last = len(even) + len(odd) - 1  # the last brick of the last row, at column 123
+    shifted = wall.pieces[:last] + (((63, 121), wall.pieces[last][1]),) + wall.pieces[last + 1:]
+    with pytest.raises(FormatError, match="overlap"):  # the last brick one column back: a gap, an overlap
+        unpack(manifest_with_weights({"w": ShardedTensor("uint8", (64, 126), shifted)}))
+
+
+def test_empty_pieces_may_sit_anywhere_inside_a_sharded_tensor() -> None:
+    empty = TensorRecord("float32", (0, 6), Blob(0, ()))
+    pieces = (((0, 0), piece(2, 6, D1)), ((0, 0), empty), ((2, 0), piece(2, 6, D2)), ((4, 0), empty))
+    sharded = ShardedTensor("float32", (4, 6), pieces)
+    assert unpack(manifest_with_weights({"w": sharded})).weights == {"w": sharded}

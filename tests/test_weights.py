@@ -418,3 +418,39 @@ def test_an_unchanged_tensor_is_saved_without_blake3_and_a_changed_one_without_a
     weight.add_(1)
     assert save() == ["hash_bytes"]  # a counted write: no fingerprint to pay for
     assert torch.equal(store.load_model(font).weights["w"], weight)
+
+
+def nested(kind: str, depth: int, leaf: Any) -> Any:
+    """``leaf`` inside ``depth`` containers of one kind."""
+    value = leaf
+    for _ in range(depth):
+        value = {"x": value} if kind == "dict" else (value,) if kind == "tuple" else \
+            OrderedDict(x=value) if kind == "OrderedDict" else [value]
+    return value
+
+
+@pytest.mark.parametrize(("kind", "depths"), [("dict", range(58, 66)), ("list", range(58, 66)),
+                                             ("tuple", range(12, 19)), ("OrderedDict", range(12, 19))])
+@pytest.mark.parametrize("leaf", ["plain", "tensor"])
+@pytest.mark.parametrize("where", ["weights", "extra"])
+def test_a_save_publishes_only_what_readers_read_back(
+        store: aoe.Store, font: str, kind: str, depths: range, leaf: str, where: str) -> None:
+    """Around the nesting limits (64 levels counted from the manifest; 16 extension types
+    inside one another), a save either refuses the tree before it writes anything, or
+    publishes a run that loads back as it was: never a run readers refuse."""
+    published = refused = 0
+    for depth in depths:
+        value = nested(kind, depth, torch.arange(3) if leaf == "tensor" else 7)
+        weights, extras = ({"w": value}, None) if where == "weights" else ({"w": torch.ones(1)}, {"ema": value})
+        objects_before = sorted(store.backend.list(".objects")) if store.exists() else []
+        try:
+            run_id = store.save_model(font, weights, extras=extras)
+        except UnsupportedValueError as exc:
+            assert "nests" in str(exc) or "nested" in str(exc), exc
+            assert (sorted(store.backend.list(".objects")) if store.exists() else []) == objects_before
+            refused += 1
+            continue
+        published += 1
+        back = store.load_model(font, run_id).weights if where == "weights" else store.load_extra(font, run_id, "ema")
+        assert repr(back) == repr(weights if where == "weights" else value)
+    assert published and refused  # the range straddles the limit

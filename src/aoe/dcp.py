@@ -24,6 +24,7 @@ weights tree, and the reader makes fresh bytes of the verified values for DCP's 
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -150,10 +151,11 @@ class AoeStorageReader(StorageReader):
                 entry = ShardedTensor(entry.dtype, entry.shape, (((0,) * len(entry.shape), entry),))
             if isinstance(entry, ShardedTensor):
                 properties = TensorProperties(dtype=dtype_from_name(entry.dtype))
+                pieces = _holding_data(entry.pieces)
                 chunks = [ChunkStorageMetadata(torch.Size(offsets), torch.Size(record.shape))
-                          for offsets, record in entry.pieces]
+                          for offsets, record in pieces]
                 state[fqn] = TensorStorageMetadata(properties, torch.Size(entry.shape), chunks)
-                self._pieces.update({(fqn, offsets): record for offsets, record in entry.pieces})
+                self._pieces.update({(fqn, offsets): record for offsets, record in pieces})
             else:
                 state[fqn] = BytesStorageMetadata()
         planner_data = self.run.manifest.extras.get(PLANNER_DATA)
@@ -223,6 +225,15 @@ def _value_of(fqn: str, data: io.BytesIO | Any) -> Any:
         raise UnsupportedValueError(
             f"{fqn}: aoe stores only values torch.load(weights_only=True) reads back (tensors, numbers, "
             f"strings, containers of those), and it refuses this one: {reason}") from None
+
+
+def _holding_data(pieces: tuple[tuple[tuple[int, ...], TensorRecord], ...]
+                  ) -> tuple[tuple[tuple[int, ...], TensorRecord], ...]:
+    """The pieces that hold elements (all of them, but one, for an empty tensor). An empty
+    piece holds nothing and may share its offsets with one that does (docs/format.md),
+    while DCP keys a tensor's pieces by their offsets."""
+    full = tuple(piece for piece in pieces if math.prod(piece[1].shape))
+    return full or pieces[:1]
 
 
 def _size(stored: Any) -> int:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import InvalidInputError
-from .limits import MAX_DEPTH, parse_json
+from .limits import MAX_DEPTH, MAX_FILE_BYTES, parse_json
 from .names import check_name, format_time, shown
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -24,12 +25,13 @@ ImageInput = bytes | bytearray | memoryview | str | os.PathLike[str] | Any
 """PNG bytes, a path to a PNG file, or a PIL image."""
 
 
-def image_bytes(value: ImageInput, what: str) -> bytes:
-    """The PNG bytes of an image given as bytes, a path or a PIL image."""
+def image_bytes(value: ImageInput, what: str, within: Path | None = None) -> bytes:
+    """The PNG bytes of an image given as bytes, a path or a PIL image (a path: inside
+    ``within``, if given; see :func:`open_input`)."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
     elif isinstance(value, (str, os.PathLike)):
-        data = read_file(Path(value), what)
+        data = read_file(Path(value), what, within)
     elif type(value).__module__.startswith("PIL.") and hasattr(value, "save"):
         buffer = io.BytesIO()
         value.save(buffer, format="PNG")
@@ -43,11 +45,21 @@ def image_bytes(value: ImageInput, what: str) -> bytes:
         raise InvalidInputError(
             f"{what} is not a PNG image (it starts with {data[:8]!r}); save it as PNG first"
         )
+    return bounded(data, what)
+
+
+def bounded(data: bytes, what: str) -> bytes:
+    """A run's file (an image, the feedback) of at most :data:`MAX_FILE_BYTES`, which is
+    all a reader accepts."""
+    if len(data) > MAX_FILE_BYTES:
+        raise InvalidInputError(f"{what} is {len(data):,} bytes; a run's files hold at most {MAX_FILE_BYTES:,}")
     return data
 
 
-def glyph_images(value: Mapping[str, ImageInput] | str | os.PathLike[str]) -> dict[str, bytes]:
-    """Eval glyphs from a mapping of glyph name to image, or a folder of ``<glyph>.png``."""
+def glyph_images(value: Mapping[str, ImageInput] | str | os.PathLike[str],
+                 within: Path | None = None) -> dict[str, bytes]:
+    """Eval glyphs from a mapping of glyph name to image, or a folder of ``<glyph>.png``
+    (its files inside ``within``, if given)."""
     if isinstance(value, (str, os.PathLike)):
         folder = Path(value)
         if not folder.is_dir():
@@ -73,15 +85,16 @@ def glyph_images(value: Mapping[str, ImageInput] | str | os.PathLike[str]) -> di
             "image or a folder of <glyph>.png files"
         )
     return {
-        check_name(name, "glyph name"): image_bytes(image, f"eval glyph {name!r}")
+        check_name(name, "glyph name"): image_bytes(image, f"eval glyph {name!r}", within)
         for name, image in value.items()
     }
 
 
-def feedback_bytes(value: Mapping[str, Any] | str | os.PathLike[str] | bytes) -> bytes:
-    """Feedback as JSON bytes: a file's bytes kept exactly, a dict serialised."""
+def feedback_bytes(value: Mapping[str, Any] | str | os.PathLike[str] | bytes, within: Path | None = None) -> bytes:
+    """Feedback as JSON bytes: a file's bytes kept exactly (inside ``within``, if given), a
+    dict serialised."""
     if isinstance(value, (str, os.PathLike)):
-        data = read_file(Path(value), "feedback file")
+        data = read_file(Path(value), "feedback file", within)
     elif isinstance(value, (bytes, bytearray)):
         data = bytes(value)
     elif isinstance(value, Mapping):
@@ -93,6 +106,7 @@ def feedback_bytes(value: Mapping[str, Any] | str | os.PathLike[str] | bytes) ->
         raise InvalidInputError(
             f"feedback: cannot use a {type(value).__name__}; pass a dict or a path to a JSON file"
         )
+    bounded(data, "feedback")
     try:
         parse_json(data)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -107,13 +121,37 @@ def feedback_schema(value: Any) -> str | None:
     return value
 
 
-def read_file(path: Path, what: str) -> bytes:
+def read_file(path: Path, what: str, within: Path | None = None) -> bytes:
+    """A file's bytes (see :func:`open_input`), up to one more than any run's file may
+    hold (so a huge file is refused without reading it all)."""
+    with open_input(path, what, within) as file:
+        try:
+            return file.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise InvalidInputError(f"{what} {path} cannot be read: {exc.strerror}") from None
+
+
+def open_input(path: Path, what: str, within: Path | None = None) -> BinaryIO:
+    """A file a save reads, opened: only a regular file (a FIFO would block the read
+    forever, a device never end), and with ``within`` only one inside that folder once
+    every symlink is resolved: a folder someone hands you (``aoe store import``) must not
+    make aoe read, and store, a file elsewhere on this machine."""
+    if within is not None:
+        real, root = os.path.realpath(path), os.path.realpath(within)
+        if os.path.commonpath([real, root]) != root:
+            raise InvalidInputError(
+                f"{what} {path} is a symlink to {real}, outside {within}; aoe reads only files inside the folder "
+                "it imports (copy the file in, or pass --follow-symlinks if you trust where it points)")
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise InvalidInputError(f"{what} {path} does not exist") from None
     except OSError as exc:
         raise InvalidInputError(f"{what} {path} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InvalidInputError(f"{what} {path} is not a regular file (a FIFO, device or folder); aoe reads only files")
+    return os.fdopen(fd, "rb")
 
 
 def plain_json(value: Any, path: str, depth: int = 0) -> Any:

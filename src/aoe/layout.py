@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from .names import RUN_ID_RE, Digest, check_font_id, check_run_id, font_number, parse_digest
+from .names import Digest, check_font_id, check_run_id, font_number, is_run_id, parse_digest
 
 OBJECTS = ".objects"
 PENDING = ".gc-pending"
@@ -89,7 +89,7 @@ def name_in_folder(key: str) -> str:
 def run_id_at(key: str) -> str | None:
     """The run id a ``<font>/runs/`` key names; None for a file that is not a ref."""
     name = name_in_folder(key)
-    return name if RUN_ID_RE.fullmatch(name) else None
+    return name if is_run_id(name) else None
 
 
 def trash_key(font_id: str, run_id: str | None) -> str:

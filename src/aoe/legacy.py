@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from . import inputs
 from .errors import FontExistsError, InvalidInputError, InvalidNameError, NotFoundError, StoreError
 from .limits import parse_json
-from .names import RUN_ID_RE, check_font_id, font_number, format_time
+from .names import check_font_id, font_number, format_time, is_run_id
 from .refs import run_id_for
 from .store import Store
 
@@ -37,8 +38,10 @@ class RunFolder:
     notes: list[str] = field(default_factory=list)
 
 
-def read_run_folder(run_dir: Path, *, checkpoint: bool = False) -> RunFolder:
+def read_run_folder(run_dir: Path, *, checkpoint: bool = False, within: Path | None = None) -> RunFolder:
     """The save_model arguments a run folder holds; ``notes`` say what is not stored.
+    Only regular files are read, and with ``within`` only files inside that folder (a
+    store someone hands you: no symlink makes aoe store a file from elsewhere).
 
     With ``checkpoint`` the weights file is a training checkpoint, taken apart as in
     :meth:`Store.save_model_from_checkpoint` (training state dropped).
@@ -58,7 +61,7 @@ def read_run_folder(run_dir: Path, *, checkpoint: bool = False) -> RunFolder:
         )
     args: dict[str, Any] = {"weights": None}
     if weight_files:
-        weights = load_tensor_file(weight_files[0], "weights file")
+        weights = load_tensor_file(weight_files[0], "weights file", within)
         if checkpoint:
             parts = split_checkpoint(weights)
             weights = parts.weights
@@ -71,23 +74,23 @@ def read_run_folder(run_dir: Path, *, checkpoint: bool = False) -> RunFolder:
         args["weights"] = weights
     vector = run_dir / "personality_vector.pt"
     if vector.is_file():
-        args["personality_vector"] = load_tensor_file(vector, "personality vector file")
+        args["personality_vector"] = load_tensor_file(vector, "personality vector file", within)
     if (run_dir / "sample.png").is_file():
-        args["sample_image"] = run_dir / "sample.png"
+        args["sample_image"] = inputs.image_bytes(run_dir / "sample.png", "sample image", within)
     if (run_dir / "eval-glyphs").is_dir():
-        args["eval_glyphs"] = run_dir / "eval-glyphs"
+        args["eval_glyphs"] = inputs.glyph_images(run_dir / "eval-glyphs", within)
     if (run_dir / "feedback.json").is_file():
         if checkpoint and args.get("feedback"):
-            fields = _json_object(run_dir / "feedback.json")
+            fields = _json_object(run_dir / "feedback.json", within)
             args["feedback"] = {**args["feedback"], **fields}
         else:
-            args["feedback"] = run_dir / "feedback.json"
+            args["feedback"] = inputs.feedback_bytes(run_dir / "feedback.json", within)
     if (run_dir / "extras").is_dir():
-        extras = {p.stem: load_tensor_file(p, "extra") for p in sorted((run_dir / "extras").glob("*.pt"))}
+        extras = {p.stem: load_tensor_file(p, "extra", within) for p in sorted((run_dir / "extras").glob("*.pt"))}
         args["extras"] = {**(args.get("extras") or {}), **extras}
     meta_file = run_dir / "run.json"
     if meta_file.is_file():
-        meta = _json_object(meta_file)
+        meta = _json_object(meta_file, within)
         ignored = sorted(set(meta) - set(RUN_JSON_KEYS) - RUN_JSON_WRITTEN)
         if ignored:
             notes.append(f"{meta_file.name}: keys not stored: {', '.join(ignored)} (known: {', '.join(RUN_JSON_KEYS)})")
@@ -98,9 +101,9 @@ def read_run_folder(run_dir: Path, *, checkpoint: bool = False) -> RunFolder:
     return RunFolder({k: v for k, v in args.items() if v is not None or k == "weights"}, notes)
 
 
-def _json_object(path: Path) -> dict[str, Any]:
+def _json_object(path: Path, within: Path | None) -> dict[str, Any]:
     try:
-        value = parse_json(path.read_bytes())
+        value = parse_json(inputs.read_file(path, path.name, within))
     except ValueError as exc:
         raise InvalidInputError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -138,9 +141,12 @@ def legacy_run_time(name: str) -> datetime | None:
 
 
 def import_legacy(
-    store: Store, legacy_dir: str | Path, progress: Callable[[int], None] | None = None
+    store: Store, legacy_dir: str | Path, progress: Callable[[int], None] | None = None, *,
+    follow_symlinks: bool = False,
 ) -> ImportReport:
     """Import ``<legacy_dir>/<font-id>/runs/<timestamp>/`` run folders into ``store``.
+    Only regular files inside ``legacy_dir`` are read (``follow_symlinks``: also those
+    its symlinks point to, elsewhere).
 
     Run ids keep the folder's time (``2026-01-11T08:30:00.000000`` becomes
     ``20260111T083000.000000Z-0000``); a run missing expected files is imported and
@@ -161,9 +167,9 @@ def import_legacy(
         for run_dir in sorted(p for p in runs_dir.iterdir() if not p.name.startswith(".")):
             if progress:
                 progress(1)
-            if RUN_ID_RE.fullmatch(run_dir.name) and run_dir.is_file():
+            if is_run_id(run_dir.name) and run_dir.is_file():
                 continue  # an aoe ref: the legacy folder is also this store's root
-            _import_run(store, font_id, run_dir, report)
+            _import_run(store, font_id, run_dir, report, None if follow_symlinks else legacy_dir)
     return report
 
 
@@ -192,7 +198,7 @@ def _font_for(store: Store, font_dir: Path, report: ImportReport) -> str | None:
     return font_id
 
 
-def _import_run(store: Store, font_id: str, run_dir: Path, report: ImportReport) -> None:
+def _import_run(store: Store, font_id: str, run_dir: Path, report: ImportReport, within: Path | None) -> None:
     where = str(run_dir)
     if not run_dir.is_dir():
         report.skipped.append((where, "not a run folder"))
@@ -214,7 +220,7 @@ def _import_run(store: Store, font_id: str, run_dir: Path, report: ImportReport)
             report.skipped.append((where, f"run {run_id} of {font_id} exists and was not imported from here"))
         return
     try:
-        folder = read_run_folder(run_dir)
+        folder = read_run_folder(run_dir, within=within)
         args = folder.arguments
         if not any(v is not None for k, v in args.items() if k in ("weights", "sample_image", "eval_glyphs", "feedback")):
             report.skipped.append((where, "empty: no weights, sample, eval glyphs or feedback"))

@@ -28,6 +28,15 @@ MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 MAX_STORED_OVERHEAD = 4096
 """A stored object is its content plus at most this much (header, plane table)."""
 
+MAX_FILE_BYTES = 16 * 1024 * 1024
+"""Largest sample image, eval glyph image or feedback document of a run: a manifest naming
+a larger one is malformed, so no listing, page or copy reads more for one of them (a
+blob may name one chunk many times: kilobytes of manifest could claim gigabytes)."""
+
+MAX_SHAPE_PRODUCT = 2**63 - 1
+"""The product of a tensor's dims (each 0 counted as 1) is at most this: torch computes
+strides and sizes as 64-bit integers and cannot make a tensor beyond it, empty or not."""
+
 MAX_SMALL_FILE_BYTES = 64 * 1024
 """Largest ref, font claim, trash record or save marker."""
 

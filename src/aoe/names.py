@@ -69,8 +69,20 @@ def font_number(font_id: str) -> int:
     return int(check_font_id(font_id).split("-", 1)[0])
 
 
+def is_run_id(text: Any) -> bool:
+    """Whether ``text`` is a run id: the form of :data:`RUN_ID_RE` holding a real UTC
+    time (``20261399T...`` has the form but names no moment: it is not a run id)."""
+    if not isinstance(text, str) or not RUN_ID_RE.fullmatch(text):
+        return False
+    try:
+        datetime.fromisoformat(text[:22] + "+00:00")
+    except ValueError:
+        return False
+    return True
+
+
 def check_run_id(run_id: Any) -> str:
-    if not isinstance(run_id, str) or not RUN_ID_RE.fullmatch(run_id):
+    if not isinstance(run_id, str) or not is_run_id(run_id):
         raise InvalidNameError(
             f"invalid run id {shown(run_id)}: expected a UTC time and a sequence number, "
             "like '20260111T083000.123456Z-0000' (see `aoe store ls FONT_ID`)"

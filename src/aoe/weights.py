@@ -19,13 +19,15 @@ import sys
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from .errors import FormatError, InvalidInputError, NotFoundError, StorageError, UnsupportedValueError
+from .inputs import open_input
 from .limits import MAX_DEPTH
-from .manifests import Shape, ShardedTensor, StateDict, TensorRecord, tensors
+from .manifests import BadManifest, Shape, ShardedTensor, StateDict, TensorRecord, check_nesting, tensors
 from .objects import ObjectStore
 
 if sys.byteorder != "little":  # pragma: no cover - every platform torch ships for today
@@ -74,6 +76,13 @@ class _Pending:
     index: int
 
 
+_CONTAINERS = frozenset({dict, OrderedDict, Counter, list, tuple, set})
+"""What a weights tree nests (a torch.Size is a tuple of ints: a leaf here)."""
+MAX_TREE_NODES = 1_000_000
+"""Most values and containers one tree may have written out: a manifest holds at most
+16 MiB, about 100,000 tensors and their values."""
+
+
 @dataclass
 class PreparedTrees:
     """Trees validated and flattened, tensors waiting to be written as blobs."""
@@ -97,22 +106,65 @@ class PreparedTrees:
     (``ObjectStore.put``), which catches writes the counter misses (through ``.data``)."""
     recall_of_copies: Mapping[int, bool] = field(default_factory=dict)
     """The same, decided already for copies a :func:`snapshot` made, by their ``id``."""
+    _walked: dict[int, tuple[Any, int]] = field(default_factory=dict)
+    """Containers of the tree being walked, by ``id``: what each became and how many
+    values and containers it holds written out."""
+    _nodes: int = 0
+    _tensor_visits: int = 0
 
-    def add(self, name: str, value: Any) -> None:
-        """Validate ``value`` (a state_dict, nn.Module or tensor) and queue its tensors."""
+    def add(self, name: str, value: Any, level: int = 2) -> None:
+        """Validate ``value`` (a state_dict, nn.Module or tensor) and queue its tensors.
+        ``level``: where the tree will sit in the manifest (2: the weights; 3: an extra),
+        so its nesting is checked as a reader will count it, before anything is written."""
         if isinstance(value, torch.nn.Module):
             value = value.state_dict()
         self._tree = name
-        self.trees[name] = self._walk(value, name)
+        self._walked = {}
+        self._nodes = 0
+        tree = self._walk(value, name)
+        try:
+            check_nesting(tree, level)
+        except BadManifest as exc:
+            raise UnsupportedValueError(f"{name}: cannot be stored: {exc}") from None
+        self.trees[name] = tree
 
     def _walk(self, value: Any, path: str, depth: int = 0) -> Any:
         """The tree of ``value``, every container type kept or refused (never changed
         silently): dict, OrderedDict (with torch's ``_metadata``), Counter, list, tuple,
-        set, torch.Size, as ``torch.load(weights_only=True)`` returns them."""
+        set, torch.Size, as ``torch.load(weights_only=True)`` returns them. A container
+        met again (``torch.load`` gives one object for a list pickled twice) is walked
+        once and stored as a copy each time, as long as the tree written out stays within
+        :data:`MAX_TREE_NODES`: forty levels of lists each holding one list twice is a
+        kilobyte file and 2**40 leaves."""
         if depth > MAX_DEPTH:
             raise UnsupportedValueError(f"{path}: nested deeper than {MAX_DEPTH} levels")
         if isinstance(value, torch.Tensor):
+            self._count(1, path)
+            self._tensor_visits += 1
             return self._tensor(value, path)
+        if type(value) in _CONTAINERS:
+            seen = self._walked.get(id(value))
+            if seen is not None:
+                self._count(seen[1], path)
+                return seen[0]
+            nodes, tensors = self._nodes, self._tensor_visits
+            tree = self._container(value, path, depth)
+            if tensors == self._tensor_visits:  # one holding tensors is walked each time: its tensors tie
+                self._walked[id(value)] = (tree, self._nodes - nodes + 1)
+            self._count(1, path)
+            return tree
+        self._count(1, path)
+        return self._leaf(value, path, depth)
+
+    def _count(self, nodes: int, path: str) -> None:
+        self._nodes += nodes
+        if self._nodes > MAX_TREE_NODES:
+            raise UnsupportedValueError(
+                f"{path}: the state holds more than {MAX_TREE_NODES:,} values and containers when written out "
+                "(containers it holds more than once count each time); store it in fewer, larger tensors")
+
+    def _container(self, value: Any, path: str, depth: int) -> Any:
+        """A dict, OrderedDict, Counter, list, tuple or set, its items walked."""
         if isinstance(value, Mapping) and type(value) in (dict, OrderedDict, Counter):
             items = {self._key(k, path): self._walk(v, f"{path}[{k!r}]", depth + 1) for k, v in value.items()}
             metadata = getattr(value, "_metadata", None)
@@ -126,10 +178,16 @@ class PreparedTrees:
             return [self._walk(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
         if type(value) is tuple:
             return tuple(self._walk(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
+        if type(value) is set:
+            if not all(v is None or isinstance(v, (bool, int, float, complex, str, bytes)) for v in value):
+                raise UnsupportedValueError(f"{path}: a set may hold only numbers, strings, bytes, bools and None")
+            return {self._walk(v, f"{path}{{{v!r}}}", depth + 1) for v in value}
+        raise AssertionError(type(value))  # pragma: no cover - only the types of _CONTAINERS come here
+
+    def _leaf(self, value: Any, path: str, depth: int) -> Any:
+        """A value that holds no other (a torch.Size holds only ints), kept or refused."""
         if isinstance(value, torch.Size):
             return Shape(int(n) for n in value)
-        if type(value) is set:
-            return {self._walk(v, f"{path}{{{v!r}}}", depth + 1) for v in value}
         if isinstance(value, complex):
             return complex(value)
         if value is None or isinstance(value, (bool, str, bytes)):
@@ -440,21 +498,27 @@ def split_checkpoint(checkpoint: Mapping[str, Any]) -> Checkpoint:
 
 
 def _holds_tensors(value: Any) -> bool:
-    if isinstance(value, torch.Tensor):
-        return True
-    if isinstance(value, Mapping):
-        return any(_holds_tensors(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_holds_tensors(v) for v in value)
+    """Whether a value holds a tensor anywhere: each container looked into once, however
+    often it is held (a checkpoint may hold one list in many places)."""
+    stack, seen = [value], set()
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            return True
+        if isinstance(item, (Mapping, list, tuple)) and id(item) not in seen:
+            seen.add(id(item))
+            stack.extend(item.values() if isinstance(item, Mapping) else item)
     return False
 
 
-def load_tensor_file(path: Any, what: str) -> Any:
-    """Read a torch file without unpickling arbitrary objects (``weights_only=True``)."""
+def load_tensor_file(path: Any, what: str, within: Any = None) -> Any:
+    """Read a torch file without unpickling arbitrary objects (``weights_only=True``): a
+    regular file, inside the folder ``within`` if given (:func:`inputs.open_input`)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise InvalidInputError(f"{what} {path} does not exist") from None
+        with open_input(Path(path), what, within) as file:
+            return torch.load(file, map_location="cpu", weights_only=True)
+    except InvalidInputError:
+        raise
     except Exception as exc:  # noqa: BLE001 - torch raises many types for files it will not read safely
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidInputError(

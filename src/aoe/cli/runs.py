@@ -77,14 +77,16 @@ def put(
 def import_(
     ctx: typer.Context,
     legacy_dir: Annotated[Path, typer.Argument(metavar="LEGACY_DIR")],
+    follow_symlinks: Annotated[bool, typer.Option(
+        "--follow-symlinks", help="Also read files that symlinks in LEGACY_DIR point to outside it.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Import a plain-folder store (LEGACY_DIR/<font-id>/runs/<timestamp>/...), keeping
-    run times; importing again adds nothing."""
+    run times; importing again adds nothing. Only regular files inside LEGACY_DIR are read."""
     from ..legacy import import_legacy
 
     with counter("importing", None) as advance:
-        report = import_legacy(ctx.obj, legacy_dir, progress=advance)
+        report = import_legacy(ctx.obj, legacy_dir, progress=advance, follow_symlinks=follow_symlinks)
     if as_json:
         print_json(json.dumps(report.to_dict(), indent=2))
         return
@@ -106,9 +108,12 @@ def _input_bytes(args: dict[str, Any]) -> int:
     import torch
 
     total = 0
-    stack = [args.get("weights"), *(args.get("extras") or {}).values()]
+    stack, seen = [args.get("weights"), *(args.get("extras") or {}).values()], set()
     while stack:
         value = stack.pop()
+        if id(value) in seen:  # a tensor or container held twice is saved once
+            continue
+        seen.add(id(value))
         if isinstance(value, torch.Tensor):
             total += value.numel() * value.element_size()
         elif isinstance(value, dict):

@@ -26,7 +26,7 @@ from ..errors import (
 )
 from ..layout import CATALOG, FONTS, looks_like_plain_folders
 from ..limits import parse_json
-from ..manifests import FEEDBACK_SCHEMA, TensorRecord, check_location, unpack
+from ..manifests import EXTRA_LEVEL, FEEDBACK_SCHEMA, TensorRecord, check_location, unpack
 from ..names import check_name, parse_digest
 from ..objects import ObjectStore
 from ..refs import Refs
@@ -266,7 +266,7 @@ class StoreBase:
             if personality_vector is not None:
                 prepared.add("personality", tensors.as_tensor(personality_vector))
             for extra_name, value in extras.items():
-                prepared.add(f"extra/{check_name(extra_name, 'extra name')}", value)
+                prepared.add(f"extra/{check_name(extra_name, 'extra name')}", value, level=EXTRA_LEVEL)
             trees = prepared.store(self.objects)
             parts["weights"] = trees.pop("weights", None)
             parts["personality"] = trees.pop("personality", None)

@@ -25,7 +25,7 @@ from ..names import (
     Digest,
     random_hex,
 )
-from ..objects import ObjectStore
+from ..objects import Blob, ObjectStore
 from ..runinfo import RunInfo, feedback_metrics
 
 if TYPE_CHECKING:
@@ -243,10 +243,10 @@ class Run:
         files += [(f"extras/{name}.pt", lambda f, name=name: torch.save(self.extra(name), f))
                   for name in manifest.extras]
         if manifest.sample is not None:
-            files.append(("sample.png", [self.sample()]))
-        files += [(f"eval-glyphs/{glyph}.png", [data]) for glyph, data in self.glyphs().items()]
+            files.append(("sample.png", self._streamed(manifest.sample)))
+        files += [(f"eval-glyphs/{glyph}.png", self._streamed(blob)) for glyph, blob in manifest.glyphs.items()]
         if manifest.feedback is not None:
-            files.append(("feedback.json", [self.feedback_bytes()]))
+            files.append(("feedback.json", self._streamed(manifest.feedback)))
         meta = {k: v for k, v in self.info.to_dict().items() if v not in (None, [], {})}
         files.append(("run.json", [(json.dumps(meta, indent=2) + "\n").encode()]))
         temp = dest.with_name(f"{TEMP_PREFIX}{random_hex(4)}-{dest.name}")
@@ -272,6 +272,15 @@ class Run:
 
                 shutil.rmtree(temp)
         return dest
+
+    def _streamed(self, blob: Blob) -> Callable[[BinaryIO], None]:
+        """Write a blob into a file chunk by chunk, each verified: one chunk in memory at a time."""
+        @_naming_the_run
+        def write(run: Run, file: BinaryIO) -> None:
+            for chunk in run.objects.iter_blob(blob):
+                file.write(chunk)
+
+        return functools.partial(write, self)
 
     @property
     def _what(self) -> str:

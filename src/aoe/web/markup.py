@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from ..errors import InvalidNameError
-from ..names import RUN_ID_RE
+from ..names import is_run_id
 from ..objects import Blob
 
 Query = dict[str, list[str]]
@@ -37,7 +37,7 @@ def one(query: Query, name: str) -> str:
 
 def run_id_param(text: str) -> str:
     """A run id from a URL, checked before it names anything."""
-    if not RUN_ID_RE.fullmatch(text or ""):
+    if not is_run_id(text):
         raise InvalidNameError(f"invalid run id {text!r}")
     return text
 
