@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -116,10 +117,84 @@ def test_bad_sort_fields_and_operators(store: aoe.Store, font: str) -> None:
 
 
 def test_values_in_conditions() -> None:
-    assert parse_condition("metrics.loss <= 1e-3") == ("metrics.loss", "<=", 0.001)
-    assert parse_condition('name="a b"') == ("name", "=", "a b")
-    assert parse_condition("params.flag=true") == ("params.flag", "=", True)
-    assert parse_condition("params.n=3") == ("params.n", "=", 3)
+    def parsed(text: str) -> tuple:
+        condition = parse_condition(text)
+        return condition.field, condition.op, condition.kind, condition.value, condition.span
+
+    assert parsed("metrics.loss <= 1e-3") == ("metrics.loss", "<=", "number", 0.001, None)
+    assert parsed("metrics.loss == 0.0025") == ("metrics.loss", "=", "number", 0.0025, (0.00245, 0.00255))
+    assert parsed("params.n=3") == ("params.n", "=", "number", 3, None)  # a whole number: exact
+    assert parsed('name="a b"') == ("name", "=", "text", "a b", None)
+    assert parsed("status=3") == ("status", "=", "text", "3", None)  # a text column: text
+    assert parsed("params.flag=true") == ("params.flag", "=", "bool", True, None)
+    assert parsed("params.opt=adam") == ("params.opt", "=", "text", "adam", None)
+    assert parsed("params.opt!='a<b'") == ("params.opt", "!=", "text", "a<b", None)
+    assert parsed("ended_at=null") == ("ended_at", "=", "null", None, None)
+    assert parsed("time=2026-03-02T14:22Z")[3:] == ("2026-03-02T14:22:00.000000Z",
+                                                    ("2026-03-02T14:22:00.000000Z", "2026-03-02T14:23:00.000000Z"))
+    assert parsed("time<2026-03-02T05+01:00")[3:] == ("2026-03-02T04:00:00.000000Z", None)
+    assert parsed("saved_at!=2026-03-02T05+01:00")[4] == ("2026-03-02T04:00:00.000000Z", "2026-03-02T05:00:00.000000Z")
+
+
+@pytest.mark.parametrize(("condition", "message"), [
+    ("metrics.final_loss<abc", "metrics.final_loss is a number, and 'abc' is not one"),
+    ("metrics.final_loss <<0.1", "'<0.1' is not one"),
+    ("metrics.final_loss=true", "is a number, and true is not one"),
+    ("metrics.final_loss='0.1'", "is a number"),
+    ("metrics.final_loss=nan", "'nan' is not one"),
+    ("params.lr<<0.1", "'<0.1' is not a value"),
+    ("params.lr<null", "take = and != only"),
+    ("params.flag>true", "take = and != only"),
+    ("time>yesterday", "not an ISO 8601 time"),
+    ("name=a b", "not a value: write text in quotes"),
+    ("metrics.x=>1", "'>1' is not one"),
+])
+def test_a_condition_that_cannot_be_read_is_an_error_naming_the_part(
+        store: aoe.Store, font: str, runs: list[str], condition: str, message: str) -> None:
+    """Never "every run" or "no run": one error naming what could not be read, in the
+    API, the command (exit 2, one line) and the web's filter box (400, the form kept)."""
+    with pytest.raises(aoe.InvalidInputError, match=re.escape(message)):
+        store.list_runs(font, where=[condition])
+    with pytest.raises(aoe.InvalidInputError, match=re.escape(message)):
+        store.count_runs(font, where=[condition])
+
+
+def test_numbers_compare_as_numbers_text_as_text_and_never_across(store: aoe.Store, font: str) -> None:
+    ids = {name: store.save_model(font, None, name=name, params={"lr": lr, "opt": opt}, feedback={"loss": loss})
+           for name, lr, opt, loss in [("a", 0.001, "adam", 0.0025028144), ("b", "auto", "sgd", 0.0026624),
+                                       ("c", 0.01, 3, 0.004569)]}
+
+    def listed(*where: str) -> list[str]:
+        return [info.name for info in store.list_runs(font, where=list(where))]
+
+    assert listed("metrics.loss==0.002503") == ["a"]  # as `ls` prints it: at the precision written
+    assert listed("metrics.loss=0.0025") == ["a"] and listed("metrics.loss=0.00250281450") == []
+    assert listed("metrics.loss!=0.002503") == ["b", "c"]
+    assert listed("params.lr<1") == ["a", "c"]  # the text "auto" is not less than a number
+    assert listed("params.lr>'a'") == ["b"]  # and no number is greater than a text
+    assert listed("params.lr=auto") == ["b"] and listed("params.opt!=adam") == ["b"]  # 3 is not text
+    assert listed("params.opt=3") == ["c"] and listed("params.opt=null") == []
+    assert listed("params.momentum=null") == ["a", "b", "c"] and listed("params.momentum!=null") == []
+    assert listed("metrics.loss<inf", "metrics.loss>-inf") == ["a", "b", "c"]
+    assert ids
+
+
+def test_the_command_line_refuses_a_bad_condition_and_warns_of_fields_no_run_has(
+        store: aoe.Store, font: str, runs: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    root = ["store", "--root", str(store.root)]
+    code, out, err = run_cli(capsys, *root, "ls", font, "--where", "metrics.final_loss<abc")
+    assert code == 2 and out == "" and err.strip().splitlines() == [
+        "aoe: error: in 'metrics.final_loss<abc': metrics.final_loss is a number, and 'abc' is not one: write "
+        "e.g. 0.05, 1e-3, -inf, or null for runs without it"]
+    code, out, err = run_cli(capsys, *root, "ls", font, "--where", "metrics.final_los<1")
+    assert code == 0 and out.strip() == "no runs match"
+    assert err.startswith(f"aoe: warning: no run of {font} has metrics.final_los; they have metrics.final_loss")
+    code, out, err = run_cli(capsys, *root, "ls", font, "--sort", "metrics.nosuch", "--columns", "params.lr,params.x")
+    assert code == 0 and out.count("\n") == 7
+    assert "no listed run has params.x; they have params.lr, params.opt, params.opt.name" in err
+    assert "no listed run has metrics.nosuch" in err and "params.lr;" not in err
+    code, out, err = run_cli(capsys, *root, "search", "--where", "metrics.nosuch>1")
+    assert code == 0 and "no run of any font has metrics.nosuch" in err
 
 
 def test_feedback_metrics_are_numbers_only() -> None:

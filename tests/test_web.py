@@ -515,3 +515,22 @@ def test_compare_refuses_too_few_too_many_or_bad_runs(store: aoe.Store, font: st
     query = "&".join(f"run={r}" for r in evolving) if query == "many" else query.format(evolving[0])
     status, _, page = Browser(store).respond(f"/compare/{font}?{query}")
     assert status == 400 and (b"compare 2 to 12 runs" in page or b"invalid run id" in page)
+
+
+def test_a_filter_that_cannot_be_read_is_said_beside_the_form(store: aoe.Store, font: str, runs: list[str]) -> None:
+    """Never "every run" or "no run": the font page answers 400, keeps its form (with what
+    was typed) and says which part could not be read."""
+    from urllib.parse import quote
+
+    from aoe.web import Browser
+
+    browser = Browser(store)
+    for where, said in [("metrics.final_loss<abc", "metrics.final_loss is a number, and &#x27;abc&#x27; is not one"),
+                        ("metrics.final_loss <<0.1", "&#x27;&lt;0.1&#x27; is not one"),
+                        ("metrics.final_loss=0.5 status=completed", "is not one")]:
+        status, _, page = browser.respond(f"/font/{font}?where={quote(where)}")
+        html = page.decode()
+        assert status == 400 and said in html, html[-2000:]
+        assert 'id=filters' in html and 'class=run-link' not in html
+    status, _, page = browser.respond(f"/font/{font}?where={quote('metrics.final_loss==0.5')}")
+    assert status == 200 and page.decode().count("class=run-link") == 1  # what the table prints, matched

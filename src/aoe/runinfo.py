@@ -3,6 +3,7 @@ feedback document that listings filter and sort by."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -194,6 +195,23 @@ class FontSummary:
     def to_dict(self) -> dict[str, Any]:
         return {"font_id": self.font_id, "runs": self.runs, "newest_run": self.newest_run,
                 "newest_saved_at": format_time(self.newest_saved_at) if self.newest_saved_at else None}
+
+
+def fields_of(runs: Iterable[RunInfo]) -> set[str]:
+    """Every ``params.`` and ``metrics.`` field at least one of these runs has (nested params
+    at every level: ``params.opt`` and ``params.opt.lr``), for saying which a query named
+    in vain."""
+    found: set[str] = set()
+    for info in runs:
+        found.update(f"metrics.{name}" for name in info.metrics)
+        stack: list[tuple[str, Any]] = [("params", info.params)]
+        while stack:
+            prefix, params = stack.pop()
+            for key, value in params.items():
+                found.add(f"{prefix}.{key}")
+                if isinstance(value, dict):
+                    stack.append((f"{prefix}.{key}", value))
+    return found
 
 
 COLUMNS = {"font_id", "run_id", "status", "saved_at", "started_at", "ended_at", "name", "description", "time"}

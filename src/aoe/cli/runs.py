@@ -16,7 +16,8 @@ from ..errors import (
     InvalidInputError,
 )
 from ..names import printable
-from ..query import check_field
+from ..query import check_field, parse_condition
+from ..runinfo import fields_of
 from ..store import Store
 from .app import JsonFlag, store_app
 from .ui import counter, print_json, progress, say, table, warn, when
@@ -216,8 +217,12 @@ def ls(
         return
     if as_json:
         print_json(store.list_runs_json(font_id, **filters))
-    else:
-        show_runs(store.list_runs(font_id, **filters), sort, as_json=False, columns=columns)
+        return
+    runs = store.list_runs(font_id, **filters)
+    if not runs and where:
+        warn_absent([parse_condition(w).field for w in where], store.list_runs(font_id), f"run of {font_id}")
+    filtered = any(v for k, v in filters.items() if k not in ("sort", "descending", "limit"))
+    show_runs(runs, sort, as_json=False, columns=columns, empty="no runs match" if filtered else "no runs yet")
 
 
 @store_app.command()
@@ -245,6 +250,8 @@ def search(
         return
     runs = store.search(text, font=font, status=status, tags=tag or (), all_tags=all_tags, where=where or (),
                         sort=sort, descending=desc, limit=limit, offset=offset)
+    if not runs and where:
+        warn_absent([parse_condition(w).field for w in where], store.search(font=font), f"run of {font or 'any font'}")
     show_runs(runs, sort, as_json, with_font=font is None, columns=columns)
 
 
@@ -253,24 +260,41 @@ METRIC_COLUMNS = 4
 
 
 def show_runs(runs: list[Any], sort: str, as_json: bool, *, with_font: bool = False,
-              columns: str | None = None) -> None:
-    """Runs as a table, or JSON. The table's columns besides the run: ``columns`` (fields,
-    comma-separated), else the metrics most of the runs have; and the sort field when it
-    is a param or metric."""
+              columns: str | None = None, empty: str = "no runs match") -> None:
+    """Runs as a table, or JSON; ``empty`` when there are none. The table's columns besides
+    the run: ``columns`` (fields, comma-separated), else the metrics most of the runs have;
+    and the sort field when it is a param or metric. A field named that no listed run has
+    is warned about, with those they have."""
     if as_json:
         print_json(json.dumps([info.to_dict() for info in runs]))
         return
-    extra = [check_field(c.strip()) for c in columns.split(",") if c.strip()] if columns is not None \
-        else metric_columns(runs)
+    chosen = [check_field(c.strip()) for c in columns.split(",") if c.strip()] if columns is not None else []
+    extra = chosen if columns is not None else metric_columns(runs)
     field = sort.lstrip("-")
     if field.startswith(("params.", "metrics.")) and field not in extra:
         extra.append(field)
+    if not runs:
+        say(empty)
+        return
+    warn_absent([*chosen, field], runs, "listed run")
     headers = (["font"] if with_font else []) + ["run", "status", "name", "tags", *extra, "missing"]
     rows = [([info.font_id] if with_font else []) + [info.run_id, info.status, info.name or "", ",".join(info.tags),
                                                      *(_cell(info.value(name)) for name in extra),
                                                      ",".join(info.missing)]
             for info in runs]
     table(headers, rows)
+
+
+def warn_absent(fields: list[str], runs: list[Any], what: str) -> None:
+    """Warn about each ``params.``/``metrics.`` field that none of ``runs`` has, naming
+    those of its kind they do have (a typo shows a column of ``-``, or no run, otherwise)."""
+    have = fields_of(runs)
+    for name in dict.fromkeys(fields):
+        kind = name.split(".", 1)[0]
+        if kind in ("params", "metrics") and name not in have:
+            known = sorted(f for f in have if f.startswith(f"{kind}."))
+            listed = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "")
+            warn(f"no {what} has {name}; {f'they have {listed}' if known else f'none has any {kind}'}")
 
 
 def metric_columns(runs: list[Any]) -> list[str]:

@@ -144,9 +144,13 @@ class Browser:
             "where": [w for w in query.get("where", []) if w],
         }
         text, sort = one(query, "q"), one(query, "sort") or "-time"
-        runs = self.store.search(text, font=font_id, sort=sort, limit=PAGE_SIZE,
-                                 offset=(page - 1) * PAGE_SIZE, **filters)  # no text: every run
-        total = self.store.count_runs(font_id, text=text or None, **filters)
+        try:
+            runs = self.store.search(text, font=font_id, sort=sort, limit=PAGE_SIZE,
+                                     offset=(page - 1) * PAGE_SIZE, **filters)  # no text: every run
+            total, problem = self.store.count_runs(font_id, text=text or None, **filters), ""
+        except InvalidInputError as exc:  # a filter that cannot be read: said beside the form, never "no runs"
+            self.store.list_runs(font_id)  # the font itself must be there
+            runs, total, problem = [], 0, f"<p class=error>{h(str(exc))}</p>"
         pages = max(1, -(-total // PAGE_SIZE))
         form = FILTER_FORM.format(
             font=u(font_id), q=h(text), status=h(filters["status"] or ""), tag=h(",".join(filters["tags"])),
@@ -157,11 +161,11 @@ class Browser:
             f'{" class=current" if n == page else ""}>{n}</a>'
             for n in page_numbers(page, pages))
         body = (f'<p><a href="/">fonts</a> / <b>{h(font_id)}</b></p>{self.charts.html(font_id, query)}{form}'
-                f"<p>{total} runs; page {page} of {pages} <span class=pages>{nav}</span></p>"
+                f"{problem}<p>{total} runs; page {page} of {pages} <span class=pages>{nav}</span></p>"
                 f'<form action="/compare/{u(font_id)}" method="get" id="compare">'
                 f'{self._run_table(runs, compare=True)}'
                 f'<button type="submit" id="compare-button">Compare the runs ticked</button></form>')
-        return self._page(200, font_id, body)
+        return self._page(400 if problem else 200, font_id, body)
 
     def run_page(self, font_id: str, run_id: str, query: Query) -> Response:
         font_id, run_id = check_font_id(font_id), run_id_param(run_id)
