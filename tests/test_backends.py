@@ -57,8 +57,10 @@ def test_gc_grace_with_an_injected_clock_instead_of_sleeping(model: torch.nn.Mod
 def test_a_read_only_store_lists_and_loads_and_refuses_every_change(store: aoe.Store, font: str) -> None:
     run_id = store.save_model(font, {"w": torch.ones(2)})
     store.list_runs(font)
-    index = store.root / ".catalog"
+    assert store.catalog.path is not None and store.root not in store.catalog.path.parents  # the user's cache
+    index = store.catalog.path.parent
     before = sorted(p.name for p in index.iterdir())
+    files = {p: p.stat().st_mtime_ns for p in store.root.rglob("*")}
     reader = aoe.Store(store.root, read_only=True)
     assert [r.run_id for r in reader.list_runs(font)] == [run_id]
     assert torch.equal(reader.load_model(font).weights["w"], torch.ones(2))
@@ -66,6 +68,7 @@ def test_a_read_only_store_lists_and_loads_and_refuses_every_change(store: aoe.S
                    lambda: reader.create_font("other"), lambda: collect_garbage(reader)):
         with pytest.raises(aoe.StorageError, match="read-only"):
             change()
+    assert {p: p.stat().st_mtime_ns for p in store.root.rglob("*")} == files  # nothing written to the store
     assert [r.run_id for r in store.list_runs(font)] == [run_id]
     assert sorted(p.name for p in index.iterdir()) == before
 

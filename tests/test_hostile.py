@@ -253,7 +253,7 @@ def test_an_index_that_keeps_failing_is_an_error_never_an_empty_answer(
         raise sqlite3.DatabaseError("database disk image is malformed")
 
     monkeypatch.setattr(aoe.catalog, "build_query", broken)  # what a filtered listing runs
-    monkeypatch.setattr(aoe.catalog.Catalog, "_font_state", staticmethod(broken))  # what a whole font's reads
+    monkeypatch.setattr(aoe.catalog, "font_state", broken)  # what a whole font's reads
     for filters in ({}, {"status": "completed"}):  # in a new Store: nothing it could answer from memory
         with pytest.raises(aoe.StorageError, match="cannot be used"):
             aoe.Store(store.root).list_runs(font, **filters)
@@ -335,8 +335,9 @@ def test_the_catalog_never_follows_a_symlink_into_another_database(
     db.execute("INSERT INTO runs VALUES (42)")
     db.commit()
     db.close()
-    index = store.root / ".catalog" / "index.sqlite"
-    index.parent.mkdir(exist_ok=True)
+    index = store.catalog.path
+    assert index is not None
+    store.catalog.close()
     for leftover in index.parent.iterdir():
         leftover.unlink()
     index.symlink_to(victim)

@@ -117,7 +117,8 @@ def test_path_tricks_and_bad_input_are_refused(server: str, path: str, status: i
 
 def test_it_is_read_only(server: str, store: aoe.Store, font: str) -> None:
     def catalog() -> dict[str, int]:
-        return {str(p): p.stat().st_mtime_ns for p in (Path(store.root) / ".catalog").rglob("*")}
+        assert store.catalog.path is not None
+        return {str(p): p.stat().st_mtime_ns for p in store.catalog.path.parent.rglob("*")}
 
     before = catalog()
     for method in ("POST", "PUT", "DELETE", "PATCH"):
@@ -126,7 +127,7 @@ def test_it_is_read_only(server: str, store: aoe.Store, font: str) -> None:
     status, _, body = get(f"{server}/", method="HEAD")
     assert status == 200 and body == b""
     assert get(f"{server}/font/{font}")[0] == 200  # its charts keep the vectors they read: in its own index
-    assert catalog() == before  # its index lives in memory: the store's is never written
+    assert catalog() == before  # its index lives in memory: the one on disk is never written
 
 
 def test_a_big_font_pages(store: aoe.Store, font: str) -> None:
@@ -220,7 +221,8 @@ def test_the_server_starts_from_the_store_index_without_writing_it(store: aoe.St
                                                                   runs: list[str], monkeypatch) -> None:
     store.list_runs(font)  # the store's own index, on disk, knows every run
     store.catalog.close()  # as when the process that wrote it ends: its WAL is checkpointed
-    catalog = Path(store.root) / ".catalog"
+    assert store.catalog.path is not None
+    catalog = store.catalog.path.parent
     before = {p.name: p.stat().st_mtime_ns for p in catalog.iterdir()}
     server_store = aoe.Store(store.root, read_only=True)  # as `aoe store serve` opens it
     reads: list[str] = []
@@ -245,7 +247,8 @@ def test_the_server_starts_from_the_store_index_without_writing_it(store: aoe.St
 def test_a_damaged_store_index_is_no_seed(store: aoe.Store, font: str, runs: list[str]) -> None:
     store.list_runs(font)
     store.catalog.close()
-    index = Path(store.root) / ".catalog" / "index.sqlite"
+    index = store.catalog.path
+    assert index is not None
     index.write_bytes(b"not a database" * 100)
     httpd = make_server(aoe.Store(store.root), port=0)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()

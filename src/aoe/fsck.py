@@ -151,7 +151,17 @@ def fsck(
 
 def _check_catalog(store: Store, report: Report, repair: bool) -> None:
     """The catalog index is a cache: rows may be behind the refs (a listing catches up),
-    but a row that claims to be current and names another manifest means it is damaged."""
+    but a row that claims to be current and names another manifest means it is damaged.
+    An index inside the store (aoe 0.5 kept it there) is no longer read: a notice."""
+    old_index = list(store.backend.list(OLD_CATALOG)) if store.backend.folders else []
+    if old_index:
+        report.add(INFO, "old-index", f"{OLD_CATALOG}/ is the catalog index aoe 0.5 kept inside the store; aoe "
+                   "no longer reads it (the index lives in your cache folder): `aoe store fsck --repair` removes it",
+                   ref=OLD_CATALOG)
+        if repair:
+            for key in old_index:
+                store.backend.delete(key)
+            report.repaired.append(f"removed the old catalog index {OLD_CATALOG}/")
     try:
         fonts = [f for f in store.refs.fonts() if store.refs.has_runs_folder(f)]
     except FormatError:  # a malformed claim, reported already; the index can wait for its fix
@@ -400,6 +410,9 @@ def _check_leftovers(store: Store, report: Report, repair: bool) -> None:
                 store.backend.delete(key)
                 report.repaired.append(f"removed stale save marker {key}")
 
+
+OLD_CATALOG = ".catalog"
+"""Where aoe 0.5 kept a folder store's catalog index."""
 
 UNREADABLE_RUN = ("malformed-manifest", "mismatched-manifest")
 """Findings of a run whose manifest is there but breaks the format: repair sets it aside."""

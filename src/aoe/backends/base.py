@@ -76,8 +76,8 @@ class Backend(Protocol):
         ...
 
     def local_path(self, name: str) -> Path | None:
-        """A local file for data derived from this store (its catalog index): inside a
-        folder store, in the user's cache folder for a remote one; None: keep it in memory."""
+        """A local file for data derived from this store (its catalog index), in the user's
+        cache folder (never inside the store), one folder per store; None: keep it in memory."""
         ...
 
     def write(self, key: str, parts: Sequence[Buffer], *, exclusive: bool, durable: bool = True) -> bool:

@@ -33,6 +33,14 @@ def cache_folder() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aoe"
 
 
+def derived_path(identity: str, name: str) -> Path:
+    """Where data derived from the store ``identity`` names (its catalog index) is kept:
+    in the cache folder, one folder per store."""
+    import hashlib  # on first use: most commands never need it
+
+    return cache_folder() / "stores" / hashlib.sha256(identity.encode()).hexdigest()[:24] / name
+
+
 def cache_bytes(text: str | None) -> int:
     """``$AOE_CACHE_BYTES``: a byte count, or a number with K, M, G or T (powers of 1024)."""
     if not text:

@@ -20,6 +20,7 @@ from ..errors import InvalidNameError, NotFoundError, StorageError, UnexpectedFi
 from ..layout import LOCKS, TEMP_PREFIX
 from ..names import random_hex
 from .base import MAX_KEY_BYTES, BatchWrite, Buffer, check_key
+from .cache import derived_path
 from .files import (
     O_BINARY,
     O_NOFOLLOW,
@@ -58,7 +59,17 @@ class LocalBackend:
         return self.root.is_dir()
 
     def local_path(self, name: str) -> Path:
-        return self.root / name
+        """In the user's cache folder, never inside the store: a store handed over (a
+        tarball, a shared folder) must not bring derived data aoe would believe. One
+        folder per store, by its real path and its folder's identity (device and inode),
+        so a store replaced at the same path starts a new index."""
+        real = os.path.realpath(self.root)
+        try:
+            info = os.stat(real)
+            identity = f"{info.st_dev}:{info.st_ino}"
+        except OSError:  # not created yet
+            identity = "-"
+        return derived_path(f"folder {real} {identity}", name)
 
     def forget(self, key: str) -> None:
         """Nothing is cached here."""

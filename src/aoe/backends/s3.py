@@ -25,7 +25,6 @@ in messages.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -42,7 +41,7 @@ from ..errors import InvalidNameError, NotFoundError, StorageError, StoreMissing
 from ..layout import FONTS, lock_key, name_in_folder
 from ..names import random_hex
 from .base import MAX_KEY_BYTES, BatchWrite, Buffer, check_key, direct_batch
-from .cache import cache_folder
+from .cache import derived_path
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 """Contents larger than this are uploaded in parts (S3 takes up to 5 GiB in one PUT)."""
@@ -154,7 +153,7 @@ class S3Backend:
     def local_path(self, name: str) -> Path:
         """In the user's cache folder, one folder per server and store."""
         where = f"{self.endpoint or 'aws'} {self.url}"
-        return cache_folder() / "stores" / hashlib.sha256(where.encode()).hexdigest()[:24] / name
+        return derived_path(where, name)
 
     def forget(self, key: str) -> None:
         """Nothing is cached here (see ``cache.CachingBackend``)."""
