@@ -21,7 +21,7 @@ import msgpack
 import pytest
 import torch
 import zstandard
-from conftest import make_png
+from conftest import make_png, run_cli
 
 import aoe
 from aoe.codec import CODEC_PLANES, CODEC_ZSTD, HEADER, MAGIC, decode, hash_bytes
@@ -539,3 +539,48 @@ def test_a_pull_copies_the_good_runs_and_reports_a_malformed_one(store: aoe.Stor
     report = transfer(store, dest)
     assert [r.run_id for r in dest.list_runs(font)] == [good]
     assert len(report.conflicts) == 1 and RUN_ID in report.conflicts[0] and "not copied" in report.conflicts[0]
+
+
+# -- 8. one bad entry never blinds its font, or the store ------------------------------------
+
+
+def test_a_name_shaped_like_a_run_id_but_no_real_time_is_not_a_run(store: aoe.Store, font: str,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from aoe.web import Browser
+
+    run_id = store.save_model(font, {"w": torch.ones(1)})
+    (store.root / font / "runs" / "20261399T250000.000000Z-0000").write_text("0" * 64 + "\n")
+    assert [i.run_id for i in aoe.Store(store.root).list_runs(font)] == [run_id]
+    assert len(aoe.Store(store.root).search("")) == 1
+    for args in (["ls"], ["ls", font], ["search", ""]):
+        code, out, err = run_cli(capsys, "store", "--root", str(store.root), *args)
+        assert code == 0 and "Traceback" not in err, (args, err)
+    for page in ("/", f"/font/{font}"):
+        assert Browser(aoe.Store(store.root, read_only=True)).respond(page)[0] == 200
+    [finding] = [f for f in fsck(store).findings if f.kind == "unknown-file"]
+    assert "20261399T250000.000000Z-0000" in finding.message
+
+
+@pytest.mark.parametrize("kind", ["folder", "symlink", "fifo"])
+def test_a_change_note_that_is_not_a_file_slows_listings_never_blinds_them(
+        store: aoe.Store, font: str, kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = [store.save_model(font, {"w": torch.ones(1)}) for _ in range(2)]
+    store.amend_run(font, runs[0], name="amended")  # the note exists now
+    note = store.root / font / "runs" / ".changes"
+    note.unlink()
+    if kind == "folder":
+        note.mkdir()
+    elif kind == "symlink":
+        note.symlink_to(tmp_path / "elsewhere")
+    else:
+        os.mkfifo(note)
+    code, out, err = run_cli(capsys, "store", "--root", str(store.root), "ls", font)
+    assert code == 0 and all(r in out for r in runs) and "amended" in out, err
+    [finding] = [f for f in fsck(store).findings if f.kind == "bad-change-note"]
+    assert finding.ref == f"{font}/runs/.changes"
+    if kind == "folder":  # a writer cannot replace a folder: fsck says so, and what to do
+        assert any("remove it by hand" in line for line in fsck(store, repair=True).repaired)
+        note.rmdir()
+    store.amend_run(font, runs[1], name="again")  # a writer replaces a symlink or FIFO with a note
+    assert [i.name for i in aoe.Store(store.root).list_runs(font)] == ["amended", "again"]
+    assert not [f for f in fsck(store).findings if f.kind == "bad-change-note"]

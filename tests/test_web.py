@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import io
 import re
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -537,3 +538,22 @@ def test_a_filter_that_cannot_be_read_is_said_beside_the_form(store: aoe.Store, 
         assert 'id=filters' in html and 'class=run-link' not in html
     status, _, page = browser.respond(f"/font/{font}?where={quote('metrics.final_loss==0.5')}")
     assert status == 200 and page.decode().count("class=run-link") == 1  # what the table prints, matched
+
+
+@pytest.mark.parametrize("big", [1e300, sys.float_info.max])
+def test_huge_finite_values_chart_in_finite_arithmetic(store: aoe.Store, font: str, big: float) -> None:
+    """A normal save accepts a personality vector of 1e308 and glyph losses of +-1.7e308:
+    the font page draws them (every run linked, no NaN in the SVG), never a 500."""
+    from aoe.web import Browser
+
+    runs = [store.save_model(font, {"w": torch.ones(1)}, [big, -big, 0.0, float(i)],
+                             feedback={"final_loss": [big, -big, 0.5][i], "glyph_loss": {"A": big, "B": -big, "C": i}})
+            for i in range(3)]
+    browser = Browser(store)
+    for query in ("", "?log=1", "?metric=glyph_loss.A", "?dims=change", "?glyph=A&metric=glyph_loss.B"):
+        status, _, page = browser.respond(f"/font/{font}{query}")
+        html_text = page.decode()
+        assert status == 200, html_text[-1500:]
+        svg = "".join(re.findall(r"<svg.*?</svg>", html_text, re.S))
+        assert svg and not re.search(r"\bnan\b|\binf\b", svg, re.I), query
+        assert all(run in html_text for run in runs)

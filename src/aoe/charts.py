@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import sys
 from collections.abc import Sequence
 from datetime import datetime
 from html import escape
@@ -56,10 +57,10 @@ def metric_chart(points: Sequence[tuple[datetime, float, str, str]], *, log: boo
         plotted = np.log10(values) if log else values
     low, high = (float(plotted[shown].min()), float(plotted[shown].max())) if shown.any() else (0.0, 1.0)
     if high == low:
-        low, high = low - 1, high + 1
+        low, high = _around(low)
     inner_w, inner_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     xs = LEFT + (times - times[first]) / span * inner_w
-    ys = TOP + (high - np.where(shown, plotted, 0.0)) / (high - low) * inner_h
+    ys = TOP + (1 - _along(np.where(shown, plotted, low), low, high)) * inner_h
     drawn = np.nonzero(shown)[0].tolist()
     tips = [f"{points[i][3]}: {values[i]:.6g}" for i in drawn] if len(points) <= TITLED else None
     dots = _dots(xs[drawn], ys[drawn], [points[i][2] for i in drawn], tips, None, "point")
@@ -127,7 +128,13 @@ def _line(xs: np.ndarray, ys: np.ndarray) -> str:
 
 
 def _number(value: float, log: bool) -> str:
-    return f"{10 ** value:.3g}" if log else f"{value:.3g}"
+    """An axis end as people read it (on a log scale, the value whose log it is)."""
+    if not log:
+        return f"{value:.3g}"
+    try:
+        return f"{10 ** value:.3g}"
+    except OverflowError:  # the padded end of a scale reaching the largest float
+        return f"1e{value:.4g}"
 
 
 def _day(moment: datetime) -> str:
@@ -148,8 +155,8 @@ def trajectory_chart(points: Sequence[tuple[datetime, float, float, str, str]], 
     inner_w, inner_h = size_w - LEFT - RIGHT, size_h - TOP - BOTTOM
     xs, ys = np.array([p[1] for p in points]), np.array([p[2] for p in points])
     (x_low, x_high), (y_low, y_high) = _span(xs), _span(ys)
-    px = LEFT + (xs - x_low) / (x_high - x_low) * inner_w
-    py = TOP + (y_high - ys) / (y_high - y_low) * inner_h
+    px = LEFT + _along(xs, x_low, x_high) * inner_w
+    py = TOP + (1 - _along(ys, y_low, y_high)) * inner_h
     times = np.array([p[0].timestamp() for p in points])
     fractions = (times - times.min()) / ((times.max() - times.min()) or 1.0)
     palette = _levels(SEQUENTIAL)
@@ -194,7 +201,9 @@ def heatmap(values: np.ndarray, rows: Sequence[str], runs: Sequence[tuple[str, s
     starts = edges[:-1]
     counts = np.add.reduceat(finite, starts, axis=0)
     nonfinite = np.add.reduceat(present & ~finite, starts, axis=0)
-    means = np.add.reduceat(np.where(finite, data, 0.0), starts, axis=0) / np.maximum(counts, 1)
+    unit = (float(np.abs(data[finite]).max()) if finite.any() else 1.0) or 1.0
+    # sums of values near 1.8e308 would overflow: summed in units of the largest
+    means = np.add.reduceat(np.where(finite, data / unit, 0.0), starts, axis=0) / np.maximum(counts, 1) * unit
     known = means[counts > 0]
     if diverging:
         reach = float(np.abs(known).max()) if known.size else 1.0
@@ -202,14 +211,14 @@ def heatmap(values: np.ndarray, rows: Sequence[str], runs: Sequence[tuple[str, s
     else:
         low, high = (float(known.min()), float(known.max())) if known.size else (0.0, 1.0)
         if high == low:
-            low, high = low - 1, high + 1
+            low, high = _around(low)
     palette = DIVERGING if diverging else SEQUENTIAL
     label_w = 8 + 7 * min(16, max(len(r) for r in rows))
     inner_w = WIDTH - label_w - RIGHT
     row_h = max(3.0, min(14.0, 360 / len(rows)))
     cell_w = inner_w / len(starts)
     height = TOP + row_h * len(rows) + BOTTOM
-    level = np.where(counts > 0, np.rint(np.clip((means - low) / (high - low), 0, 1) * (LEVELS - 1)), -1)
+    level = np.where(counts > 0, np.rint(np.clip(_along(means, low, high), 0, 1) * (LEVELS - 1)), -1)
     level = np.where((counts == 0) & (nonfinite > 0), -2, level).astype(int)  # -1: no value, -2: none finite
     fills = {-1: "#f4f4f4", -2: "#cccccc", **dict(enumerate(_levels(palette)))}
     shapes: dict[int, list[str]] = {}
@@ -254,9 +263,25 @@ def heatmap(values: np.ndarray, rows: Sequence[str], runs: Sequence[tuple[str, s
 
 
 def _span(values: np.ndarray) -> tuple[float, float]:
+    """The range of finite values, padded by 5% each side (in finite arithmetic)."""
     low, high = float(values.min()), float(values.max())
-    pad = (high - low) * 0.05 or 1.0
-    return low - pad, high + pad
+    if high == low:
+        return _around(low)
+    pad = (high / 2 - low / 2) / 10  # (high - low) may overflow; its half cannot
+    return max(low - pad, -sys.float_info.max), min(high + pad, sys.float_info.max)
+
+
+def _around(value: float) -> tuple[float, float]:
+    """A range around one value (every point had it): one unit, or a tenth of the value, each way."""
+    reach = max(1.0, abs(value) / 10)
+    return max(value - reach, -sys.float_info.max), min(value + reach, sys.float_info.max)
+
+
+def _along(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Where each value lies from ``low`` (0) to ``high`` (1), computed so that no step
+    overflows: values up to the largest float (1.8e308) chart, they never make NaN."""
+    scale = max(abs(low), abs(high)) or 1.0
+    return (values / scale - low / scale) / (high / scale - low / scale)
 
 
 @functools.cache

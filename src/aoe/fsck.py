@@ -44,6 +44,7 @@ from .layout import (
     name_in_folder,
     object_key,
     pending_key,
+    ref_changes_key,
     run_id_at,
     run_key,
     runs_folder,
@@ -244,6 +245,22 @@ def _check_refs(store: Store, report: Report, needed: dict[Digest, list[str]]) -
             continue
         for ref_key in store.backend.list(runs_folder(font_id)):
             _check_run(store, report, needed, font_id, ref_key)
+        _check_change_note(store, report, font_id)
+
+
+def _check_change_note(store: Store, report: Report, font_id: str) -> None:
+    """The font's change note is a small regular file, or absent."""
+    key = ref_changes_key(font_id)
+    try:
+        store.backend.read(key)
+    except NotFoundError:
+        return
+    except FormatError as exc:
+        report.add(WARNING, "bad-change-note",
+                   f"{key} is not the small file aoe writes there ({exc}): listings of {font_id} check every ref "
+                   f"each time (slower, never wrong) and, if it is a folder, amending, tagging or deleting its runs "
+                   f"fails: `aoe store fsck --repair` removes a file or symlink; a folder, remove by hand",
+                   ref=key)
 
 
 def _check_run(store: Store, report: Report, needed: dict[Digest, list[str]], font_id: str, key: str) -> None:
@@ -426,6 +443,14 @@ def _repair(store: Store, report: Report) -> None:
             if record is not None and _still_there(store, record):
                 store.refs.forget_trashed(record)
                 report.repaired.append(f"dropped the record of the interrupted deletion {finding.ref}")
+    for finding in report.findings:
+        if finding.kind == "bad-change-note" and finding.ref:
+            try:
+                store.backend.delete(finding.ref)
+            except StoreError as exc:
+                report.repaired.append(f"could not remove {finding.ref} ({exc}): remove it by hand")
+            else:
+                report.repaired.append(f"removed {finding.ref}, which was not a change note")
     for finding in report.errors:
         if finding.kind in UNREADABLE_RUN and finding.ref and finding.object:
             font_id, _, run_id = finding.ref.split("/")

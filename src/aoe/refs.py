@@ -243,11 +243,16 @@ class Refs:
             pass
 
     def ref_changes(self, font_id: str) -> str:
-        """The font's change note as it is now ("" before any ref was moved or removed)."""
+        """The font's change note as it is now ("" before any ref was moved or removed). A
+        note that cannot be read (a folder or symlink where it should be: fsck names it)
+        reads as a value never seen before, so every listing checks every ref: slower,
+        never wrong."""
         try:
             return self.backend.read(ref_changes_key(font_id), fresh=True).decode("ascii", "replace").strip()
         except NotFoundError:
             return ""
+        except FormatError:
+            return f"unreadable {random_hex(8)}"
 
     def make_runs_folder(self, font_id: str) -> None:
         self.backend.make_folder(runs_folder(font_id))

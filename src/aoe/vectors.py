@@ -45,12 +45,16 @@ def values(record: TensorRecord, data: bytes) -> np.ndarray:
 
 def project(vectors: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
     """The rows of ``vectors`` (runs x dims) on their first two principal components,
-    and the share of the variance each explains. Non-finite elements count as the
-    dimension's mean; fewer than two dimensions (or no spread) give zeros."""
+    and the share of the variance each explains. It is computed in units of the largest
+    element, so values near 1.8e308 give finite points (in those units, when the
+    projection itself would overflow). Non-finite elements count as the dimension's mean;
+    fewer than two dimensions (or no spread) give zeros."""
     import numpy as np
 
     data = np.array(vectors, dtype=np.float64)
     finite = np.isfinite(data)
+    largest = float(np.abs(data[finite]).max()) if finite.any() else 0.0
+    data /= largest or 1.0  # in units of the largest element: sums and products of 1e300s stay finite
     counts = finite.sum(axis=0)
     means = np.where(counts > 0, np.where(finite, data, 0.0).sum(axis=0) / np.maximum(counts, 1), 0.0)
     data = np.where(finite, data, means) - means
@@ -63,5 +67,8 @@ def project(vectors: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
     signs = np.sign(axes.sum(axis=0))  # the same orientation from one page view to the next
     signs[signs == 0] = 1.0
     projected[:, :len(order)] = data @ (axes * signs)
+    with np.errstate(over="ignore"):
+        back = projected * (largest or 1.0)
+    projected = back if np.isfinite(back).all() else projected
     shares = np.clip(variance[order], 0.0, None) / max(float(np.clip(variance, 0.0, None).sum()), 1e-300)
     return projected, (float(shares[0]), float(shares[1]) if len(order) > 1 else 0.0)
