@@ -538,7 +538,27 @@ def test_a_pull_copies_the_good_runs_and_reports_a_malformed_one(store: aoe.Stor
 
     report = transfer(store, dest)
     assert [r.run_id for r in dest.list_runs(font)] == [good]
-    assert len(report.conflicts) == 1 and RUN_ID in report.conflicts[0] and "not copied" in report.conflicts[0]
+    assert len(report.unreadable) == 1 and RUN_ID in report.unreadable[0] and "not copied" in report.unreadable[0]
+    assert report.conflicts == [] and not report.complete
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_a_source_run_whose_object_is_gone_is_skipped_never_the_whole_pull(
+        store: aoe.Store, font: str, tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run naming an object the source lacks (or holds damaged) is reported and left
+    out; every sound run arrives, each time the pull runs, and the exit code says so."""
+    sound = [store.save_model(font, {"w": torch.full((100_000,), float(i))}) for i in range(2)]
+    bad = store.save_model(font, {"w": torch.full((100_000,), 7.0)})
+    [chunk] = store.open_run(font, bad).manifest.weights["w"].blob.chunks
+    path = store.backend.path(object_key(chunk))
+    path.unlink() if damage == "missing" else path.write_bytes(path.read_bytes()[:-1] + b"\0")
+    dest = tmp_path / "copy"
+    for _ in range(2):  # again: the same, nothing lost, nothing half there
+        code, out, err = run_cli(capsys, "store", "--root", str(dest), "pull", str(store.root))
+        assert code == 6, err
+        assert f"not transferred: {font}/{bad}: not copied, the source's object {chunk}" in err
+        assert [r.run_id for r in aoe.Store(dest).list_runs(font)] == sound
+    assert fsck(aoe.Store(dest), read_data=True).clean
 
 
 # -- 8. one bad entry never blinds its font, or the store ------------------------------------
@@ -584,3 +604,36 @@ def test_a_change_note_that_is_not_a_file_slows_listings_never_blinds_them(
     store.amend_run(font, runs[1], name="again")  # a writer replaces a symlink or FIFO with a note
     assert [i.name for i in aoe.Store(store.root).list_runs(font)] == ["amended", "again"]
     assert not [f for f in fsck(store).findings if f.kind == "bad-change-note"]
+
+
+def test_kilobytes_of_manifest_cannot_make_a_listing_read_gigabytes(store: aoe.Store, font: str,
+                                                                    tmp_path: Path) -> None:
+    """A feedback naming one 64 MiB object 40 times: 2.5 GiB claimed by a few KB. The run
+    is malformed (a run's files hold at most 16 MiB), so no listing, show, get or page
+    reads it; the font's sound runs are listed beside it, in a process of 600 MB."""
+    sound = store.save_model(font, {"w": torch.ones(2)}, feedback={"loss": 0.5})
+    chunk = store.objects.put(bytes(64 * 1024 * 1024))
+    plant_fields(store, font, feedback={"size": 40 * 64 * 1024 * 1024, "chunks": [chunk] * 40})
+    assert sum(p.stat().st_size for p in (store.root / ".objects").rglob("*") if p.is_file()) < 200_000
+    result = run_limited(f"""
+        import aoe
+        runs = aoe.Store({str(store.root)!r}).list_runs({font!r})
+        print(sorted((r.run_id, r.status) for r in runs))
+    """, memory_mb=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == str(sorted([(sound, "completed"), (RUN_ID, "unreadable")]))
+    for args in (["show", font, RUN_ID], ["get", font, RUN_ID, str(tmp_path / "out")]):
+        assert_one_line_error(aoe_cli(store.root, *args), 4)
+    [finding] = [f for f in fsck(store).errors if f.kind == "malformed-manifest"]
+    assert "16,777,216" in finding.message
+
+
+def test_a_shape_torch_cannot_make_is_a_malformed_run_never_a_crash(store: aoe.Store, font: str,
+                                                                    tmp_path: Path) -> None:
+    empty = msgpack.ExtType(EXT_TENSOR, msgpack.packb({"dtype": "float32", "shape": [0, 2**63], "size": 0,
+                                                       "chunks": []}))
+    plant_fields(store, font, weights={"w": empty})
+    with pytest.raises(FormatError, match="no tensor can have the shape"):
+        store.load_model(font, RUN_ID)
+    assert_one_line_error(aoe_cli(store.root, "get", font, RUN_ID, str(tmp_path / "out")), 4)
+    assert [f.kind for f in fsck(store, read_data=True).errors] == ["malformed-manifest"]

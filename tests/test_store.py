@@ -442,6 +442,19 @@ def test_weights_export_to_pt_and_safetensors_load_back_exactly(store: aoe.Store
     assert safetensors.safe_open(path, "pt").metadata()["aoe_run"] == run
 
 
+def test_names_that_collide_once_flattened_are_an_error_naming_both(store: aoe.Store, font: str,
+                                                                     tmp_path: Path) -> None:
+    """{"a.b": t1, "a": {"b": t2}} is two tensors a save keeps apart; safetensors would name
+    both "a.b": refused, naming both, and nothing written (the .pt export keeps both)."""
+    store.save_model(font, {"a.b": torch.ones(2), "a": {"b": torch.zeros(3)}})
+    with pytest.raises(aoe.UnsupportedValueError, match=r"both \['a.b'\] and \['a'\]\['b'\].*'a.b'"):
+        store.export_weights(font, None, tmp_path / "w.safetensors")
+    assert not (tmp_path / "w.safetensors").exists()
+    path, _ = store.export_weights(font, None, tmp_path / "w.pt")
+    loaded = torch.load(path, weights_only=True)
+    assert loaded["a.b"].shape == (2,) and loaded["a"]["b"].shape == (3,)
+
+
 def test_a_checkpoint_exports_to_safetensors_one_entry_at_a_time(store: aoe.Store, font: str, tmp_path: Path) -> None:
     import safetensors.torch
 

@@ -21,13 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import reachability
-from .errors import InvalidInputError, StoreError
+from .errors import CorruptObjectError, FormatError, InvalidInputError, NotFoundError, StoreError
 from .layout import OBJECTS, digest_at
 from .names import Digest, check_font_id, font_number
 from .store import Store
 from .transaction import Transaction
 
 UP_TO_DATE = "up to date"
+Plan = tuple[str, Digest, Digest | None, set[Digest]]
+"""(run id, source manifest, destination manifest or None, objects needed) of a run to copy."""
 
 
 @dataclass
@@ -39,7 +41,15 @@ class TransferReport:
     objects_copied: int = 0
     bytes_copied: int = 0
     conflicts: list[str] = field(default_factory=list)
-    """One line per run or font that could not be transferred, and why."""
+    """One line per run or font that conflicts with the destination, and why."""
+    unreadable: list[str] = field(default_factory=list)
+    """One line per source run that was not copied because the source cannot give it
+    whole and sound (a missing or corrupt object, a manifest that breaks the format)."""
+
+    @property
+    def complete(self) -> bool:
+        """Whether every run asked for is in the destination as it is in the source."""
+        return not self.conflicts and not self.unreadable
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -69,9 +79,10 @@ def transfer(
             report.fonts += 1
             plans = _plan_font(source, dest, font_id, report)
             needed = {d for _, _, _, digests in plans for d in digests}
-            _copy_objects(source, dest, sorted(needed - present), report, progress)
-            present |= needed
-            transaction.touch(needed)  # as a save does: nothing its runs need may be swept now
+            failed = _copy_objects(source, dest, sorted(needed - present), report, progress)
+            present |= needed - failed.keys()
+            plans = _whole(font_id, plans, failed, report)  # a run whose object could not be copied is left out
+            transaction.touch({d for _, _, _, digests in plans for d in digests})  # as a save does: kept from gc
             for run_id, outcome in zip([p[0] for p in plans], dest.objects.parallel(
                     lambda plan: _publish(transaction, font_id, plan), plans)):
                 if outcome == "created":
@@ -83,7 +94,7 @@ def transfer(
     return report
 
 
-def _publish(transaction: Transaction, font_id: str, plan: tuple[str, Digest, Digest | None, set[Digest]]) -> str:
+def _publish(transaction: Transaction, font_id: str, plan: Plan) -> str:
     run_id, new, old, _ = plan  # every object it needs was touched with the others of its font
     if old is None:
         return "created" if transaction.create(font_id, run_id, new, ()) else "created in the destination meanwhile"
@@ -114,13 +125,12 @@ def _claim(dest: Store, font_id: str, report: TransferReport) -> bool:
     return True
 
 
-def _plan_font(source: Store, dest: Store, font_id: str,
-               report: TransferReport) -> list[tuple[str, Digest, Digest | None, set[Digest]]]:
+def _plan_font(source: Store, dest: Store, font_id: str, report: TransferReport) -> list[Plan]:
     """(run id, source manifest, destination manifest or None, objects needed) of every
     run to create or move forward; up-to-date runs and conflicts are reported."""
     in_dest = set(dest.refs.runs(font_id)) if dest.exists() else set()
 
-    def plan(run_id: str) -> tuple[str, Digest, Digest | None, set[Digest]] | str:
+    def plan(run_id: str) -> Plan | str:
         """What to do with one run, or why nothing (read on worker threads). A run the
         source cannot show whole and valid is not copied: a transfer checks what it
         receives, as a read does."""
@@ -130,7 +140,8 @@ def _plan_font(source: Store, dest: Store, font_id: str,
             return UP_TO_DATE
         run = reachability.history(source.refs, source.objects, font_id, run_id)
         if run.problem is not None or not run.versions or run.versions[0][0] != new:
-            return f"{font_id}/{run_id}: not copied, the source's run cannot be read ({run.problem or 'it moved'})"
+            return UnreadableRun(f"{font_id}/{run_id}: not copied, the source's run cannot be read "
+                                 f"({run.problem or 'it moved'})")
         if old is not None and old not in {digest for digest, _ in run.versions}:
             if _in_history(dest, old, new):
                 return UP_TO_DATE  # the destination amended it further
@@ -142,11 +153,31 @@ def _plan_font(source: Store, dest: Store, font_id: str,
     for outcome in dest.objects.parallel(plan, source.refs.runs(font_id)):
         if outcome == UP_TO_DATE:
             report.runs_up_to_date += 1
+        elif isinstance(outcome, UnreadableRun):
+            report.unreadable.append(str(outcome))
         elif isinstance(outcome, str):
             report.conflicts.append(outcome)
         else:
             plans.append(outcome)
     return plans
+
+
+class UnreadableRun(str):
+    """Why a source run is not copied: the source cannot give it whole and sound."""
+
+
+def _whole(font_id: str, plans: list[Plan], failed: dict[Digest, str], report: TransferReport) -> list[Plan]:
+    """The plans whose every object is in the destination now; the others are reported
+    (a bad source run is skipped, never the whole transfer)."""
+    kept = []
+    for plan in plans:
+        missing = sorted(plan[3] & failed.keys())
+        if missing:
+            report.unreadable.append(f"{font_id}/{plan[0]}: not copied, the source's object {missing[0]} "
+                                     f"{failed[missing[0]]}")
+        else:
+            kept.append(plan)
+    return kept
 
 
 def _in_history(store: Store, head: Digest, digest: Digest) -> bool:
@@ -157,18 +188,27 @@ def _in_history(store: Store, head: Digest, digest: Digest) -> bool:
 
 
 def _copy_objects(source: Store, dest: Store, digests: list[Digest], report: TransferReport,
-                  progress: Callable[[int], None] | None) -> None:
-    """Copy objects as stored, many at once; each is verified on arrival, before it is written."""
-    def copy(digest: Digest) -> int:
-        stored = source.objects.read_stored(digest)
-        dest.objects.put_stored(digest, stored)
+                  progress: Callable[[int], None] | None) -> dict[Digest, str]:
+    """Copy objects as stored, many at once; each is verified on arrival, before it is
+    written. Returns those the source could not give (missing, corrupt), and why."""
+    def copy(digest: Digest) -> tuple[Digest, int, str | None]:
+        try:
+            stored = source.objects.read_stored(digest)
+            dest.objects.put_stored(digest, stored)
+        except (NotFoundError, CorruptObjectError, FormatError) as exc:  # the source's: its runs are skipped
+            return digest, 0, "is missing" if isinstance(exc, NotFoundError) else f"is damaged ({exc})"
         if progress:
             progress(len(stored))
-        return len(stored)
+        return digest, len(stored), None
 
-    for size in source.objects.parallel(copy, digests):
+    failed: dict[Digest, str] = {}
+    for digest, size, problem in source.objects.parallel(copy, digests):
+        if problem is not None:
+            failed[digest] = problem
+            continue
         report.objects_copied += 1
         report.bytes_copied += size
+    return failed
 
 
 def clone(source: Store, dest: Store, *, progress: Callable[[int], None] | None = None) -> TransferReport:

@@ -565,10 +565,16 @@ def flat_tensors(weights: Any) -> tuple[dict[str, torch.Tensor], list[tuple[str,
     tied: list[tuple[str, str]] = []
     storages: dict[tuple[int, torch.device], str] = {}
     stack: list[tuple[str, Any]] = [("", weights)]
+    origins: dict[str, str] = {}  # each flat name, and the entry it came from
     while stack:
         path, value = stack.pop()
         if isinstance(value, torch.Tensor):
-            name = path or "tensor"
+            name = _flat_name(path)
+            if name in flat:
+                raise UnsupportedValueError(
+                    f"the weights hold both {origins[name]} and {_entry(path)}, which safetensors would both name "
+                    f"{name!r}: export --format pt (which keeps the nesting), or rename one")
+            origins[name] = _entry(path)
             storage = (value.untyped_storage().data_ptr(), value.device)
             if value.numel() and storage in storages:
                 tied.append((name, storages[storage]))
@@ -577,12 +583,23 @@ def flat_tensors(weights: Any) -> tuple[dict[str, torch.Tensor], list[tuple[str,
                 storages[storage] = name
             flat[name] = value.contiguous()
         elif isinstance(value, Mapping) and all(isinstance(key, str) for key in value):
-            stack.extend(reversed([(f"{path}.{key}" if path else key, item) for key, item in value.items()]))
+            stack.extend(reversed([(f"{path}\0{key}" if path else key, item) for key, item in value.items()]))
         else:
             raise UnsupportedValueError(
-                f"{path or 'the weights'}: a {type(value).__name__} (safetensors holds only tensors under string "
-                "names): export --format pt, or --key ENTRY to export one entry of a checkpoint (e.g. 'model')")
+                f"{_flat_name(path) if path else 'the weights'}: a {type(value).__name__} (safetensors holds only "
+                "tensors under string names): export --format pt, or --key ENTRY to export one entry of a "
+                "checkpoint (e.g. 'model')")
     return flat, sorted(tied)
+
+
+def _flat_name(path: str) -> str:
+    """A tensor's name in a flat file: its keys joined by dots (``model.layer.weight``)."""
+    return path.replace("\0", ".") or "tensor"
+
+
+def _entry(path: str) -> str:
+    """Where an entry is in nested weights, unambiguously: ``['a']['b']``."""
+    return "".join(f"[{key!r}]" for key in path.split("\0")) if path else "the weights"
 
 
 class LazyWeights(Mapping[Any, Any]):

@@ -14,8 +14,9 @@ from .ui import counter, print_json, say, warn
 OtherEndpoint = Annotated[str | None, typer.Option(
     "--other-endpoint", help="The S3-compatible server of the other store, if not --endpoint's.")]
 FontsOption = Annotated[list[str] | None, typer.Option("--font", help="Only this font (repeat for more).")]
-TRANSFER_CONFLICTS = 6
-"""Exit code of a push, pull or clone that transferred all it could but found conflicts."""
+TRANSFER_INCOMPLETE = 6
+"""Exit code of a push, pull or clone that transferred all it could, but not every run:
+some conflict with the destination, or the source cannot give them whole."""
 
 
 def _transfer(source: Store, dest: Store, fonts: list[str] | None, as_json: bool, *, new: bool = False) -> None:
@@ -29,10 +30,10 @@ def _transfer(source: Store, dest: Store, fonts: list[str] | None, as_json: bool
         say(f"{report.runs_copied} runs copied and {report.runs_updated} moved forward in {report.fonts} fonts "
               f"({report.objects_copied} objects, {report.bytes_copied / 1e6:.1f} MB); "
               f"{report.runs_up_to_date} runs were up to date")
-        for line in report.conflicts:
+        for line in report.conflicts + report.unreadable:
             warn(f"not transferred: {line}")
-    if report.conflicts:
-        raise SystemExit(TRANSFER_CONFLICTS)
+    if not report.complete:
+        raise SystemExit(TRANSFER_INCOMPLETE)
 
 
 @store_app.command()
