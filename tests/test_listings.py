@@ -158,3 +158,57 @@ def test_a_ref_written_without_the_note_is_seen_at_the_next_full_listing(listed,
     assert len(other.list_runs(font)) == RUNS  # within the minute: the note said nothing changed
     monkeypatch.setattr(catalog, "RELIST_NS", 0)
     assert len(other.list_runs(font)) == RUNS + 1
+
+
+def forge(store: aoe.Store, font: str, moment, **lies) -> str:
+    """A snapshot as a writer with the bucket's keys could write it: every row's ref token
+    and manifest right, its other fields (``lies``) not; named at ``moment``."""
+    import msgpack
+
+    from aoe.codec import encode, hash_bytes
+
+    rows = [[run_id, token, *listings._fields(replace(info, **lies))]
+            for run_id, (token, info) in listings.newest(store.backend, font).items()]
+    content = msgpack.packb({"format": listings.FORMAT, "version": listings.VERSION, "font_id": font, "runs": rows},
+                            use_bin_type=True)
+    key = listing_key(font, moment, hash_bytes(content))
+    store.backend.write(key, encode(content), exclusive=True)
+    return key
+
+
+def test_a_snapshot_named_in_the_far_future_is_never_used_and_starves_no_honest_one(
+        listed, tmp_path, monkeypatch) -> None:
+    from datetime import timedelta
+
+    store, font, infos = listed
+    forged = forge(store, font, aoe.names.utc_now() + timedelta(days=3650), name="forged", metrics={"final_loss": 0})
+    other, reads = new_machine(store, tmp_path, monkeypatch, "second")
+    assert other.list_runs(font) == infos  # not the forged one: the honest snapshot, then the refs
+    assert not [k for k in reads if k == forged]
+    for _ in range(2):  # writers keep the newest two honest snapshots and remove the forged one
+        listings.write(store.backend, font, [(t, info) for t, info in listings.newest(store.backend, font).values()])
+    kept = list(store.backend.list(LISTINGS))
+    assert forged not in kept and len(kept) == 2
+
+
+def test_fsck_names_a_lying_snapshot_and_reindex_removes_it(listed, tmp_path, monkeypatch) -> None:
+    """A snapshot named now whose rows name the right refs and manifests but say other
+    names, tags and metrics: a new machine shows them (that is what a snapshot is for),
+    fsck names it as an error, and a reindex anywhere removes it for every machine."""
+    from datetime import timedelta
+
+    store, font, infos = listed
+    lying = forge(store, font, aoe.names.utc_now(), name="forged", tags=("forged",), metrics={"final_loss": 0})
+    future = forge(store, font, aoe.names.utc_now() + timedelta(hours=1), name="later")
+    believer, _ = new_machine(store, tmp_path, monkeypatch, "second")
+    assert {info.name for info in believer.list_runs(font)} == {"forged"}
+    report = fsck(store)
+    found = {(f.kind, f.severity, f.ref) for f in report.findings if f.ref and f.ref.startswith(LISTINGS)}
+    assert found == {("lying-listing", "error", lying), ("bad-listing", "warning", future)} and not report.clean
+    assert set(fsck(store, repair=True).repaired) >= {f"removed listing snapshot {lying}",
+                                                      f"removed listing snapshot {future}"}
+    lying = forge(store, font, aoe.names.utc_now(), name="forged again")
+    believer.reindex()
+    assert lying not in set(store.backend.list(LISTINGS))
+    fresh, _ = new_machine(store, tmp_path, monkeypatch, "third")
+    assert fresh.list_runs(font) == infos and fsck(store).clean

@@ -49,7 +49,7 @@ from .layout import (
     run_key,
     runs_folder,
 )
-from .manifests import unpack
+from .manifests import check_location, unpack
 from .names import Digest, check_font_id, font_number, format_time, parse_digest, utc_now
 from .refs import TrashRecord
 from .runinfo import RunInfo
@@ -121,7 +121,8 @@ def fsck(
     store.require_root()
     report = Report()
     needed: dict[Digest, list[str]] = defaultdict(list)  # object -> runs that need it
-    _check_refs(store, report, needed)
+    heads: dict[str, dict[str, RunInfo]] = defaultdict(dict)  # font -> run -> the run as its manifest says
+    _check_refs(store, report, needed, heads)
     _check_trash(store, report, needed)
     present = _check_objects(store, report, needed, read_data, subset, progress)
     for digest in sorted(set(needed) - present):
@@ -143,7 +144,7 @@ def fsck(
             object=digest, runs=runs,
         )
     _check_leftovers(store, report, repair)
-    _check_listings(store, report, repair)
+    _check_listings(store, report, repair, heads)
     _check_catalog(store, report, repair)
     if repair:
         _repair(store, report)
@@ -183,31 +184,68 @@ def _check_catalog(store: Store, report: Report, repair: bool) -> None:
         report.repaired.append("rebuilt the catalog index")
 
 
-def _check_listings(store: Store, report: Report, repair: bool) -> None:
-    """Listing snapshots must verify and hold rows by the rules, and a row written for a
-    ref as it is now must name the manifest that ref names. A bad one is passed over by
-    every reader (refs are read instead); repair removes it."""
-    for key in list(store.backend.list(LISTINGS)):
+def _check_listings(store: Store, report: Report, repair: bool, heads: dict[str, dict[str, RunInfo]]) -> None:
+    """Listing snapshots must verify and hold rows by the rules, be named no later than
+    now (a name from the future would stay "the newest" for ever), have a row written for
+    a ref as it is now name the manifest that ref names, and say of each run what the
+    manifest it names says. Readers pass over a bad one (reading refs instead), but a row
+    that lies is shown by listings on other machines: an error. Repair removes both."""
+    keys = list(store.backend.list(LISTINGS))
+    _, future = listings.by_time(k for k in keys if listing_at(k) is not None)
+    for key in keys:
         where = key.split("/")
         if listing_at(key) is None:
             report.add(WARNING, "stray-file", f"{key} is not a listing snapshot; move it out of {LISTINGS}/", ref=key)
             continue
         try:
+            if key in future:
+                raise FormatError(f"listing snapshot {key} is named later than this machine's clock by more than "
+                                  f"{listings.FUTURE.seconds // 60} minutes, so readers never use it")
             rows = listings.read(store.backend, key, where[1])
             tokens = store.backend.list_versions(runs_folder(where[1]))
-            lies = [run_id for run_id, (token, info) in rows.items()
-                    if tokens.get(run_id) == token and _names_another(store, where[1], run_id, info.manifest)]
-            if lies:
+            moved = [run_id for run_id, (token, info) in rows.items()
+                     if tokens.get(run_id) == token and _names_another(store, where[1], run_id, info.manifest)]
+            if moved:
                 raise FormatError(f"listing snapshot {key} names other manifests than the refs of "
-                                  f"{_runs_text(lies)} do")
+                                  f"{_runs_text(moved)} do")
         except FormatError as exc:
             report.add(WARNING, "bad-listing", f"{exc}; listings read the refs instead, and "
                        "`aoe store fsck --repair` removes it", ref=key)
-            if repair:
-                store.backend.delete(key)
-                report.repaired.append(f"removed listing snapshot {key}")
+            _remove_listing(store, report, key, repair)
+            continue
         except (NotFoundError, InvalidNameError):
             continue  # replaced by a newer one meanwhile, or a folder of no font
+        lies = listings.disagreements(rows, _as_manifests_say(store, where[1], rows, heads.get(where[1], {})))
+        if lies:
+            report.add(ERROR, "lying-listing",
+                       f"listing snapshot {key} says of {_runs_text(lies)} what their manifests do not (their name, "
+                       "tags, metrics or other fields): listings on machines that read it show that; `aoe store fsck "
+                       "--repair` removes it", ref=key, runs=tuple(f"{where[1]}/{r}" for r in lies))
+            _remove_listing(store, report, key, repair)
+
+
+def _as_manifests_say(store: Store, font_id: str, rows: dict[str, tuple[str, RunInfo]],
+                      heads: dict[str, RunInfo]) -> dict[str, RunInfo]:
+    """Each row's run as the manifest the row names says it is (the run as fsck read it,
+    or an older version read now); a manifest that cannot be read is left out."""
+    truth = {}
+    for run_id, (_, info) in rows.items():
+        head = heads.get(run_id)
+        if head is not None and head.manifest == info.manifest:
+            truth[run_id] = head
+            continue
+        try:
+            manifest = check_location(unpack(store.objects.get(parse_digest(info.manifest))), font_id, run_id)
+            truth[run_id] = RunInfo.read(manifest, info.manifest, store.objects)
+        except StoreError:
+            continue
+    return truth
+
+
+def _remove_listing(store: Store, report: Report, key: str, repair: bool) -> None:
+    if repair:
+        store.backend.delete(key)
+        report.repaired.append(f"removed listing snapshot {key}")
 
 
 def _names_another(store: Store, font_id: str, run_id: str, manifest: str) -> bool:
@@ -225,7 +263,8 @@ def _runs_text(runs: Iterable[str]) -> str:
     return f"run{'s' if len(runs) > 1 else ''} {shown}" + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
 
 
-def _check_refs(store: Store, report: Report, needed: dict[Digest, list[str]]) -> None:
+def _check_refs(store: Store, report: Report, needed: dict[Digest, list[str]],
+                heads: dict[str, dict[str, RunInfo]]) -> None:
     for key in store.backend.list(FONTS):
         try:
             font_id = check_font_id(store.backend.read(key).decode("utf-8", "replace").strip())
@@ -244,7 +283,7 @@ def _check_refs(store: Store, report: Report, needed: dict[Digest, list[str]]) -
                        "recreates it", ref=runs_folder(font_id))
             continue
         for ref_key in store.backend.list(runs_folder(font_id)):
-            _check_run(store, report, needed, font_id, ref_key)
+            _check_run(store, report, needed, font_id, ref_key, heads[font_id])
         _check_change_note(store, report, font_id)
 
 
@@ -263,7 +302,8 @@ def _check_change_note(store: Store, report: Report, font_id: str) -> None:
                    ref=key)
 
 
-def _check_run(store: Store, report: Report, needed: dict[Digest, list[str]], font_id: str, key: str) -> None:
+def _check_run(store: Store, report: Report, needed: dict[Digest, list[str]], font_id: str, key: str,
+               heads: dict[str, RunInfo]) -> None:
     run_id = run_id_at(key)
     if run_id is None and name_in_folder(key) == REF_CHANGES:
         return  # the font's change note (docs/format.md, Names 6)
@@ -280,7 +320,10 @@ def _check_run(store: Store, report: Report, needed: dict[Digest, list[str]], fo
         _report_unreadable(report, run, key, where)
     head = run.head
     if head is not None:
-        info = RunInfo.from_manifest(head, run.versions[0][0])
+        try:
+            info = heads[run_id] = RunInfo.read(head, run.versions[0][0], store.objects)
+        except StoreError:  # a feedback that cannot be read now: its object is reported
+            info = RunInfo.from_manifest(head, run.versions[0][0])
         if info.missing:
             report.add(WARNING, "incomplete-run",
                        f"completed run {where} has no {', '.join(info.missing)}; it still loads for what "

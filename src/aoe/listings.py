@@ -16,7 +16,8 @@ snapshot afterwards (when the store is writable), and keeps the newest few.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from typing import Any
 
 import msgpack
@@ -38,13 +39,15 @@ MAX_RUNS = 1_000_000
 
 def write(backend: Backend, font_id: str, runs: Iterable[tuple[str, RunInfo]]) -> str:
     """Write a snapshot of ``runs`` (ref token, RunInfo) of a font; then remove all but the
-    newest :data:`KEEP`. Returns its key. Unreadable runs are left out (read again)."""
+    newest :data:`KEEP`, and any named in the future (:func:`by_time`). Returns its key.
+    Unreadable runs are left out (read again)."""
     rows = [[info.run_id, token, *_fields(info)] for token, info in runs if info.status != UNREADABLE]
     content = msgpack.packb({"format": FORMAT, "version": VERSION, "font_id": font_id, "runs": rows},
                             use_bin_type=True)
     key = listing_key(font_id, utc_now(), hash_bytes(content))
     backend.write(key, encode(content), exclusive=True)
-    for old in sorted(_keys(backend, font_id))[:-KEEP]:
+    usable, future = by_time(_keys(backend, font_id))
+    for old in usable[:-KEEP] + future:
         try:
             backend.delete(old)
         except StoreError:
@@ -53,15 +56,41 @@ def write(backend: Backend, font_id: str, runs: Iterable[tuple[str, RunInfo]]) -
 
 
 def newest(backend: Backend, font_id: str) -> dict[str, tuple[str, RunInfo]]:
-    """The runs of the font's newest snapshot (run id -> ref token, RunInfo), every row
-    checked; {} when there is none. A snapshot that cannot be read or breaks a rule is
-    passed over for the one before it (and fsck reports it)."""
-    for key in sorted(_keys(backend, font_id), reverse=True):
+    """The runs of the font's newest snapshot not named in the future (run id -> ref
+    token, RunInfo), every row checked; {} when there is none. A snapshot that cannot be
+    read or breaks a rule is passed over for the one before it (and fsck reports it)."""
+    for key in reversed(by_time(_keys(backend, font_id))[0]):
         try:
             return read(backend, key, font_id)
         except (NotFoundError, FormatError):  # removed by a newer writer since it was listed, or bad
             continue
     return {}
+
+
+FUTURE = timedelta(minutes=10)
+"""A snapshot named more than this after the reader's clock is never used, and writers
+remove it: a name from the far future would stay "the newest" for ever, keep honest
+snapshots out (they keep the newest two), and carry whatever it says to every new machine.
+Ten minutes covers clocks that disagree; a writer whose clock runs further ahead only
+makes others read refs until the time comes (slower, never wrong)."""
+
+
+def by_time(keys: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Snapshot keys in time order, those a reader may use (named at most :data:`FUTURE`
+    after now), and those named later."""
+    latest = (utc_now() + FUTURE).strftime("%Y%m%dT%H%M%S.%fZ")
+    named = sorted((where[0], key) for key in keys if (where := listing_at(key)) is not None)
+    return [key for moment, key in named if moment <= latest], [key for moment, key in named if moment > latest]
+
+
+def disagreements(rows: Mapping[str, tuple[str, RunInfo]], truth: Mapping[str, RunInfo]) -> list[str]:
+    """The runs whose row says other things (names, tags, metrics, any field) than the
+    run as read from the manifest the row names: ``truth`` (run id -> RunInfo), for the
+    runs whose manifest it holds. A snapshot with such a row lies: a writer with the
+    bucket's keys wrote it, or a buggy one."""
+    return sorted(run_id for run_id, (_, info) in rows.items()
+                  if (known := truth.get(run_id)) is not None and known.manifest == info.manifest
+                  and msgpack.packb(_fields(known)) != msgpack.packb(_fields(info)))
 
 
 def read(backend: Backend, key: str, font_id: str) -> dict[str, tuple[str, RunInfo]]:
@@ -84,6 +113,28 @@ def read(backend: Backend, key: str, font_id: str) -> dict[str, tuple[str, RunIn
         raise FormatError(f"listing snapshot {key} is damaged ({exc}); run `aoe store fsck --repair`") from None
     except (ValueError, TypeError, KeyError, IndexError, msgpack.ExtraData) as exc:
         raise FormatError(f"listing snapshot {key} is malformed ({exc}); run `aoe store fsck --repair`") from None
+
+
+def remove_untrue(backend: Backend, font_id: str, truth: Mapping[str, RunInfo]) -> list[str]:
+    """Remove the font's snapshots that are named in the future, cannot be read, or say
+    of a run what ``truth`` (the runs as their manifests say, by run id) does not; the
+    keys removed. (``aoe store reindex``: a snapshot a forger wrote stays no longer.)"""
+    usable, future = by_time(_keys(backend, font_id))
+    removed = []
+    for key in future + usable:
+        try:
+            untrue = key in future or bool(disagreements(read(backend, key, font_id), truth))
+        except NotFoundError:
+            continue
+        except FormatError:
+            untrue = True
+        if untrue:
+            try:
+                backend.delete(key)
+                removed.append(key)
+            except StoreError:
+                pass  # removed meanwhile
+    return removed
 
 
 def _keys(backend: Backend, font_id: str) -> list[str]:

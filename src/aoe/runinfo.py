@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
@@ -14,6 +14,9 @@ from .limits import parse_json
 from .manifests import Manifest
 from .names import format_time, parse_time
 from .refs import run_time
+
+if TYPE_CHECKING:
+    from .objects import ObjectStore
 
 COMPLETED = "completed"
 ASSETS = ("weights", "personality_vector", "sample", "eval_glyphs", "feedback")
@@ -105,6 +108,15 @@ class RunInfo:
             parent=manifest.parent,
             metrics=metrics or {},
         )
+
+    @classmethod
+    def read(cls, manifest: Manifest, digest: str, objects: ObjectStore) -> RunInfo:
+        """A run's RunInfo from its manifest, with its metrics: kept in the manifest, or (one
+        written before manifests kept them) read from its feedback, verified."""
+        metrics = manifest.metrics
+        if metrics is None:
+            metrics = feedback_metrics(objects.get_blob(manifest.feedback)) if manifest.feedback else {}
+        return cls.from_manifest(manifest, digest, metrics)
 
     @classmethod
     def unreadable(cls, font_id: str, run_id: str, why: str) -> RunInfo:

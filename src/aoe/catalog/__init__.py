@@ -41,7 +41,7 @@ from ..names import format_time, parse_time
 from ..objects import ObjectStore
 from ..query import Query, build_query
 from ..refs import Refs, run_time
-from ..runinfo import FontSummary, RunInfo, feedback_metrics
+from ..runinfo import FontSummary, RunInfo
 from .database import NOT_DAMAGE, TABLES, IndexFile, check, snapshot, verified
 from .rows import RACY_NS, by_font, font_state, joined_json, rows_of, updated, whole_font
 
@@ -259,12 +259,10 @@ class Catalog:
             try:
                 digest = self.refs.read_run(font_id, run_id)
                 manifest = check_location(unpack(self.objects.get(digest)), font_id, run_id)
-                metrics = manifest.metrics
-                if metrics is None:  # written before manifests kept them
-                    metrics = feedback_metrics(self.objects.get_blob(manifest.feedback)) if manifest.feedback else {}
+                info = RunInfo.read(manifest, digest, self.objects)
             except StoreError as exc:
                 return RunInfo.unreadable(font_id, run_id, str(exc)), None
-            return RunInfo.from_manifest(manifest, digest, metrics), manifest.personality
+            return info, manifest.personality
 
         if self.refs.backend.folders:  # small local files: threads would only slow this
             return [read(run_id) for run_id in run_ids]

@@ -26,7 +26,7 @@ from ..names import (
     random_hex,
 )
 from ..objects import Blob, ObjectStore
-from ..runinfo import RunInfo, feedback_metrics
+from ..runinfo import RunInfo
 
 if TYPE_CHECKING:
     import torch
@@ -75,10 +75,7 @@ class Run:
 
     @functools.cached_property
     def info(self) -> RunInfo:
-        metrics = self.manifest.metrics
-        if metrics is None:  # written before manifests kept them
-            metrics = feedback_metrics(self.feedback_bytes()) if self.manifest.feedback else {}
-        return RunInfo.from_manifest(self.manifest, self.digest, metrics)
+        return _naming_the_run(lambda run: RunInfo.read(run.manifest, run.digest, run.objects))(self)
 
     def __repr__(self) -> str:
         return f"Run({self.manifest.font_id!r}, {self.manifest.run_id!r})"
