@@ -637,3 +637,18 @@ def test_a_shape_torch_cannot_make_is_a_malformed_run_never_a_crash(store: aoe.S
         store.load_model(font, RUN_ID)
     assert_one_line_error(aoe_cli(store.root, "get", font, RUN_ID, str(tmp_path / "out")), 4)
     assert [f.kind for f in fsck(store, read_data=True).errors] == ["malformed-manifest"]
+
+
+@pytest.mark.parametrize("parent", ["missing", "another run's"])
+def test_a_parent_missing_or_of_another_run_ends_the_history_never_the_run(
+        store: aoe.Store, font: str, parent: str, capsys: pytest.CaptureFixture[str]) -> None:
+    other = store.save_model(font, {"w": torch.ones(1)}, name="other")
+    named = hash_bytes(b"gone") if parent == "missing" else store.get_run_info(font, other).manifest
+    digest = plant_fields(store, font, parent=named, name="head")
+    assert {i.name for i in store.list_runs(font)} == {"other", "head"}  # the run itself reads
+    [version] = store.run_history(font, RUN_ID)
+    assert version.manifest == digest and version.parent == named
+    code, out, err = run_cli(capsys, "store", "--root", str(store.root), "log", font, RUN_ID)
+    assert code == 0 and digest in out and "cannot be read" in err
+    kinds = {f.kind for f in fsck(store).errors}
+    assert kinds == ({"missing-object"} if parent == "missing" else {"mismatched-manifest"})

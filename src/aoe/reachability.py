@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .errors import FormatError, NotFoundError, StoreError
+from .errors import FormatError, MismatchedManifestError, NotFoundError, StoreError
 from .manifests import Manifest, check_location, unpack
 from .names import Digest
 from .objects import ObjectStore
@@ -21,12 +21,19 @@ from .refs import Refs
 def versions(objects: ObjectStore, digest: Digest, *, seen: set[Digest] | None = None
              ) -> Iterator[tuple[Digest, Manifest]]:
     """A manifest and the ones it amended (its ``parent`` chain), newest first, each read
-    and verified; stops before a digest already in ``seen`` (and at a loop)."""
+    and verified, and each of the same run (MismatchedManifestError at one of another);
+    stops before a digest already in ``seen`` (and at a loop)."""
     visited: set[Digest] = set()
     next_digest: Digest | None = digest
+    run: tuple[str, str] | None = None
     while next_digest is not None and next_digest not in visited and (seen is None or next_digest not in seen):
         visited.add(next_digest)
         manifest = unpack(objects.get(next_digest))
+        if run is not None and (manifest.font_id, manifest.run_id) != run:
+            raise MismatchedManifestError(
+                f"manifest {next_digest}, named as an earlier version of run {run[1]} of {run[0]}, is run "
+                f"{manifest.run_id} of {manifest.font_id}: the history stops there; run `aoe store fsck`")
+        run = manifest.font_id, manifest.run_id
         yield next_digest, manifest
         next_digest = manifest.parent
 

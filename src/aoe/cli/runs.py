@@ -402,6 +402,9 @@ def log(
     for info in history:
         say(f"{info.manifest}  {when(info.saved_at)}  {info.status}  "
               f"name={info.name or '-'}  tags={','.join(info.tags) or '-'}  missing={','.join(info.missing) or '-'}")
+    if history[-1].parent is not None:
+        warn(f"the versions before {history[-1].manifest} cannot be read (its parent {history[-1].parent} is missing "
+             "or of another run); run `aoe store fsck`")
 
 
 # -- the catalog ---------------------------------------------------------------------

@@ -101,9 +101,18 @@ class History(StoreBase):
         return self.amend_run(font_id, run_id, name=name, description=description).info
 
     def run_history(self, font_id: str, run_id: str | None = None) -> list[RunInfo]:
-        """A run and the versions it amended, newest first."""
+        """A run and the versions it amended, newest first: as far as they can be read (a
+        parent missing or of another run ends the history; the last version's ``parent``
+        then names what could not be read, and fsck reports it)."""
         run = self.open_run(font_id, run_id)
-        return [Run(self.objects, manifest, digest).info for digest, manifest in self.versions(run.digest)]
+        history = [run.info]
+        older = self.versions(run.digest)
+        next(older)  # the run itself, read already
+        try:
+            history += [Run(self.objects, manifest, digest).info for digest, manifest in older]
+        except StoreError:
+            pass
+        return history
 
     def versions(self, digest: Digest) -> Iterator[tuple[Digest, Manifest]]:
         """A manifest and the ones it amended (its ``parent`` chain), newest first, each
