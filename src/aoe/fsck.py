@@ -128,6 +128,8 @@ def fsck(
     for digest in sorted(set(needed) - present):
         runs = tuple(sorted(set(needed[digest])))
         if store.backend.exists(pending_key(digest)):
+            if all(run.endswith("(deleted)") for run in runs):
+                continue  # a deleted run's objects, set aside by gc's first phase: restorable until its second
             report.add(
                 WARNING, "set-aside-object",
                 f"object {digest} was set aside by gc's first phase but is needed by {_runs_text(runs)} "
@@ -503,9 +505,7 @@ def _repair(store: Store, report: Report) -> None:
                     f"`aoe store restore {font_id} {run_id}` brings it back as it is)")
         if finding.kind == "dangling-ref" and finding.ref and finding.object:
             font_id, _, run_id = finding.ref.split("/")
-            if store.refs.trash_run(font_id, run_id, parse_digest(finding.object), when):
-                record = next(r for r in store.refs.trashed(font_id) if r.run_id == run_id)
-                store.refs.mark_purged(record, when)
+            if store.refs.trash_run(font_id, run_id, parse_digest(finding.object), when, purged=True):
                 report.repaired.append(f"dropped ref {finding.ref} (its manifest is gone; recorded in the trash)")
         elif finding.kind == "corrupt-object" and finding.object:
             digest = parse_digest(finding.object)

@@ -123,8 +123,9 @@ def _storage_now(store: Store) -> float:
 
 def _sweep(store: Store, report: GcReport, reachable: set[Digest], cutoff: float,
            progress: Callable[[int], None] | None) -> None:
-    """Delete unreachable objects older than the cutoff, each atomically against a touch."""
-    dry_run = report.dry_run
+    """Delete unreachable objects older than the cutoff, each atomically against a touch;
+    the deleted runs that loses are recorded as purged first."""
+    doomed: list[tuple[str, int]] = []
     for key in list(store.backend.list(OBJECTS)):
         if progress:
             progress(1)
@@ -137,9 +138,35 @@ def _sweep(store: Store, report: GcReport, reachable: set[Digest], cutoff: float
         if mtime >= cutoff:
             report.kept_young += 1
             continue
-        if dry_run or store.backend.delete_if_untouched(key, cutoff):
+        doomed.append((key, size))
+    if not report.dry_run:
+        _purge_first(store, report, {digest for key, _ in doomed if (digest := digest_at(key)) is not None})
+    for key, size in doomed:
+        if report.dry_run or store.backend.delete_if_untouched(key, cutoff):
             report.swept += 1
             report.freed_bytes += size
+
+
+def _purge_first(store: Store, report: GcReport, doomed: set[Digest]) -> None:
+    """Record as purged, durably, each deleted run some of whose objects are about to go,
+    before the first goes: a gc cut short (a crash, a power cut) then leaves orphans for
+    the next one, never a trash record offering to restore a run that is half gone. A run
+    whose object survives after all (a save stored it again meanwhile) stays purged: it
+    could not be restored whole anyway."""
+    if not doomed:
+        return
+    when = format_time(utc_now())
+    for record in store.refs.trashed():
+        if not record.run_id or not record.manifest or record.purged_at:
+            continue
+        try:
+            needs = {digest for digest, manifest in reachability.versions(store.objects, parse_digest(record.manifest))
+                     for digest in (digest, *manifest.digests())}
+        except StoreError:  # a manifest gone already: nothing of it can be restored
+            needs = {parse_digest(record.manifest)}
+        if needs & doomed:
+            store.refs.mark_purged(record, when)
+            report.runs_purged.append(f"{record.font_id}/{record.run_id}")
 
 
 def _sweep_in_two_phases(store: Store, report: GcReport, reachable: set[Digest], now: float,
@@ -148,6 +175,12 @@ def _sweep_in_two_phases(store: Store, report: GcReport, reachable: set[Digest],
     now; see the module docstring."""
     backend, dry_run = store.backend, report.dry_run
     keys = set(backend.list(PENDING))
+    if not dry_run:  # what this run will delete for good: its deleted runs are recorded as purged first
+        _purge_first(store, report, {digest for key in keys if not key.endswith(STAMP_SUFFIX)
+                                     and (digest := digest_at(key)) is not None and digest not in reachable
+                                     and (stamp := backend.stat(key + STAMP_SUFFIX) if key + STAMP_SUFFIX in keys
+                                          else None) is not None and stamp[1] < now - report.grace
+                                     and stamp[1] < oldest_save})
     for key in sorted(k for k in keys if not k.endswith(STAMP_SUFFIX)):
         if progress:
             progress(1)
@@ -205,7 +238,8 @@ def _set_aside(store: Store, digest: Digest) -> None:
 
 
 def _record_purges(store: Store, report: GcReport) -> None:
-    """Deleted runs whose manifest is gone can no longer be restored: say so in the trash."""
+    """Deleted runs whose manifest is gone otherwise (not by this gc) can no longer be
+    restored: say so in the trash."""
     when = format_time(utc_now())
     for record in store.refs.trashed():
         if record.run_id and record.manifest and not record.purged_at:

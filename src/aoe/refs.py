@@ -111,7 +111,11 @@ class Refs:
         return self._font_at(claim_key(number))
 
     def claim_font(self, font_id: str) -> bool:
-        """Create the font atomically; False when its number is already taken."""
+        """Create the font atomically; False when its number is already taken. Its
+        ``runs/`` folder is made durable first, so a claim that exists always has it: a
+        crash between the two leaves an empty folder no claim names (not a font), never a
+        font whose runs folder is missing (which means data lost)."""
+        self.make_runs_folder(font_id)
         key = claim_key(font_id)
         return self.backend.write(key, [f"{font_id}\n".encode()], exclusive=True)
 
@@ -264,9 +268,10 @@ class Refs:
 
     # -- deleting, with a record --
 
-    def trash_run(self, font_id: str, run_id: str, digest: Digest, when: str) -> bool:
-        """Remove a run's ref, keeping a record of it; False if the ref moved or vanished."""
-        record = TrashRecord(font_id, run_id, digest, when)
+    def trash_run(self, font_id: str, run_id: str, digest: Digest, when: str, *, purged: bool = False) -> bool:
+        """Remove a run's ref, keeping a record of it (``purged``: one saying at once that
+        its data is gone, for a ref whose manifest is); False if the ref moved or vanished."""
+        record = TrashRecord(font_id, run_id, digest, when, when if purged else None)
         self.backend.write(record.key, [record.to_bytes()], exclusive=False)
         self.note_ref_change(font_id)
         if self.backend.compare_and_swap(run_key(font_id, run_id), _ref_bytes(digest), None):

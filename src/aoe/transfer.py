@@ -121,7 +121,7 @@ def _claim(dest: Store, font_id: str, report: TransferReport) -> bool:
             "rename one of them (pull into an empty store, or create the font under a free number)"
         )
         return False
-    dest.refs.make_runs_folder(font_id)
+    dest.refs.make_runs_folder(font_id)  # a font the destination had (its folder may have been removed)
     return True
 
 

@@ -42,7 +42,7 @@ class Fonts(StoreBase):
                     f"font number {number} belongs to the deleted font {trashed[number]!r}; restore it "
                     f"with `aoe store restore {trashed[number]}`, or pick another number"
                 )
-            if not self.refs.claim_font(font_id):
+            if self.refs.font_with_number(number) is not None or not self.refs.claim_font(font_id):
                 raise FontExistsError(
                     f"font number {number} is taken by {self.refs.font_with_number(number)!r}; "
                     f"pick another number, or pass just the name to get the next free one"
@@ -55,7 +55,6 @@ class Fonts(StoreBase):
             while not self.refs.claim_font(f"{number}-{name}"):
                 number += 1
             font_id = f"{number}-{name}"
-        self.refs.make_runs_folder(font_id)
         return font_id
 
     def _refuse_taken_name(self, name: str) -> None:

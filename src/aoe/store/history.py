@@ -184,5 +184,4 @@ class History(StoreBase):
                 f"font number {font_number(font_id)} is in use again; nothing was restored"
             )
         self.refs.forget_trashed(claim[0])
-        self.refs.make_runs_folder(font_id)
         return [self.restore_run(font_id, r.run_id).run_id for r in records if r.run_id and not r.purged_at]
