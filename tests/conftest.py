@@ -6,6 +6,7 @@ import io
 import os
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,38 @@ def store(tmp_path: Path) -> aoe.Store:
 @pytest.fixture
 def font(store: aoe.Store) -> str:
     return store.create_font("fruity")
+
+
+@pytest.fixture
+def runs(store: aoe.Store, font: str) -> list[str]:
+    """Six runs with params, feedback metrics, tags, names and times to query."""
+    specs = [
+        ("serif light", "thin strokes", ["serif"], 0.001, 0.30, "completed"),
+        ("serif bold", "heavy Serif strokes", ["serif", "bold"], 0.01, 0.10, "completed"),
+        ("sans", "clean", ["sans"], 0.001, 0.20, "completed"),
+        ("sans bold", None, ["sans", "bold"], 0.1, 0.50, "failed"),
+        (None, "100% effort_", [], 0.01, 0.05, "completed"),
+        ("no feedback", None, ["serif"], None, None, "completed"),
+    ]
+    ids = []
+    for day, (name, description, tags, lr, loss, status) in enumerate(specs, start=1):
+        feedback = None if loss is None else {"final_loss": loss, "glyph_loss": {"A": loss * 2}, "ok": True}
+        ids.append(store.save_model(
+            font, {"w": torch.ones(2)}, name=name, description=description, tags=tags,
+            params={} if lr is None else {"lr": lr, "opt": {"name": "adam"}}, feedback=feedback, status=status,
+            started_at=datetime(2026, 3, day, tzinfo=UTC),
+        ))
+    return ids
+
+
+def names(infos) -> list[str | None]:
+    return [i.name for i in infos]
+
+
+def settle(store: aoe.Store) -> None:
+    """Make the index believe its fonts last changed long ago (and were synced since)."""
+    db = store.catalog._db()
+    db.execute("UPDATE fonts SET changed_ns = changed_ns - 10000000000, synced_ns = synced_ns + 10000000000")
 
 
 @pytest.fixture

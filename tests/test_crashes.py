@@ -30,11 +30,11 @@ import pytest
 import torch
 from conftest import make_png
 from crashsim import Model, Recorder, materialize
+from object_storage_like import LikeObjectStorage
 
 import aoe
 from aoe import catalog
 from aoe.backends.local import LocalBackend
-from aoe.backends.wrappers import Wrapper
 from aoe.fsck import fsck
 from aoe.gc import collect_garbage
 from aoe.layout import object_key
@@ -307,19 +307,6 @@ def deleted_run(area: Path) -> tuple[aoe.Store, str, list[str]]:
     store.delete_run(font, ids[0])
     store.close()
     return store, font, ids
-
-
-class LikeObjectStorage(Wrapper):
-    """A folder driven as object storage is: no atomic touch (gc in two phases), each call
-    a round trip (listings share snapshots; ``LISTING_MIN`` is 1 here); its index in memory."""
-
-    def __init__(self, inner: LocalBackend) -> None:
-        super().__init__(inner)
-        self.atomic_touch = False
-        self.round_trips = True
-
-    def local_path(self, name: str) -> Path | None:
-        return None
 
 
 @pytest.fixture(autouse=True)

@@ -382,7 +382,7 @@ def test_tensors_saved_before_and_not_written_since_are_marked_for_recall(monkey
     with torch.inference_mode():
         counted_not = torch.ones(2)  # inference tensors have no version counter
     assert recall(counted_not) == [False] and recall(counted_not) == [False]
-    monkeypatch.setattr(aoe.weights, "MAX_VERSIONS", 1)
+    monkeypatch.setattr(aoe.weights.trees, "MAX_VERSIONS", 1)
     recall({"a": a, "b": b})
     assert len(versions) == 1
 
