@@ -175,12 +175,7 @@ def _sweep_in_two_phases(store: Store, report: GcReport, reachable: set[Digest],
     now; see the module docstring."""
     backend, dry_run = store.backend, report.dry_run
     keys = set(backend.list(PENDING))
-    if not dry_run:  # what this run will delete for good: its deleted runs are recorded as purged first
-        _purge_first(store, report, {digest for key in keys if not key.endswith(STAMP_SUFFIX)
-                                     and (digest := digest_at(key)) is not None and digest not in reachable
-                                     and (stamp := backend.stat(key + STAMP_SUFFIX) if key + STAMP_SUFFIX in keys
-                                          else None) is not None and stamp[1] < now - report.grace
-                                     and stamp[1] < oldest_save})
+    decided = []  # (key, digest, what to do with it)
     for key in sorted(k for k in keys if not k.endswith(STAMP_SUFFIX)):
         if progress:
             progress(1)
@@ -189,24 +184,33 @@ def _sweep_in_two_phases(store: Store, report: GcReport, reachable: set[Digest],
             continue  # not something gc set aside
         stamp = backend.stat(key + STAMP_SUFFIX) if key + STAMP_SUFFIX in keys else None
         if digest in reachable:
+            decided.append((key, digest, "restore"))
+        elif stamp is None:  # the run that set it aside stopped before stamping it: stamp it now
+            decided.append((key, digest, "stamp"))
+        elif stamp[1] < now - report.grace and stamp[1] < oldest_save:
+            decided.append((key, digest, "purge"))
+        else:
+            report.kept_young += 1
+    if not dry_run:  # the deleted runs this gc will lose objects of are recorded as purged first
+        _purge_first(store, report, {digest for _, digest, action in decided if action == "purge"})
+    for key, digest, action in decided:
+        if action == "restore":
             if not dry_run:
                 store.objects.touch(digest)  # puts it back into .objects/ if it is not there
                 backend.delete(key + STAMP_SUFFIX)
                 backend.delete(key)
             report.restored += 1
-        elif stamp is None:  # the run that set it aside stopped before stamping it: stamp it now
+        elif action == "stamp":
             if not dry_run:
                 backend.write(key + STAMP_SUFFIX, [b""], exclusive=False)
             report.kept_young += 1
-        elif stamp[1] < now - report.grace and stamp[1] < oldest_save:
+        else:
             size = (backend.stat(key) or (0, 0.0))[0]
             if not dry_run:
                 backend.delete(key)
                 backend.delete(key + STAMP_SUFFIX)
             report.swept += 1
             report.freed_bytes += size
-        else:
-            report.kept_young += 1
     for key in list(backend.list(OBJECTS)):
         if progress:
             progress(1)

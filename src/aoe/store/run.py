@@ -74,8 +74,9 @@ class Run:
         self.digest = digest
 
     @functools.cached_property
+    @_naming_the_run
     def info(self) -> RunInfo:
-        return _naming_the_run(lambda run: RunInfo.read(run.manifest, run.digest, run.objects))(self)
+        return RunInfo.read(self.manifest, self.digest, self.objects)
 
     def __repr__(self) -> str:
         return f"Run({self.manifest.font_id!r}, {self.manifest.run_id!r})"
