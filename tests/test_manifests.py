@@ -204,6 +204,23 @@ def test_a_shape_torch_cannot_make_is_refused(shape: tuple[int, ...]) -> None:
     assert unpack(manifest_with_weights({"w": TensorRecord("float32", (0, 2**62), Blob(0, ()))}))
 
 
+@pytest.mark.parametrize(("code", "data", "message"), [
+    (9, {"dtype": "bfloat16", "shape": [1], "size": 2, "chunks": [D1]}, "which numpy has not"),
+    (10, ["float64", b"\x00" * 4], "cannot be 4 bytes"),
+    (10, ["object", b"\x00" * 8], "numpy scalar of dtype 'object'"),
+    (11, "float32; rm -rf", "torch.dtype named"),
+    (12, "cuda:0/../x", "torch.device"),
+    (13, b"", "at most 512 bytes"),
+    (13, b"\x01" * 513, "at most 512 bytes"),
+])
+def test_values_kept_for_an_exact_resume_are_checked_like_any_other(code: int, data: object, message: str) -> None:
+    """Extension types 9 to 13 (revision 2.5): a numpy array or scalar of a dtype numpy
+    has not, or of the wrong size, a dtype or device that no torch names, an int of no
+    bytes or thousands of them, make the manifest malformed."""
+    with pytest.raises(FormatError, match=message):
+        unpack(manifest_with_weights({"w": msgpack.ExtType(code, pack_tree(data))}))
+
+
 @pytest.mark.parametrize("field", ["sample", "feedback", "glyphs"])
 def test_a_file_of_a_run_larger_than_any_a_save_takes_is_refused(field: str) -> None:
     """A blob may name one chunk many times: kilobytes of manifest must not claim 2.5 GiB of

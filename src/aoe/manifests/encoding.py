@@ -25,8 +25,13 @@ from ..limits import MAX_DEPTH, MAX_MANIFEST_BYTES, depth_exceeds
 from ..objects import Blob
 from .rules import BadManifest, check, check_sharded, check_tensor
 from .schema import (
+    EXT_BIG_INT,
     EXT_COMPLEX,
     EXT_COUNTER,
+    EXT_DEVICE,
+    EXT_DTYPE,
+    EXT_NUMPY,
+    EXT_NUMPY_SCALAR,
     EXT_SET,
     EXT_SHARDED,
     EXT_SIZE,
@@ -35,12 +40,18 @@ from .schema import (
     EXT_TUPLE,
     FORMAT,
     FORMAT_VERSION,
+    MAX_BIG_INT_BYTES,
     MAX_EXT_DEPTH,
+    BigInt,
     Manifest,
+    NumpyArray,
+    NumpyScalar,
     Shape,
     ShardedTensor,
     StateDict,
     TensorRecord,
+    TorchDevice,
+    TorchDtype,
 )
 
 
@@ -114,6 +125,17 @@ def _ext(value: Any) -> msgpack.ExtType:
         return msgpack.ExtType(EXT_TUPLE, pack_tree(list(value)))
     if isinstance(value, StateDict):
         return msgpack.ExtType(EXT_STATE_DICT, pack_tree([value.items, value.metadata]))
+    if isinstance(value, NumpyArray):
+        return msgpack.ExtType(EXT_NUMPY, pack_tree(tensor_map(value.record)))
+    if isinstance(value, NumpyScalar):
+        return msgpack.ExtType(EXT_NUMPY_SCALAR, pack_tree([value.dtype, value.data]))
+    if isinstance(value, TorchDtype):
+        return msgpack.ExtType(EXT_DTYPE, pack_tree(value.name))
+    if isinstance(value, TorchDevice):
+        return msgpack.ExtType(EXT_DEVICE, pack_tree(value.spec))
+    if isinstance(value, BigInt):
+        size = (value.value.bit_length() + 8) // 8  # a sign bit too
+        return msgpack.ExtType(EXT_BIG_INT, pack_tree(value.value.to_bytes(size, "little", signed=True)))
     raise UnsupportedValueError(f"cannot store a value of type {type(value).__name__}")
 
 
@@ -275,6 +297,19 @@ def _from_ext(code: int, payload: bytes) -> Any:
                 raise TypeError("a piece of a sharded tensor is a tensor record")
             pieces.append((tuple(_sequence(offsets)), record))
         return check_sharded(ShardedTensor(value["dtype"], tuple(_sequence(value["shape"])), tuple(pieces)))
+    if code == EXT_NUMPY:
+        return NumpyArray(tensor_from_map(value))
+    if code == EXT_NUMPY_SCALAR:
+        dtype, data = _sequence(value)
+        return NumpyScalar(dtype, data)
+    if code == EXT_DTYPE:
+        return TorchDtype(value)
+    if code == EXT_DEVICE:
+        return TorchDevice(value)
+    if code == EXT_BIG_INT:
+        if not isinstance(value, bytes) or not 0 < len(value) <= MAX_BIG_INT_BYTES:
+            raise TypeError("an int beyond 64 bits is at most 512 bytes of bin")
+        return BigInt(int.from_bytes(value, "little", signed=True))
     if code == EXT_COMPLEX:
         real, imag = _sequence(value)
         if not all(isinstance(x, float) for x in (real, imag)):

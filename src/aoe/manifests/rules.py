@@ -27,15 +27,23 @@ from ..names import (
 )
 from ..objects import Blob
 from .schema import (
+    DEVICE_RE,
     DTYPE_NAME_RE,
     DTYPE_SIZES,
+    MAX_BIG_INT_BYTES,
     MAX_EXT_DEPTH,
     MAX_PIECES,
+    NUMPY_DTYPES,
+    BigInt,
     Manifest,
+    NumpyArray,
+    NumpyScalar,
     Shape,
     ShardedTensor,
     StateDict,
     TensorRecord,
+    TorchDevice,
+    TorchDtype,
 )
 
 
@@ -315,8 +323,32 @@ def check_tree(tree: Any, *, decoded: bool = False, aliases: dict[int, TensorRec
         elif isinstance(item, set):
             if not all(isinstance(x, _LEAVES) for x in item):
                 raise BadManifest("a set in a weights tree holds something other than plain values")
+        elif isinstance(item, (NumpyArray, NumpyScalar, TorchDtype, TorchDevice, BigInt)):
+            _check_value(item, decoded, aliases)
         elif not isinstance(item, _LEAVES):
             raise BadManifest(f"a weights tree holds a {type(item).__name__}")
+
+
+def _check_value(item: Any, decoded: bool, aliases: dict[int, TensorRecord]) -> None:
+    """A numpy array or scalar, a torch.dtype or torch.device, or a big int (revision 2.5)."""
+    if isinstance(item, NumpyArray):
+        if not decoded:
+            check_tensor(item.record)
+        if item.record.dtype not in NUMPY_DTYPES:
+            raise BadManifest(f"a numpy array of dtype {item.record.dtype!r}, which numpy has not")
+        _same_as_tied(item.record, aliases)
+    elif isinstance(item, NumpyScalar):
+        if item.dtype not in NUMPY_DTYPES or not isinstance(item.data, bytes) or \
+                len(item.data) != DTYPE_SIZES[item.dtype]:
+            raise BadManifest(f"a numpy scalar of dtype {item.dtype!r} cannot be {len(item.data)} bytes")
+    elif isinstance(item, TorchDtype):
+        if not isinstance(item.name, str) or not DTYPE_NAME_RE.fullmatch(item.name):
+            raise BadManifest(f"a torch.dtype named {item.name!r}")
+    elif isinstance(item, TorchDevice):
+        if not isinstance(item.spec, str) or not DEVICE_RE.fullmatch(item.spec):
+            raise BadManifest(f"a torch.device {item.spec!r}")
+    elif not _is_int(item.value) or item.value.bit_length() > 8 * MAX_BIG_INT_BYTES - 1:
+        raise BadManifest("an int beyond 64 bits that is no int, or longer than 4,095 bits")
 
 
 def _plain(value: Any, what: str, *, mapping: bool = False, depth_known: bool = False) -> None:

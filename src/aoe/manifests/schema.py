@@ -32,6 +32,19 @@ EXT_SET = 5
 EXT_SIZE = 6
 EXT_COMPLEX = 7
 EXT_SHARDED = 8
+EXT_NUMPY = 9
+EXT_NUMPY_SCALAR = 10
+EXT_DTYPE = 11
+EXT_DEVICE = 12
+EXT_BIG_INT = 13
+
+NUMPY_DTYPES = frozenset({"bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
+                          "float16", "float32", "float64", "complex64", "complex128"})
+"""The numpy dtypes a numpy array or scalar may have in a tree (each one of torch too,
+with the same name and element size: an array's bytes are a tensor's blob)."""
+MAX_BIG_INT_BYTES = 512
+"""An int beyond 64 bits (a random generator's 128-bit state) is at most this long."""
+DEVICE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}(:[0-9]{1,4})?")
 
 MAX_PIECES = 4096
 """A sharded tensor has at most this many pieces (a rank's shard each; 64 ranks of a 2-D
@@ -86,6 +99,44 @@ class ShardedTensor:
 
 class Shape(tuple):  # type: ignore[type-arg]
     """A ``torch.Size`` in a tree (kept apart from tuples; this layer knows no torch)."""
+
+
+@dataclass(frozen=True)
+class NumpyArray:
+    """A numpy array in a tree (revision 2.5): its elements stored as a tensor's are (a
+    blob), given back as a numpy array."""
+
+    record: TensorRecord
+
+
+@dataclass(frozen=True)
+class NumpyScalar:
+    """A numpy scalar (``np.float64(0.5)``, a ``best_acc``): its dtype's name and its
+    element's little-endian bytes."""
+
+    dtype: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class TorchDtype:
+    """A ``torch.dtype`` in a tree, by name (``"float32"``)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class TorchDevice:
+    """A ``torch.device`` in a tree, as torch writes it (``"cpu"``, ``"cuda:0"``)."""
+
+    spec: str
+
+
+@dataclass(frozen=True)
+class BigInt:
+    """An int beyond msgpack's 64 bits (a 128-bit random generator state)."""
+
+    value: int
 
 
 @dataclass
@@ -175,9 +226,11 @@ def walk(tree: Any, *, named: bool = True) -> Iterator[tuple[str, Any]]:
 
 def tensors(tree: Any) -> Iterator[TensorRecord]:
     """Every tensor record in a weights tree, depth first (a sharded tensor's pieces in
-    their order)."""
+    their order, a numpy array's own)."""
     for _, leaf in walk(tree, named=False):
         if isinstance(leaf, TensorRecord):
             yield leaf
         elif isinstance(leaf, ShardedTensor):
             yield from (record for _, record in leaf.pieces)
+        elif isinstance(leaf, NumpyArray):
+            yield leaf.record

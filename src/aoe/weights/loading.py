@@ -8,10 +8,22 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import numpy
 import torch
 
 from ..errors import FormatError, InvalidInputError, NotFoundError, StorageError, UnsupportedValueError
-from ..manifests import Shape, ShardedTensor, StateDict, TensorRecord, tensors
+from ..manifests import (
+    BigInt,
+    NumpyArray,
+    NumpyScalar,
+    Shape,
+    ShardedTensor,
+    StateDict,
+    TensorRecord,
+    TorchDevice,
+    TorchDtype,
+    tensors,
+)
 from ..objects import ObjectStore
 from .raw import dtype_from_name, raw_view
 
@@ -38,40 +50,59 @@ def load_trees(
                 buffers[_buffer_key(record)] = buffer
                 targets.append((record.blob, raw_view(buffer)))
     objects.read_blobs_into(targets)
-    if device is not None:  # moved once each, so tied tensors stay tied on the device
-        buffers = {key: buffer.to(device) for key, buffer in buffers.items()}
-    return [_build(tree, buffers) for tree in trees]
+    moved = buffers if device is None else {key: buffer.to(device) for key, buffer in buffers.items()}
+    return [_build(tree, moved, buffers) for tree in trees]  # (moved once each: tied tensors stay tied)
 
 
 def _buffer_key(record: TensorRecord) -> Any:
     return ("alias", record.alias) if record.alias is not None else id(record)
 
 
-def _build(tree: Any, buffers: dict[Any, torch.Tensor]) -> Any:
+def _build(tree: Any, buffers: dict[Any, torch.Tensor], on_cpu: dict[Any, torch.Tensor]) -> Any:
+    """The value a stored tree stands for: tensors from ``buffers`` (on the device asked
+    for), numpy arrays from ``on_cpu`` (numpy has no other device)."""
     if isinstance(tree, TensorRecord):
         return buffers[_buffer_key(tree)].view(dtype_from_name(tree.dtype)).reshape(tree.shape)
     if isinstance(tree, ShardedTensor):
-        return _assembled(tree, buffers)
+        return _assembled(tree, buffers, on_cpu)
     if isinstance(tree, StateDict):
-        state: OrderedDict[Any, Any] = OrderedDict((k, _build(v, buffers)) for k, v in tree.items.items())
+        state: OrderedDict[Any, Any] = OrderedDict((k, _build(v, buffers, on_cpu)) for k, v in tree.items.items())
         if tree.metadata is not None:
-            state._metadata = _build(tree.metadata, buffers)  # type: ignore[attr-defined]
+            state._metadata = _build(tree.metadata, buffers, on_cpu)  # type: ignore[attr-defined]
         return state
     if isinstance(tree, dict):
-        return type(tree)({k: _build(v, buffers) for k, v in tree.items()})  # dict or Counter
+        return type(tree)({k: _build(v, buffers, on_cpu) for k, v in tree.items()})  # dict or Counter
     if isinstance(tree, list):
-        return [_build(v, buffers) for v in tree]
+        return [_build(v, buffers, on_cpu) for v in tree]
     if isinstance(tree, Shape):
         return torch.Size(tree)
     if isinstance(tree, tuple):
-        return tuple(_build(v, buffers) for v in tree)
+        return tuple(_build(v, buffers, on_cpu) for v in tree)
+    if isinstance(tree, (NumpyArray, NumpyScalar, TorchDtype, TorchDevice, BigInt)):
+        return _value(tree, on_cpu)
     return tree
 
 
-def _assembled(tree: ShardedTensor, buffers: dict[Any, torch.Tensor]) -> torch.Tensor:
+def _value(tree: NumpyArray | NumpyScalar | TorchDtype | TorchDevice | BigInt, on_cpu: dict[Any, torch.Tensor]) -> Any:
+    """A numpy array or scalar, a torch.dtype or torch.device, or an int beyond 64 bits, as
+    it was saved."""
+    if isinstance(tree, NumpyArray):
+        record = tree.record
+        return on_cpu[_buffer_key(record)].view(dtype_from_name(record.dtype)).reshape(record.shape).numpy()
+    if isinstance(tree, NumpyScalar):
+        return numpy.frombuffer(tree.data, numpy.dtype(tree.dtype).newbyteorder("<"))[0]
+    if isinstance(tree, TorchDtype):
+        return dtype_from_name(tree.name)
+    if isinstance(tree, TorchDevice):
+        return torch.device(tree.spec)
+    return tree.value
+
+
+def _assembled(tree: ShardedTensor, buffers: dict[Any, torch.Tensor], on_cpu: dict[Any, torch.Tensor]
+               ) -> torch.Tensor:
     """A sharded tensor put together whole from its pieces (which tile it: checked when
     the manifest was read)."""
-    pieces = [(offsets, _build(record, buffers)) for offsets, record in tree.pieces]
+    pieces = [(offsets, _build(record, buffers, on_cpu)) for offsets, record in tree.pieces]
     whole = torch.empty(tree.shape, dtype=dtype_from_name(tree.dtype), device=pieces[0][1].device)
     for offsets, piece in pieces:
         block = whole

@@ -11,11 +11,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy
 import torch
 
 from ..errors import UnsupportedValueError
 from ..limits import MAX_DEPTH
-from ..manifests import BadManifest, Shape, StateDict, TensorRecord, check_nesting
+from ..manifests import (
+    MAX_BIG_INT_BYTES,
+    NUMPY_DTYPES,
+    BadManifest,
+    BigInt,
+    NumpyArray,
+    NumpyScalar,
+    Shape,
+    StateDict,
+    TensorRecord,
+    TorchDevice,
+    TorchDtype,
+    check_nesting,
+)
 from ..objects import ObjectStore
 from .raw import dtype_name, plane_width, raw_view
 
@@ -27,6 +41,24 @@ MAX_VERSIONS = 1 << 16
 @dataclass
 class _Pending:
     index: int
+
+
+@dataclass
+class _PendingArray:
+    """A numpy array on its way: its elements queued as a tensor's."""
+
+    tensor: _Pending
+
+
+def _tensor_of(array: numpy.ndarray, path: str) -> torch.Tensor:
+    """A numpy array's elements as a tensor (sharing its memory where it can), in
+    little-endian order; a dtype torch has not (strings, objects, dates) is refused."""
+    if array.dtype.name not in NUMPY_DTYPES:
+        raise UnsupportedValueError(f"{path}: a numpy array of {array.dtype} cannot be stored; "
+                                    f"arrays of {', '.join(sorted(NUMPY_DTYPES))} can")
+    if array.dtype.byteorder == ">" or not array.flags.writeable:
+        array = array.astype(array.dtype.newbyteorder("<"))  # a copy, in little-endian order
+    return torch.from_numpy(numpy.ascontiguousarray(array))
 
 
 _CONTAINERS = frozenset({dict, OrderedDict, Counter, list, tuple, set})
@@ -91,9 +123,11 @@ class PreparedTrees:
         kilobyte file and 2**40 leaves."""
         if depth > MAX_DEPTH:
             raise UnsupportedValueError(f"{path}: nested deeper than {MAX_DEPTH} levels")
-        if isinstance(value, torch.Tensor):
+        if isinstance(value, (torch.Tensor, numpy.ndarray)):
             self._count(1, path)
             self._tensor_visits += 1
+            if isinstance(value, numpy.ndarray):  # its elements stored as a tensor's, given back as an array
+                return _PendingArray(self._tensor(_tensor_of(value, path), path))
             return self._tensor(value, path)
         if type(value) in _CONTAINERS:
             seen = self._walked.get(id(value))
@@ -138,30 +172,43 @@ class PreparedTrees:
         raise AssertionError(type(value))  # pragma: no cover - only the types of _CONTAINERS come here
 
     def _leaf(self, value: Any, path: str, depth: int) -> Any:
-        """A value that holds no other (a torch.Size holds only ints), kept or refused."""
+        """A value that holds no other (a torch.Size holds only ints), kept exactly (a
+        numpy scalar stays one, an int beyond 64 bits too) or refused."""
         if isinstance(value, torch.Size):
             return Shape(int(n) for n in value)
+        if isinstance(value, numpy.generic):  # before float: a numpy float64 is a float too
+            if value.dtype.name not in NUMPY_DTYPES:
+                raise UnsupportedValueError(f"{path}: a numpy {value.dtype.name} cannot be stored; "
+                                            f"numpy scalars of {', '.join(sorted(NUMPY_DTYPES))} can")
+            return NumpyScalar(value.dtype.name, numpy.asarray(value).astype(value.dtype.newbyteorder("<")).tobytes())
+        if isinstance(value, torch.dtype):
+            return TorchDtype(dtype_name(value))
+        if isinstance(value, torch.device):
+            return TorchDevice(str(value))
         if isinstance(value, complex):
             return complex(value)
         if value is None or isinstance(value, (bool, str, bytes)):
             return value
         if isinstance(value, int):
-            if not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
-                raise UnsupportedValueError(f"{path}: integer {value} does not fit in 64 bits")
-            return int(value)
+            if _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+                return int(value)
+            if value.bit_length() < 8 * MAX_BIG_INT_BYTES:
+                return BigInt(int(value))  # a random generator's 128-bit state
+            raise UnsupportedValueError(f"{path}: an integer of {value.bit_length():,} bits is too long to store")
         if isinstance(value, float):
             return float(value)
         raise UnsupportedValueError(
             f"{path}: cannot store a value of type {type(value).__module__}.{type(value).__qualname__}"
             f"{' (torch.load(weights_only=True) refuses it too)' if isinstance(value, (Mapping, list, tuple)) else ''}; "
-            "weights may hold tensors, ints, floats, complex numbers, bools, strings, bytes, None, and dicts, "
-            "OrderedDicts, Counters, lists, tuples, sets and torch.Sizes of those: convert it to one of these"
+            "weights may hold tensors, numpy arrays and scalars, ints, floats, complex numbers, bools, strings, bytes, "
+            "None, torch.dtypes and torch.devices, and dicts, OrderedDicts, Counters, lists, tuples, sets and "
+            "torch.Sizes of those: convert it to one of these"
         )
 
     def _key(self, key: Any, path: str) -> Any:
         if key is None or isinstance(key, (str, bool)):
             return key
-        if isinstance(key, (int, float)):
+        if isinstance(key, (int, float)) and not isinstance(key, numpy.generic):
             return self._walk(key, path)
         raise UnsupportedValueError(
             f"{path}: mapping key {key!r} of type {type(key).__name__} cannot be stored; "
@@ -243,6 +290,8 @@ def snapshot(tree: Any, versions: dict[tuple[Any, ...], int]) -> Snapshot:
     def copy(value: Any) -> Any:
         if isinstance(value, torch.nn.Module):
             value = value.state_dict()
+        if isinstance(value, numpy.ndarray):
+            return value.copy()  # training may write into it once the save has returned
         if isinstance(value, torch.Tensor):
             view = storage_view(value)
             if view not in copies or not value.numel():
@@ -265,6 +314,8 @@ def snapshot(tree: Any, versions: dict[tuple[Any, ...], int]) -> Snapshot:
 def _resolve(tree: Any, records: list[TensorRecord]) -> Any:
     if isinstance(tree, _Pending):
         return records[tree.index]
+    if isinstance(tree, _PendingArray):
+        return NumpyArray(records[tree.tensor.index])
     if isinstance(tree, StateDict):
         return StateDict(_resolve(tree.items, records), tree.metadata)
     if isinstance(tree, dict):
