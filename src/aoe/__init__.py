@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .aliases import AliasMove
 from .errors import (
+    ConflictError,
     CorruptObjectError,
     FontExistsError,
     FontFolderMissingError,
@@ -25,6 +27,7 @@ from .errors import (
     InvalidNameError,
     NotFoundError,
     ObjectNotFoundError,
+    ProtectedRunError,
     RunExistsError,
     RunNotFoundError,
     StorageError,
@@ -48,6 +51,8 @@ __all__ = [
     "INTERRUPTED",
     "RUNNING",
     "WEIGHTS_VERSION",
+    "AliasMove",
+    "ConflictError",
     "CorruptObjectError",
     "FontExistsError",
     "FontFolderMissingError",
@@ -61,6 +66,7 @@ __all__ = [
     "NotFoundError",
     "ObjectNotFoundError",
     "PendingSave",
+    "ProtectedRunError",
     "Run",
     "RunExistsError",
     "RunInfo",

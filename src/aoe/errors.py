@@ -59,6 +59,15 @@ class RunExistsError(StoreError, FileExistsError):
     """A run with that exact id exists already (when importing with fixed ids)."""
 
 
+class ConflictError(StoreError):
+    """Another process changed what this one was changing, meanwhile (an alias moved by
+    two at once): nothing was written; look again and retry."""
+
+
+class ProtectedRunError(InvalidInputError):
+    """The run is named by an alias: deleting or forgetting it needs ``force``."""
+
+
 class CorruptObjectError(StoreError):
     """An object's content no longer matches its address, or cannot be decoded."""
 

@@ -37,6 +37,10 @@ from .layout import (
     LISTINGS,
     OBJECTS,
     REF_CHANGES,
+    alias_folder,
+    alias_move_at,
+    alias_move_key,
+    aliases_folder,
     claim_key,
     damaged_key,
     digest_at,
@@ -287,6 +291,42 @@ def _check_refs(store: Store, report: Report, needed: dict[Digest, list[str]],
         for ref_key in store.backend.list(runs_folder(font_id)):
             _check_run(store, report, needed, font_id, ref_key, heads[font_id])
         _check_change_note(store, report, font_id)
+        _check_aliases(store, report, font_id, set(store.refs.runs(font_id)))
+
+
+def _check_aliases(store: Store, report: Report, font_id: str, runs: set[str]) -> None:
+    """Every move of every alias reads as what it says; the newest points at a run that is
+    there; the moves are numbered without a gap (aoe never removes one)."""
+    moves: dict[str, list[int]] = defaultdict(list)
+    for key in store.backend.list(aliases_folder(font_id)):
+        place = alias_move_at(key)
+        if place is None:
+            report.add(WARNING, "unknown-file", f"{key} is not an alias move; move it out of {font_id}/aliases/",
+                       ref=key)
+        else:
+            moves[place[0]].append(place[1])
+    for name, numbers in sorted(moves.items()):
+        numbers.sort()
+        if numbers != list(range(1, len(numbers) + 1)):
+            report.add(WARNING, "alias-history-gap", f"alias {font_id}@{name} lacks some of moves 1 to "
+                       f"{numbers[-1]} (removed outside aoe?): its history has a gap", ref=alias_folder(font_id, name))
+        for number in numbers:
+            try:
+                move = store.aliases.read(font_id, name, number)
+            except (FormatError, NotFoundError) as exc:
+                newest = number == numbers[-1]
+                report.add(ERROR if newest else WARNING, "malformed-alias-move",
+                           f"{exc}" + (": the alias cannot be resolved, and no run of the font is deleted or "
+                                       "forgotten without --force; set it again with `aoe store alias`"
+                                       if newest else ": its history has a move that cannot be read"),
+                           ref=alias_move_key(font_id, name, number))
+                continue
+            if number == numbers[-1] and move.run_id is not None and move.run_id not in runs:
+                report.add(WARNING, "dangling-alias",
+                           f"alias {font_id}@{name} points at run {move.run_id}, which is not there (deleted with "
+                           f"--force?): `aoe store restore {font_id} {move.run_id}` brings it back (a gc keeps it "
+                           "restorable while the alias points at it), or move the alias",
+                           ref=alias_move_key(font_id, name, number), runs=(f"{font_id}/{move.run_id}",))
 
 
 def _check_change_note(store: Store, report: Report, font_id: str) -> None:

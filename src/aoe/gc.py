@@ -11,7 +11,8 @@ exists, and the save touches every object again right before creating its ref. S
 object a save relies on either has an mtime at or after the save's start (kept by the
 cutoff), or was touched after gc started (kept too). Each removal is atomic against a
 concurrent touch (:meth:`Backend.delete_if_untouched`). Deleted runs (``aoe store rm``)
-are not marked: gc is what makes a deletion final, and it records that in the trash.
+are not marked, but for those an alias points at: gc is what makes a deletion final, and
+it records that in the trash.
 
 One gc at a time: a lock that the operating system releases if gc crashes (on object
 storage, a lease that expires). Writers never wait for gc.
@@ -90,7 +91,7 @@ def collect_garbage(
         cutoff = min([started - grace, *saves])
         report = GcReport(dry_run=dry_run, grace=grace, cutoff=cutoff)
         try:
-            reachable: set[Digest] = reachability.reachable(store.refs, store.objects)
+            reachable: set[Digest] = reachability.reachable(store.refs, store.objects, store.aliases)
         except FormatError as exc:
             raise FormatError(f"gc stopped before removing anything: {exc}") from None
         report.reachable = len(reachable)

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from .names import Digest, check_font_id, check_run_id, font_number, is_run_id, parse_digest
+from .names import ALIAS_RE, Digest, check_alias, check_font_id, check_run_id, font_number, is_run_id, parse_digest
 
 OBJECTS = ".objects"
 PENDING = ".gc-pending"
@@ -90,6 +90,37 @@ def run_id_at(key: str) -> str | None:
     """The run id a ``<font>/runs/`` key names; None for a file that is not a ref."""
     name = name_in_folder(key)
     return name if is_run_id(name) else None
+
+
+ALIASES = "aliases"
+"""A font's folder of aliases: ``<font>/aliases/<name>/<move>``, one file per move."""
+MOVE_DIGITS = 10
+
+
+def aliases_folder(font_id: str) -> str:
+    return f"{check_font_id(font_id)}/{ALIASES}"
+
+
+def alias_folder(font_id: str, name: str) -> str:
+    return f"{aliases_folder(font_id)}/{check_alias(name)}"
+
+
+def alias_move_key(font_id: str, name: str, move: int) -> str:
+    """The file of an alias's ``move``-th move (from 1): ten digits, so they sort."""
+    if not 0 < move < 10**MOVE_DIGITS:
+        raise ValueError(f"an alias's move number runs from 1 to {10**MOVE_DIGITS - 1}")
+    return f"{alias_folder(font_id, name)}/{move:0{MOVE_DIGITS}d}"
+
+
+def alias_move_at(key: str) -> tuple[str, int] | None:
+    """(alias, move number) of a key under a font's ``aliases/``; None for any other file."""
+    parts = key.split("/")
+    if len(parts) != 4 or parts[1] != ALIASES or not ALIAS_RE.fullmatch(parts[2]):
+        return None
+    move = parts[3]
+    if len(move) != MOVE_DIGITS or not move.isascii() or not move.isdigit() or int(move) == 0:
+        return None
+    return parts[2], int(move)
 
 
 def trash_key(font_id: str, run_id: str | None) -> str:

@@ -26,6 +26,7 @@ Digest = NewType("Digest", str)
 FONT_ID_RE = re.compile(r"([1-9][0-9]{0,8})-([a-z0-9]+(?:-[a-z0-9]+)*)")
 FONT_NAME_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 RUN_ID_RE = re.compile(r"[0-9]{8}T[0-9]{6}\.[0-9]{6}Z-[0-9]{4}")
+ALIAS_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 STATUS_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 MAX_NAME_LENGTH = 100
 MAX_TAG_LENGTH = 100
@@ -88,6 +89,16 @@ def check_run_id(run_id: Any) -> str:
             "like '20260111T083000.123456Z-0000' (see `aoe store ls FONT_ID`)"
         )
     return run_id
+
+
+def check_alias(name: Any) -> str:
+    """An alias's name (``best``, ``production``): lowercase, so that it means one folder
+    on every filesystem, case-folding or not."""
+    if not isinstance(name, str) or not ALIAS_RE.fullmatch(name):
+        raise InvalidNameError(
+            f"invalid alias {shown(name)}: use 1 to 64 lowercase letters, digits, '-' and '_', "
+            "starting with a letter (e.g. 'best', 'production')")
+    return name
 
 
 def check_name(name: Any, what: str) -> str:

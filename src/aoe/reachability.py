@@ -2,20 +2,23 @@
 
 A run needs its manifest, every object that manifest names, and, since amends keep
 history (``aoe store log``), the manifests it replaced (its ``parent`` chain) and theirs.
+A deleted run that an alias still points at is needed too (as its trash record says):
+it stays restorable while the alias names it, whatever forced its deletion.
 gc marks with it, fsck checks with it, ``du`` counts with it and transfer copies with it:
 one definition of "needed", so none of them can disagree about what may be removed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from .aliases import Aliases
 from .errors import FormatError, MismatchedManifestError, NotFoundError, StoreError
 from .manifests import Manifest, check_location, unpack
 from .names import Digest
 from .objects import ObjectStore
-from .refs import Refs
+from .refs import Refs, TrashRecord
 
 
 def versions(objects: ObjectStore, digest: Digest, *, seen: set[Digest] | None = None
@@ -96,14 +99,38 @@ def walk(refs: Refs, objects: ObjectStore, fonts: Iterable[str] | None = None) -
             yield history(refs, objects, font_id, run_id)
 
 
-def reachable(refs: Refs, objects: ObjectStore) -> set[Digest]:
-    """Every object some run needs. A run that cannot be read whole makes this raise:
-    what it needs is unknown, so nothing may be taken as unneeded."""
+def held_by_aliases(refs: Refs, aliases: Aliases, font_id: str, runs: Collection[str]) -> list[TrashRecord]:
+    """The deleted runs of a font (whose live runs are ``runs``) that an alias points at,
+    not purged yet. An alias that cannot be read raises FormatError: it may name any."""
+    targets = set()
+    for move in aliases.newest_of_font(font_id).values():
+        if isinstance(move, FormatError):
+            raise move
+        if move.run_id is not None and move.run_id not in runs:
+            targets.add(move.run_id)
+    if not targets:
+        return []
+    return [r for r in refs.trashed(font_id) if r.run_id in targets and r.manifest and not r.purged_at]
+
+
+def reachable(refs: Refs, objects: ObjectStore, aliases: Aliases) -> set[Digest]:
+    """Every object some run needs, and those of deleted runs aliases hold. A run that
+    cannot be read whole makes this raise: what it needs is unknown, so nothing may be
+    taken as unneeded. (A deleted run that cannot be read holds nothing.)"""
     needed: set[Digest] = set()
-    for run in walk(refs, objects):
-        if run.problem is not None:
-            raise FormatError(
-                f"run {run.run_id} of {run.font_id} cannot be read ({run.problem}); run `aoe store fsck` "
-                "and deal with the damage first")
-        needed |= run.digests()
+    for font_id in refs.fonts():
+        runs = refs.runs(font_id) if refs.has_runs_folder(font_id) else []
+        for run in (history(refs, objects, font_id, run_id) for run_id in runs):
+            if run.problem is not None:
+                raise FormatError(
+                    f"run {run.run_id} of {run.font_id} cannot be read ({run.problem}); run `aoe store fsck` "
+                    "and deal with the damage first")
+            needed |= run.digests()
+        for record in held_by_aliases(refs, aliases, font_id, set(runs)):
+            assert record.manifest is not None  # held_by_aliases gives only records with one
+            try:
+                for digest, manifest in versions(objects, record.manifest):
+                    needed |= {digest, *manifest.digests()}
+            except StoreError:
+                continue
     return needed

@@ -7,7 +7,7 @@ tensors (put, get). Start at :mod:`aoe.cli.app`; each group of commands is a mod
 
 from __future__ import annotations
 
-from . import runs, serve, transfer, ui, upkeep
+from . import lineage, runs, serve, transfer, ui, upkeep
 from .app import EXIT_CODES, app, main
 
-__all__ = ["EXIT_CODES", "app", "main", "runs", "serve", "transfer", "ui", "upkeep"]
+__all__ = ["EXIT_CODES", "app", "lineage", "main", "runs", "serve", "transfer", "ui", "upkeep"]

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from ..errors import (
+    ConflictError,
     CorruptObjectError,
     FormatError,
     InvalidInputError,
@@ -31,6 +32,7 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (FormatError, 4),
     (StorageFullError, 5),
     (StorageError, 5),
+    (ConflictError, 7),
     (InvalidNameError, 2),
     (InvalidInputError, 2),
     (StoreError, 1),

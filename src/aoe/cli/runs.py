@@ -222,7 +222,16 @@ def ls(
     if not runs and where:
         warn_absent([parse_condition(w).field for w in where], store.list_runs(font_id), f"run of {font_id}")
     filtered = any(v for k, v in filters.items() if k not in ("sort", "descending", "limit"))
-    show_runs(runs, sort, as_json=False, columns=columns, empty="no runs match" if filtered else "no runs yet")
+    show_runs(runs, sort, as_json=False, columns=columns, empty="no runs match" if filtered else "no runs yet",
+              aliases=aliases_by_run(store, font_id))
+
+
+def aliases_by_run(store: Store, font_id: str) -> dict[str, list[str]]:
+    """Run id -> the aliases that point at it."""
+    found: dict[str, list[str]] = {}
+    for name, run_id in store.aliases_of(font_id).items():
+        found.setdefault(run_id, []).append(name)
+    return found
 
 
 @store_app.command()
@@ -260,11 +269,12 @@ METRIC_COLUMNS = 4
 
 
 def show_runs(runs: list[Any], sort: str, as_json: bool, *, with_font: bool = False,
-              columns: str | None = None, empty: str = "no runs match") -> None:
+              columns: str | None = None, empty: str = "no runs match",
+              aliases: dict[str, list[str]] | None = None) -> None:
     """Runs as a table, or JSON; ``empty`` when there are none. The table's columns besides
     the run: ``columns`` (fields, comma-separated), else the metrics most of the runs have;
-    and the sort field when it is a param or metric. A field named that no listed run has
-    is warned about, with those they have."""
+    and the sort field when it is a param or metric; the aliases of runs when any has one.
+    A field named that no listed run has is warned about, with those they have."""
     if as_json:
         print_json(json.dumps([info.to_dict() for info in runs]))
         return
@@ -277,10 +287,12 @@ def show_runs(runs: list[Any], sort: str, as_json: bool, *, with_font: bool = Fa
         say(empty)
         return
     warn_absent([*chosen, field], runs, "listed run")
-    headers = (["font"] if with_font else []) + ["run", "status", "name", "tags", *extra, "missing"]
-    rows = [([info.font_id] if with_font else []) + [info.run_id, info.status, info.name or "", ",".join(info.tags),
-                                                     *(_cell(info.value(name)) for name in extra),
-                                                     ",".join(info.missing)]
+    named = aliases if aliases and any(info.run_id in aliases for info in runs) else None
+    headers = (["font"] if with_font else []) + ["run", *(["aliases"] if named else []), "status", "name", "tags",
+                                                 *extra, "missing"]
+    rows = [([info.font_id] if with_font else [])
+            + [info.run_id, *([",".join(named.get(info.run_id, []))] if named else []), info.status, info.name or "",
+               ",".join(info.tags), *(_cell(info.value(name)) for name in extra), ",".join(info.missing)]
             for info in runs]
     table(headers, rows)
 
@@ -323,8 +335,11 @@ def show(
     run_id: Annotated[str | None, typer.Argument()] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Show one run (the newest by default): metadata, assets and what is missing."""
-    info = ctx.obj.get_run_info(font_id, run_id).to_dict()
+    """Show one run (the newest by default, or FONT@ALIAS): metadata, assets, what is
+    missing, and the aliases that point at it."""
+    store: Store = ctx.obj
+    run = store.get_run_info(font_id, run_id)
+    info = {**run.to_dict(), "aliases": aliases_by_run(store, run.font_id).get(run.run_id, [])}
     if as_json:
         print_json(json.dumps(info, indent=2))
         return
@@ -385,26 +400,6 @@ def amend(
     say(f"amended {font_id} {run_id}: now manifest {run.digest}")
     if run.info.missing:
         warn(f"still incomplete: no {', '.join(run.info.missing)}")
-
-
-@store_app.command()
-def log(
-    ctx: typer.Context,
-    font_id: str,
-    run_id: Annotated[str | None, typer.Argument()] = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """A run's history: every version its amends and edits left, newest first."""
-    history = ctx.obj.run_history(font_id, run_id)
-    if as_json:
-        print_json(json.dumps([info.to_dict() for info in history], indent=2))
-        return
-    for info in history:
-        say(f"{info.manifest}  {when(info.saved_at)}  {info.status}  "
-              f"name={info.name or '-'}  tags={','.join(info.tags) or '-'}  missing={','.join(info.missing) or '-'}")
-    if history[-1].parent is not None:
-        warn(f"the versions before {history[-1].manifest} cannot be read (its parent {history[-1].parent} is missing "
-             "or of another run); run `aoe store fsck`")
 
 
 # -- the catalog ---------------------------------------------------------------------

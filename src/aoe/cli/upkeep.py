@@ -121,9 +121,13 @@ def rm(
     font_id: str,
     run_ids: Annotated[list[str] | None, typer.Argument(metavar="[RUN_ID]...")] = None,
     font: Annotated[bool, typer.Option("--font", help="Delete the whole font and all its runs.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Delete runs aliases point at too.")] = False,
 ) -> None:
-    """Delete runs (or a whole font with --font); `aoe store restore` undoes it until a gc."""
+    """Delete runs (or a whole font with --font); `aoe store restore` undoes it until a gc.
+    FONT@ALIAS names the run an alias points at; such runs are kept unless --force."""
     store: Store = ctx.obj
+    if "@" in font_id and not font:
+        run_ids = [*(run_ids or []), ""]
     if not run_ids and not font:
         count = store.count_runs(font_id)
         raise InvalidInputError(
@@ -136,8 +140,8 @@ def rm(
         say(f"deleted font {font_id} and {len(records)} runs; `aoe store restore {font_id}` undoes it until a gc")
         return
     for run_id in run_ids or []:
-        store.delete_run(font_id, run_id)
-        say(f"deleted {font_id} {run_id}")
+        record = store.delete_run(font_id, run_id or None, force=force)
+        say(f"deleted {record.font_id} {record.run_id}")
 
 
 @store_app.command()

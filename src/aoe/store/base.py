@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from .. import inputs, vectors
+from ..aliases import Aliases, split_alias
 from ..backends import Backend, open_backend
 from ..backends.wrappers import ReadOnlyBackend
 from ..catalog import Catalog
@@ -20,6 +21,7 @@ from ..errors import (
     FormatError,
     InvalidInputError,
     NotFoundError,
+    RunNotFoundError,
     StorageError,
     StoreError,
     StoreMissingError,
@@ -27,7 +29,7 @@ from ..errors import (
 from ..layout import CATALOG, FONTS, looks_like_plain_folders
 from ..limits import parse_json
 from ..manifests import EXTRA_LEVEL, FEEDBACK_SCHEMA, TensorRecord, check_location, unpack
-from ..names import check_name, parse_digest
+from ..names import check_alias, check_name, parse_digest
 from ..objects import ObjectStore
 from ..refs import Refs
 from ..runinfo import feedback_metrics
@@ -81,6 +83,7 @@ class StoreBase:
         self.backend_endpoint: str | None = getattr(self.backend, "endpoint", None) or endpoint
         self.objects = ObjectStore(self.backend, workers=workers, compress_floats=compress_floats)
         self.refs = Refs(self.backend)
+        self.aliases = Aliases(self.backend)
         self.transactions = Transactions(self.objects, self.refs)
         self._background: BackgroundSaves | None = None
         self._catalog: Catalog | None = None
@@ -189,12 +192,42 @@ class StoreBase:
             raise NotFoundError(f"font {font_id!r} has no runs yet; save one first")
         return runs[-1]
 
-    def open_run(self, font_id: str, run_id: str | None = None) -> Run:
-        """A handle on one run (the newest by default): its manifest is read and
-        verified once, its assets are read when asked for."""
+    def run_named(self, font_id: str, run_id: str | None = None) -> tuple[str, str]:
+        """The font and run a run's name means: ``FONT`` with a run id; ``FONT@ALIAS``, or
+        ``FONT`` with ``"@ALIAS"``, where the alias points; ``FONT`` alone: its newest run.
+        Every method that takes a font and a run takes all of these."""
+        font_id, alias = split_alias(font_id)
+        if run_id is not None and run_id.startswith("@"):
+            if alias is not None:
+                raise InvalidInputError(f"{font_id}@{alias} names a run already; give no other run")
+            alias = check_alias(run_id[1:])
+        elif alias is not None and run_id is not None:
+            raise InvalidInputError(f"{font_id}@{alias} names a run already; give no run id too")
         self._require_font(font_id)
-        run_id = run_id or self.newest_run(font_id)
-        digest = self.refs.read_run(font_id, run_id)
+        if alias is None:
+            return font_id, run_id or self.newest_run(font_id)
+        move = self.aliases.newest(font_id, alias)
+        if move is None:
+            known = ", ".join(self.aliases.names(font_id)) or "none yet"
+            raise NotFoundError(f"font {font_id} has no alias {alias!r} (aliases: {known}); set one with "
+                                f"`aoe store alias {font_id} {alias} RUN_ID`")
+        if move.run_id is None:
+            raise NotFoundError(f"alias {alias} of {font_id} was removed at {move.at}; see "
+                                f"`aoe store log {font_id}@{alias}`")
+        return font_id, move.run_id
+
+    def open_run(self, font_id: str, run_id: str | None = None) -> Run:
+        """A handle on one run (the newest by default; see :meth:`run_named`): its manifest
+        is read and verified once, its assets are read when asked for."""
+        asked = font_id if run_id is None else f"{font_id}{run_id}"
+        font_id, run_id = self.run_named(font_id, run_id)
+        try:
+            digest = self.refs.read_run(font_id, run_id)
+        except RunNotFoundError as exc:
+            if "@" not in asked:
+                raise
+            raise RunNotFoundError(f"{asked} is run {run_id}, which is not in the font (deleted? "
+                                   f"see `aoe store trash {font_id}`; `aoe store restore` brings it back)") from exc
         try:
             manifest = check_location(unpack(self.objects.get(digest)), font_id, run_id)
         except StoreError as exc:

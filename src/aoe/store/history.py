@@ -13,6 +13,7 @@ from ..errors import (
     FontExistsError,
     FontNotFoundError,
     FormatError,
+    InvalidInputError,
     RunExistsError,
     RunNotFoundError,
     StoreError,
@@ -33,11 +34,12 @@ from ..runinfo import RunInfo
 if TYPE_CHECKING:
     pass
 
-from .base import MAX_MOVE_ATTEMPTS, StoreBase
+from .aliasing import Aliasing
+from .base import MAX_MOVE_ATTEMPTS
 from .run import Run
 
 
-class History(StoreBase):
+class History(Aliasing):
     """Amend, delete and restore runs; their history."""
 
     def amend_run(
@@ -63,7 +65,7 @@ class History(StoreBase):
         tags the run has at that moment; ``tags`` replaces them). Given glyphs are added
         to (or replace) the run's glyphs. Returns the amended run.
         """
-        self._require_font(font_id)
+        font_id, run_id = self.run_named(font_id, run_id)
         texts = {"name": check_text(name, "name"),
                  "description": check_text(description, "description", lines=True)}
         new_tags = check_tags(tags) if tags is not None else None
@@ -119,12 +121,17 @@ class History(StoreBase):
         read and verified (see :func:`aoe.reachability.versions`)."""
         return reachability.versions(self.objects, digest)
 
-    def delete_run(self, font_id: str, run_id: str) -> TrashRecord:
-        """Remove a run; it stays recoverable with :meth:`restore_run` until a gc.
+    def delete_run(self, font_id: str, run_id: str | None = None, *, force: bool = False) -> TrashRecord:
+        """Remove a run; it stays recoverable with :meth:`restore_run` until a gc. A run an
+        alias points at is refused (:class:`ProtectedRunError`) unless ``force``.
 
         The record of what was removed, and when, is kept even after the gc.
         """
-        self._require_font(font_id)
+        if run_id is None and "@" not in font_id:
+            raise InvalidInputError("name the run to delete: a run id, or FONT@ALIAS")
+        font_id, run_id = self.run_named(font_id, run_id)
+        if not force:
+            self.require_unprotected(font_id, run_id)
         for _ in range(MAX_MOVE_ATTEMPTS):
             digest = self.refs.read_run(font_id, run_id)
             record = TrashRecord(font_id, run_id, digest, format_time(utc_now()))
@@ -138,7 +145,7 @@ class History(StoreBase):
         """Remove a font and all its runs, recoverable with :meth:`restore_font` until a gc."""
         self._require_font(font_id)
         self.refs.begin_font_deletion(font_id, format_time(utc_now()))  # saves into it now fail cleanly
-        records = [self.delete_run(font_id, run_id) for run_id in self.refs.runs(font_id)]
+        records = [self.delete_run(font_id, run_id, force=True) for run_id in self.refs.runs(font_id)]
         self.refs.end_font_deletion(font_id)
         return records
 
