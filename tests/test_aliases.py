@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 
 import aoe
 from aoe.errors import ConflictError, FormatError, NotFoundError, ProtectedRunError
 from aoe.fsck import fsck
 from aoe.gc import collect_garbage
 from aoe.layout import alias_move_key
-from conftest import run_cli
 
 
 @pytest.fixture(params=["local", "s3"])

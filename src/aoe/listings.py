@@ -26,7 +26,7 @@ from .backends import Backend
 from .codec import decode, encode, hash_bytes
 from .errors import FormatError, InvalidInputError, InvalidNameError, NotFoundError, StoreError
 from .layout import listing_at, listing_key, listings_folder
-from .manifests import BadManifest, Manifest, check
+from .manifests import PARENT_KEYS, BadManifest, Manifest, ParentRun, check
 from .names import parse_digest, parse_time, utc_now
 from .runinfo import ASSETS, UNREADABLE, RunInfo
 
@@ -142,8 +142,10 @@ def _keys(backend: Backend, font_id: str) -> list[str]:
 
 
 _ROW = ("status", "saved_at", "started_at", "ended_at", "params", "name", "description", "tags",
-        "weights_version", "feedback_schema", "manifest", "assets", "glyphs", "extras", "parent", "metrics")
-"""A row: run id, ref token, then these RunInfo fields (times as text, tuples as arrays)."""
+        "weights_version", "feedback_schema", "manifest", "assets", "glyphs", "extras", "parent", "metrics",
+        "parents")
+"""A row: run id, ref token, then these RunInfo fields (times as text, tuples as arrays);
+``parents`` (revision 2.5) may be absent, in rows older writers wrote."""
 
 
 def _fields(info: RunInfo) -> list[Any]:
@@ -153,9 +155,12 @@ def _fields(info: RunInfo) -> list[Any]:
 
 def _checked(font_id: str, row: Any) -> RunInfo:
     """A row's RunInfo, its fields checked by the rules of a manifest (the same code)."""
-    if not isinstance(row, list) or len(row) != 2 + len(_ROW) or not isinstance(row[1], str):
+    if not isinstance(row, list) or len(row) not in (1 + len(_ROW), 2 + len(_ROW)) or not isinstance(row[1], str):
         raise ValueError("a row is [run id, token, fields...]")
-    data = dict(zip(_ROW, row[2:]))
+    data = {"parents": [], **dict(zip(_ROW, row[2:]))}
+    if not isinstance(data["parents"], list) or not all(isinstance(p, dict) and p.keys() == PARENT_KEYS
+                                                        for p in data["parents"]):
+        raise ValueError(f"a row of run {row[0]!r} has parents that are not maps of a run")
     if not all(isinstance(data[k], list) for k in ("tags", "glyphs", "extras", "assets")):
         raise ValueError(f"a row of run {row[0]!r} has tags, glyphs, extras or assets that are not arrays")
     glyphs, extras, assets = (tuple(data[k]) for k in ("glyphs", "extras", "assets"))
@@ -165,7 +170,8 @@ def _checked(font_id: str, row: Any) -> RunInfo:
             started_at=data["started_at"], ended_at=data["ended_at"], params=data["params"], name=data["name"],
             description=data["description"], tags=tuple(data["tags"]), weights_version=data["weights_version"],
             feedback_schema=data["feedback_schema"], parent=data["parent"], metrics=data["metrics"],
-            glyphs=dict.fromkeys(glyphs), extras=dict.fromkeys(extras)))  # type: ignore[arg-type]  # names only
+            glyphs=dict.fromkeys(glyphs), extras=dict.fromkeys(extras),  # type: ignore[arg-type]  # names only
+            parents=tuple(ParentRun(**p) for p in data["parents"])))
         if manifest.run_id == "" or not set(assets) <= set(ASSETS) or len(set(assets)) != len(assets):
             raise ValueError(f"a row of run {row[0]!r} names unknown assets or no run")
         digest = parse_digest(data["manifest"])
@@ -174,4 +180,5 @@ def _checked(font_id: str, row: Any) -> RunInfo:
     return RunInfo(font_id, manifest.run_id, manifest.status, parse_time(manifest.saved_at),  # type: ignore[arg-type]
                    parse_time(manifest.started_at), parse_time(manifest.ended_at), manifest.params, manifest.name,
                    manifest.description, manifest.tags, manifest.weights_version, manifest.feedback_schema, digest,
-                   assets, glyphs, extras, manifest.parent, manifest.metrics or {})
+                   assets, glyphs, extras, manifest.parent, manifest.metrics or {},
+                   tuple(p.to_dict() for p in manifest.parents))

@@ -51,6 +51,8 @@ class RunInfo:
     parent: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     """Numeric fields of the feedback (``final_loss``, ``glyph_loss.A``...), for filtering and sorting."""
+    parents: tuple[dict[str, str], ...] = ()
+    """The runs its weights came from: ``{"font_id", "run_id", "manifest"}`` each (lineage)."""
 
     @property
     def missing(self) -> tuple[str, ...]:
@@ -107,6 +109,7 @@ class RunInfo:
             extras=tuple(manifest.extras),
             parent=manifest.parent,
             metrics=metrics or {},
+            parents=tuple(parent.to_dict() for parent in manifest.parents),
         )
 
     @classmethod
@@ -163,7 +166,7 @@ class RunInfo:
             data["started_at"] = _fromiso(data["started_at"])
         if data["ended_at"]:
             data["ended_at"] = _fromiso(data["ended_at"])
-        for key in ("tags", "assets", "glyphs", "extras"):
+        for key in ("tags", "assets", "glyphs", "extras", "parents"):
             data[key] = tuple(data[key])
         self.__dict__.update(data)
         self.__dict__.pop("_row", None)  # another thread may have decoded it too: the same values
@@ -173,6 +176,8 @@ class RunInfo:
 
 
 _FIELDS = tuple(RunInfo.__dataclass_fields__)
+for _name in ("parent", "parents"):  # a default left on the class would hide a row's value from __getattr__
+    delattr(RunInfo, _name)
 _new = object.__new__
 _fromiso = datetime.fromisoformat
 

@@ -83,6 +83,12 @@ def _unusable(catalog: Catalog, exc: sqlite3.Error) -> StorageError:
     )
 
 
+def parents_text(parents: Iterable[dict[str, str]]) -> str:
+    """The index's ``parents`` column: `` FONT/RUN FONT/RUN `` (spaces around each), so a
+    run's children are the rows ``LIKE '% FONT/RUN %'`` (no id holds ``%``, ``_`` or a space)."""
+    return "".join(f" {parent['font_id']}/{parent['run_id']}" for parent in parents) + " "
+
+
 def index_json(value: Any) -> str:
     """JSON for the index's filter and sort columns. SQLite's JSON has no NaN or
     Infinity: NaN becomes null (it matches no comparison and sorts last) and an
@@ -187,12 +193,12 @@ class Catalog:
             generation = before + (1 if gone or rows else 0)
             for table in TABLES:
                 db.executemany(f"DELETE FROM {table} WHERE font_id = ? AND run_id = ?", [(font_id, r) for r in gone])
-            db.executemany("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                           [(*row[:14], generation) for row in rows])
+            db.executemany("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                           [(*row[:15], generation) for row in rows])
             db.executemany("INSERT OR REPLACE INTO run_info VALUES (?,?,?,?)",
-                           [(*row[:2], row[14], check(row[14])) for row in rows])
-            db.executemany("INSERT OR REPLACE INTO run_json VALUES (?,?,?,?)",
                            [(*row[:2], row[15], check(row[15])) for row in rows])
+            db.executemany("INSERT OR REPLACE INTO run_json VALUES (?,?,?,?)",
+                           [(*row[:2], row[16], check(row[16])) for row in rows])
             self._note_vectors(personalities)
             db.execute("INSERT OR REPLACE INTO fonts VALUES (?, ?, ?, ?, ?, ?)",
                        (font_id, version, synced_ns, generation, changes,
@@ -209,7 +215,7 @@ class Catalog:
             self._tokens[font_id] = (generation, tokens)
             cached = self._built.get(font_id)
             if cached is not None and cached[0] == before:
-                built = ((row[1], RunInfo.from_row(row[14])) for row in rows)
+                built = ((row[1], RunInfo.from_row(row[15])) for row in rows)
                 self._built[font_id] = (generation, updated(cached[1], built, gone), cached[2])
         else:
             self._tokens.pop(font_id, None)
@@ -231,7 +237,7 @@ class Catalog:
             data["started_at"] or format_time(run_time(run_id)),
             data["saved_at"], data["started_at"], data["ended_at"],
             info.name, info.description, json.dumps(data["tags"]), index_json(info.params),
-            index_json(info.metrics), RunInfo.row_of(data), json.dumps(data),
+            index_json(info.metrics), parents_text(info.parents), RunInfo.row_of(data), json.dumps(data),
         ) for run_id, info, data in ((r, infos[r], infos[r].to_dict()) for r in run_ids)
         ], [(i.manifest, p) for i, p in read if i.manifest]
 
@@ -326,6 +332,19 @@ class Catalog:
         if any(run_id not in infos for run_id in missing):
             raise sqlite3.DatabaseError("a run listed in the index has no RunInfo row")  # damaged: rebuilt
         return infos
+
+    @_rebuilt_if_damaged
+    def children(self, font_id: str, run_id: str) -> list[RunInfo]:
+        """The runs (of the fonts synced) that name this run as a parent, by font and run
+        id; each one's own RunInfo row says so (a row found by a damaged column that does
+        not is passed over)."""
+        with self._lock, snapshot(self._db()) as db:
+            found = db.execute("SELECT font_id, run_id FROM runs WHERE parents LIKE ? ORDER BY font_id, run_id",
+                               (f"% {font_id}/{run_id} %",)).fetchall()
+            built = {font: self._built_runs(db, font, run_ids) for font, run_ids in by_font(found).items()}
+        children = (built[font][run] for font, run in found)
+        return [info for info in children
+                if any((p["font_id"], p["run_id"]) == (font_id, run_id) for p in info.parents)]
 
     @_rebuilt_if_damaged
     def runs_json(self, query: Query) -> str:

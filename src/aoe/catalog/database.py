@@ -24,7 +24,7 @@ from typing import Any
 
 from ..codec import row_check
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);"
 SCHEMA = META + """
 CREATE TABLE IF NOT EXISTS fonts (
@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS fonts (
 CREATE TABLE IF NOT EXISTS runs (
     font_id TEXT NOT NULL, run_id TEXT NOT NULL, token TEXT, manifest TEXT,
     status TEXT, time TEXT, saved_at TEXT, started_at TEXT, ended_at TEXT,
-    name TEXT, description TEXT, tags TEXT, params TEXT, metrics TEXT, generation INTEGER,
+    name TEXT, description TEXT, tags TEXT, params TEXT, metrics TEXT, parents TEXT, generation INTEGER,
     PRIMARY KEY (font_id, run_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS runs_time ON runs (font_id, time);

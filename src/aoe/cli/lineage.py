@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from ..errors import InvalidInputError
+from ..graph import layout, text_lines
 from ..names import parse_time, printable
 from ..store import Store
 from .app import JsonFlag, store_app
@@ -61,11 +62,18 @@ def log(
     ctx: typer.Context,
     font_id: str,
     run_id: Annotated[str | None, typer.Argument()] = None,
+    graph: Annotated[bool, typer.Option("--graph", help="The lineage of FONT's runs, as `git log --graph`.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """A run's history: every version its amends and edits left, newest first. FONT@ALIAS
-    alone: every move of the alias, newest first (like git's reflog)."""
+    alone: every move of the alias, newest first (like git's reflog). --graph: which run
+    each of FONT's runs came from (resumes, fine-tunes, merges, forks), newest first."""
     store: Store = ctx.obj
+    if graph:
+        if run_id is not None:
+            raise InvalidInputError("--graph draws a whole font: give FONT alone")
+        _graph(store, font_id, as_json)
+        return
     if "@" in font_id and run_id is None:
         font, _, name = font_id.partition("@")
         moves = store.alias_history(font, name)
@@ -86,3 +94,30 @@ def log(
     if history[-1].parent is not None:
         warn(f"the versions before {history[-1].manifest} cannot be read (its parent {history[-1].parent} is missing "
              "or of another run); run `aoe store fsck`")
+
+
+def _graph(store: Store, font_id: str, as_json: bool) -> None:
+    nodes = store.lineage(font_id)
+    if as_json:
+        print_json(json.dumps([{"font_id": n.font_id, "run_id": n.run_id, "in_store": n.info is not None,
+                                "parents": [list(p) for p in n.parents]} for n in nodes], indent=2))
+        return
+    if not nodes:
+        say("no runs yet")
+        return
+    named: dict[tuple[str, str], list[str]] = {}
+    for name, run in store.aliases_of(font_id).items():
+        named.setdefault((font_id, run), []).append(name)
+    rows = layout([n.key for n in nodes], {n.key: n.parents for n in nodes})
+    labels, marks = {}, {}
+    for node in nodes:
+        where = "" if node.font_id == font_id else f"{node.font_id} "
+        if node.info is None:
+            labels[node.key], marks[node.key] = f"{where}{node.run_id}  (not in the store: deleted?)", "x"
+            continue
+        aliases = ",".join(named.get(node.key, []))
+        labels[node.key] = printable(f"{where}{node.run_id}  {node.info.status}"
+                                     + (f"  [{aliases}]" if aliases else "") + (f"  {node.info.name}" if node.info.name else ""))
+        marks[node.key] = "*" if not where else "o"
+    for line in text_lines(rows, labels, marks):
+        say(line)

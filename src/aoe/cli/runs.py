@@ -14,6 +14,7 @@ import typer
 from ..errors import (
     FontNotFoundError,
     InvalidInputError,
+    StoreError,
 )
 from ..names import printable
 from ..query import check_field, parse_condition
@@ -336,19 +337,31 @@ def show(
     as_json: JsonFlag = False,
 ) -> None:
     """Show one run (the newest by default, or FONT@ALIAS): metadata, assets, what is
-    missing, and the aliases that point at it."""
+    missing, the aliases that point at it, the runs it came from and those that came from it."""
     store: Store = ctx.obj
     run = store.get_run_info(font_id, run_id)
-    info = {**run.to_dict(), "aliases": aliases_by_run(store, run.font_id).get(run.run_id, [])}
+    info = {**run.to_dict(), "aliases": aliases_by_run(store, run.font_id).get(run.run_id, []),
+            "children": [{"font_id": c.font_id, "run_id": c.run_id} for c in store.children_of(run.font_id, run.run_id)]}
     if as_json:
         print_json(json.dumps(info, indent=2))
         return
     for key, value in info.items():
         if value in (None, [], {}):
             continue
-        if isinstance(value, (dict, list)):
+        if key in ("parents", "children"):
+            value = ", ".join(f"{r['font_id']}/{r['run_id']}" + ("" if _is_there(store, r) else " (not in the store)")
+                              for r in value)
+        elif isinstance(value, (dict, list)):
             value = json.dumps(value)
         say(f"{key:>16}: {printable(str(value))}")
+
+
+def _is_there(store: Store, run: dict[str, str]) -> bool:
+    try:
+        store.refs.read_run(run["font_id"], run["run_id"])
+    except StoreError:
+        return False
+    return True
 
 
 @store_app.command()

@@ -42,10 +42,13 @@ from .schema import (
     FORMAT_VERSION,
     MAX_BIG_INT_BYTES,
     MAX_EXT_DEPTH,
+    MAX_PARENTS,
+    PARENT_KEYS,
     BigInt,
     Manifest,
     NumpyArray,
     NumpyScalar,
+    ParentRun,
     Shape,
     ShardedTensor,
     StateDict,
@@ -87,6 +90,7 @@ def pack(manifest: Manifest) -> bytes:
         "parent": manifest.parent,
         "source": manifest.source or None,
         "metrics": manifest.metrics or None,
+        "parents": [parent.to_dict() for parent in manifest.parents] or None,
     }
     present = {k: fields[k] for k in sorted(fields) if fields[k] is not None}
     data = pack_tree(present)
@@ -201,6 +205,7 @@ def unpack(data: bytes) -> Manifest:
             parent=fields.get("parent"),
             source=fields.get("source", {}),
             metrics=fields.get("metrics"),
+            parents=tuple(ParentRun(p["font_id"], p["run_id"], p["manifest"]) for p in _parent_maps(fields)),
         ))
         if version < 2 and any(blob.offset is not None for blob in manifest.blobs()):
             raise BadManifest("a version 1 manifest holds a blob slice, which version 2 introduced")
@@ -208,6 +213,14 @@ def unpack(data: bytes) -> Manifest:
     except (KeyError, TypeError, ValueError, AttributeError, InvalidNameError) as exc:
         why = str(exc) if isinstance(exc, (BadManifest, InvalidNameError)) else repr(exc)
         raise FormatError(f"malformed run manifest ({why}); run `aoe store fsck`") from None
+
+
+def _parent_maps(fields: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``parents`` of a decoded manifest: an array of maps of exactly their three keys."""
+    parents = _sequence(fields.get("parents", []))
+    if len(parents) > MAX_PARENTS or not all(isinstance(p, dict) and p.keys() == PARENT_KEYS for p in parents):
+        raise BadManifest(f"parents must be at most {MAX_PARENTS} maps of font_id, run_id and manifest")
+    return parents
 
 
 def check_location(manifest: Manifest, font_id: str, run_id: str) -> Manifest:

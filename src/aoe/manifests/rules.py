@@ -32,12 +32,14 @@ from .schema import (
     DTYPE_SIZES,
     MAX_BIG_INT_BYTES,
     MAX_EXT_DEPTH,
+    MAX_PARENTS,
     MAX_PIECES,
     NUMPY_DTYPES,
     BigInt,
     Manifest,
     NumpyArray,
     NumpyScalar,
+    ParentRun,
     Shape,
     ShardedTensor,
     StateDict,
@@ -90,6 +92,7 @@ def check(manifest: Manifest, *, writing: bool = False, decoded: bool = False) -
         _plain(manifest.source, "source", mapping=True, depth_known=decoded)
         if manifest.metrics is not None:
             _metrics(manifest.metrics)
+        _parents(manifest)
         for what, files in (("glyph", manifest.glyphs), ("extra", manifest.extras)):
             if not isinstance(files, dict):
                 raise BadManifest(f"{what}s must be a mapping")
@@ -112,6 +115,24 @@ def check(manifest: Manifest, *, writing: bool = False, decoded: bool = False) -
     except (InvalidInputError, InvalidNameError) as exc:
         raise BadManifest(str(exc)) from None
     return manifest
+
+
+def _parents(manifest: Manifest) -> None:
+    """Lineage: distinct runs, each named by a valid font, run id and address, none of them
+    this run itself."""
+    parents = manifest.parents
+    if not isinstance(parents, tuple) or len(parents) > MAX_PARENTS:
+        raise BadManifest(f"parents must be at most {MAX_PARENTS} runs")
+    for parent in parents:
+        if not isinstance(parent, ParentRun):
+            raise BadManifest("a parent is a font, a run id and a manifest address")
+        check_font_id(parent.font_id)
+        check_run_id(parent.run_id)
+        parse_digest(parent.manifest)
+        if (parent.font_id, parent.run_id) == (manifest.font_id, manifest.run_id):
+            raise BadManifest(f"run {manifest.run_id} names itself as a parent")
+    if len({(p.font_id, p.run_id) for p in parents}) != len(parents):
+        raise BadManifest("a parent is named twice")
 
 
 TREE_LEVEL = 2

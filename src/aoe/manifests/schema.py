@@ -151,6 +151,25 @@ class StateDict:
         return [self.items, self.metadata]
 
 
+MAX_PARENTS = 64
+"""A run names at most this many runs its weights came from (a merge of many)."""
+PARENT_KEYS = frozenset({"font_id", "run_id", "manifest"})
+
+
+@dataclass(frozen=True)
+class ParentRun:
+    """A run this run's weights came from (revision 2.5): a resume, a fine-tune of another
+    font's run, one of a merge; with the manifest it had then. Lineage only: a parent's
+    objects are not this run's, so deleting it loses nothing of this run."""
+
+    font_id: str
+    run_id: str
+    manifest: Digest
+
+    def to_dict(self) -> dict[str, str]:
+        return {"font_id": self.font_id, "run_id": self.run_id, "manifest": self.manifest}
+
+
 @dataclass(frozen=True)
 class Manifest:
     """One run, as written once and never changed."""
@@ -179,6 +198,8 @@ class Manifest:
     listing need not read the feedback; None in manifests written before it existed."""
     source: dict[str, Any] = field(default_factory=dict)
     """Where an imported run came from (``{"legacy_path": ..., "legacy_run": ...}``)."""
+    parents: tuple[ParentRun, ...] = ()
+    """The runs its weights came from (lineage), distinct, at most :data:`MAX_PARENTS`."""
 
     def blobs(self) -> Iterator[Blob]:
         """Every blob of the run: files, personality vector, and each tensor of the

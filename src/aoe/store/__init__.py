@@ -14,6 +14,7 @@ from .background import PendingSave
 from .base import DEFAULT_ROOT, StoreBase, default_root
 from .fonts import Fonts
 from .history import History
+from .lineage import LineageNode, ParentSpec
 from .reading import Reading
 from .run import FEEDBACK_DEFAULTS, LoadedModel, Run
 from .saving import FAILED, INTERRUPTED, RUNNING, RunRecorder, Saving, run_metadata
@@ -24,13 +25,15 @@ class Store(Fonts, Saving, History, Reading):
     S3-compatible object store (created on first write).
 
     The methods come in parts, each a module of this package: ``base`` (where the store
-    is, its catalog, a handle on one run), ``fonts``, ``saving``, ``history`` (amend,
-    delete, restore) and ``reading`` (list, search, load, export).
+    is, its catalog, a handle on one run, what a run's name means), ``fonts``, ``saving``,
+    ``lineage`` (parents, children), ``aliasing`` (aliases), ``history`` (amend, delete,
+    restore) and ``reading`` (list, search, load, export).
     """
 
 
 __all__ = [
-    "DEFAULT_ROOT", "FAILED", "FEEDBACK_DEFAULTS", "INTERRUPTED", "RUNNING", "LoadedModel", "PendingSave", "Run",
+    "DEFAULT_ROOT", "FAILED", "FEEDBACK_DEFAULTS", "INTERRUPTED", "RUNNING", "LineageNode", "LoadedModel",
+    "ParentSpec", "PendingSave", "Run",
     "RunRecorder",
     "Store", "StoreBase", "default_root", "run_metadata",
 ]

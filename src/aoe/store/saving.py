@@ -4,7 +4,7 @@ ref in one transaction; and recording a run around a training loop (``start_run`
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import ExitStack
 from datetime import datetime
 from types import TracebackType
@@ -15,7 +15,7 @@ from ..errors import (
     InvalidInputError,
     StoreError,
 )
-from ..manifests import Manifest
+from ..manifests import Manifest, ParentRun
 from ..names import (
     check_font_id,
     check_status,
@@ -28,15 +28,16 @@ from ..names import (
 from ..runinfo import COMPLETED
 from ..transaction import Transaction
 from .background import PendingSave
-from .base import StoreBase
 from .bulk import collection_paused
+from .lineage import Lineage, ParentSpec
+from .run import LoadedModel, Run
 
 FAILED = "failed"
 INTERRUPTED = "interrupted"
 RUNNING = "running"
 
 
-class Saving(StoreBase):
+class Saving(Lineage):
     """Saving runs."""
 
     def save_model(
@@ -56,17 +57,21 @@ class Saving(StoreBase):
         tags: tuple[str, ...] | list[str] = (),
         extras: Mapping[str, Any] | None = None,
         feedback_schema: str | None = None,
+        parents: Iterable[ParentSpec] | None = None,
     ) -> str:
         """Store one run and return its run id.
 
         Everything is validated before anything is written; the run becomes visible
         only when complete. ``weights`` is a state_dict or an ``nn.Module``; ``extras``
-        bundles auxiliary components (``{"vocoder": state_dict}``) stored the same way.
+        bundles auxiliary components (``{"vocoder": state_dict}``) stored the same way;
+        ``parents`` names the runs its weights came from (``"FONT@best"``, a loaded run:
+        see :meth:`parent_runs`), kept in its manifest as its lineage.
         """
         self.require_root()
         self.refs.require_font(font_id)
         self.background.raise_failures()
         metadata = run_metadata(params, started_at, ended_at, status, name, description, tags)
+        metadata["parents"] = self.parent_runs(parents)
         with collection_paused(), self.transaction() as transaction:
             parts = self.write_assets(
                 weights, personality_vector, sample_image, eval_glyphs, feedback, extras, feedback_schema
@@ -90,6 +95,7 @@ class Saving(StoreBase):
         tags: tuple[str, ...] | list[str] = (),
         extras: Mapping[str, Any] | None = None,
         feedback_schema: str | None = None,
+        parents: Iterable[ParentSpec] | None = None,
     ) -> PendingSave:
         """:meth:`save_model`, with the training loop blocked only while the tensors are
         copied: the rest (hash, compress, write, publish) runs on the store's worker thread.
@@ -97,6 +103,7 @@ class Saving(StoreBase):
         self.require_root()
         self.refs.require_font(font_id)
         metadata = run_metadata(params, started_at, ended_at, status, name, description, tags)
+        metadata["parents"] = self.parent_runs(parents)
         inputs.feedback_schema(feedback_schema)
         files = {  # small, read and checked now: errors in them reach the caller at once
             "sample_image": inputs.image_bytes(sample_image, "sample image") if sample_image is not None else None,
@@ -187,7 +194,8 @@ class Saving(StoreBase):
         creates the ref. Returns the run id."""
         self.require_root()
         self.refs.require_font(font_id)
-        metadata = checked_run_fields(run)
+        metadata = checked_run_fields({k: v for k, v in run.items() if k != "parents"})
+        metadata["parents"] = self.parent_runs(run.get("parents"))
         with self.transaction() as transaction:
             return self._publish(transaction, font_id, metadata, {"weights": weights, "extras": dict(extras or {})})
 
@@ -220,11 +228,29 @@ class Saving(StoreBase):
         name: str | None = None,
         description: str | None = None,
         tags: tuple[str, ...] | list[str] = (),
+        resume_from: ParentSpec | None = None,
+        parents: Iterable[ParentSpec] | None = None,
+        map_location: Any = "cpu",
     ) -> RunRecorder:
-        """A context manager for a training loop; see :class:`RunRecorder`."""
+        """A context manager for a training loop; see :class:`RunRecorder`. ``resume_from``
+        (``"FONT@best"``, ``"FONT/RUN_ID"``, a run) loads that run: ``run.resumed`` holds its
+        weights, vector and metadata, and the new run names it as its parent (before
+        ``parents``)."""
         self.require_root()
         self.refs.require_font(font_id)
-        return RunRecorder(self, font_id, params, name=name, description=description, tags=tags)
+        resumed = None if resume_from is None else self._resumed(resume_from, map_location)
+        lineage = self.parent_runs([*([resumed] if resumed else []), *self.parent_runs(parents)])
+        return RunRecorder(self, font_id, params, name=name, description=description, tags=tags, parents=lineage,
+                           resumed=resumed)
+
+    def _resumed(self, spec: ParentSpec, map_location: Any) -> LoadedModel:
+        """The run a training resumes from, loaded (its metadata the very version read)."""
+        if isinstance(spec, LoadedModel):
+            return spec
+        if isinstance(spec, Run):
+            return spec.load(map_location)
+        parent = self.parent_runs([spec])[0]
+        return self.load_model(parent.font_id, parent.run_id, map_location)
 
 
 RUN_FIELDS: dict[str, Any] = {"params": None, "started_at": None, "ended_at": None, "status": COMPLETED,
@@ -281,9 +307,14 @@ class RunRecorder:
         name: str | None,
         description: str | None,
         tags: tuple[str, ...] | list[str],
+        parents: tuple[ParentRun, ...] = (),
+        resumed: LoadedModel | None = None,
     ) -> None:
         self.store = store
         self.font_id = font_id
+        self.parents = parents
+        self.resumed = resumed
+        """What the run resumed from holds (``start_run(resume_from=...)``), else None."""
         self.params = dict(params or {})
         self.meta: dict[str, Any] = {"name": name, "description": description, "tags": tags}
         run_metadata(self.params, None, None, COMPLETED, **self.meta)  # refuse bad input now
@@ -338,7 +369,8 @@ class RunRecorder:
         else:
             status = FAILED
         try:
-            metadata = run_metadata(self.params, self.started_at, None, status, **self.meta)
+            metadata = {**run_metadata(self.params, self.started_at, None, status, **self.meta),
+                        "parents": self.parents}
             with self._open:
                 transaction = self._transaction or self._open.enter_context(self.store.transaction())
                 self.run_id = self.store._publish(transaction, self.font_id, metadata, self.parts)
