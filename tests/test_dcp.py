@@ -303,3 +303,31 @@ def test_a_sharded_run_is_served_pushed_and_downloaded_like_any_other(store: aoe
     transfer(store, copy)
     weights, _, _ = copy.load_model(font, run_id)
     assert torch.equal(weights["w"], torch.cat([torch.ones(3, 2), torch.zeros(3, 2)], dim=1))
+
+
+def test_a_training_resumed_through_dcp_keeps_its_lineage(store: aoe.Store, tmp_path: Path) -> None:
+    """A process that loads FONT@best through the reader and saves through the writer makes
+    runs that name it, then each the one before: resumes are no longer unrelated runs."""
+    import torch.distributed.checkpoint as dcp
+
+    from aoe.dcp import AoeStorageReader, AoeStorageWriter
+
+    font = store.create_font("resumed")
+    state = {"w": torch.ones(3), "step": 1}
+    first = AoeStorageWriter(store, font)
+    dcp.save(state, storage_writer=first)
+    store.set_alias(font, "best", first.run_id)
+
+    again = aoe.Store(store.root)  # another process, later
+    loaded = {"w": torch.zeros(3), "step": 0}
+    dcp.load(loaded, storage_reader=AoeStorageReader(again, f"{font}@best"))
+    runs = []
+    for step in (2, 3):
+        writer = AoeStorageWriter(again, font)
+        dcp.save({"w": loaded["w"] * step, "step": step}, storage_writer=writer)
+        runs.append(writer.run_id)
+    parents = [[p["run_id"] for p in again.get_run_info(font, run).parents] for run in runs]
+    assert parents == [[first.run_id], [runs[0]]]
+    explicit = AoeStorageWriter(again, font, parents=[])
+    dcp.save(state, storage_writer=explicit)
+    assert again.get_run_info(font, explicit.run_id).parents == ()

@@ -60,3 +60,26 @@ def test_a_trainer_saves_its_checkpoints_and_final_model_as_runs(store: aoe.Stor
 def test_a_font_that_does_not_exist_is_refused_before_training(store: aoe.Store) -> None:
     with pytest.raises(aoe.FontNotFoundError):
         AoeCallback(store, "9-missing")
+
+
+def test_best_follows_the_trainers_best_checkpoint_and_runs_chain(store: aoe.Store, font: str, tmp_path: Path) -> None:
+    """With metric_for_best_model, `best` moves to the run of each checkpoint the Trainer
+    finds best; every run names the one saved before it."""
+    callback = AoeCallback(store, font)
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=8)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "hf"), max_steps=6, save_steps=2, eval_steps=2, eval_strategy="steps",
+        logging_steps=1, per_device_train_batch_size=4, learning_rate=1e-2, report_to=[], use_cpu=True,
+        save_strategy="steps", disable_tqdm=True, metric_for_best_model="eval_loss")
+    trainer = transformers.Trainer(model=transformers.GPT2LMHeadModel(config), args=args, train_dataset=Tokens(),
+                                   eval_dataset=Tokens(), callbacks=[callback])
+    trainer.train()
+    best_step = trainer.state.best_global_step
+    moves = store.alias_history(font, "best")
+    assert moves and "eval_loss" in moves[0].note
+    assert store.get_run_info(f"{font}@best").metrics["global_step"] == best_step
+    runs = store.list_runs(font)
+    assert [[p["run_id"] for p in r.parents] for r in runs] == [[]] + [[r.run_id] for r in runs[:-1]]
+    losses = [store.get_run_info(font, m.run_id).metrics["eval_loss"] for m in moves]
+    assert losses == sorted(losses, reverse=True)  # each move to a better one

@@ -63,14 +63,18 @@ class AoeStorageWriter(StorageWriter):
     """DCP storage that saves one checkpoint as one aoe run of ``font_id``.
 
     ``run`` takes the fields of :meth:`Store.save_model` that describe a run (``params``,
-    ``name``, ``description``, ``tags``, ``status``, ``started_at``, ``ended_at``),
-    checked here, before any rank writes. After ``dcp.save`` returns, ``run_id`` names the
+    ``name``, ``description``, ``tags``, ``status``, ``started_at``, ``ended_at``,
+    ``parents``), checked here, before any rank writes. Without ``parents``, a run follows
+    the run this store last loaded (:class:`AoeStorageReader`) or saved here for the font:
+    a resumed training keeps its lineage. After ``dcp.save`` returns, ``run_id`` names the
     run on the coordinator."""
 
     def __init__(self, store: Store, font_id: str, **run: Any) -> None:
         super().__init__()
         store.refs.require_font(font_id)
-        checked_run_fields(run)  # before any rank writes
+        checked_run_fields({k: v for k, v in run.items() if k != "parents"})  # before any rank writes
+        if "parents" in run:
+            run["parents"] = store.parent_runs(run["parents"])
         self.store, self.font_id, self.run = store, font_id, run
         self.is_coordinator = False
         self.run_id: str | None = None
@@ -120,7 +124,10 @@ class AoeStorageWriter(StorageWriter):
             weights[fqn] = pieces[0][1] if whole else ShardedTensor(
                 dtype_name(entry.properties.dtype), tuple(entry.size), pieces)
         extras = {PLANNER_DATA: metadata.planner_data} if metadata.planner_data else {}
-        self.run_id = self.store.publish_stored(self.font_id, weights, extras=extras, **self.run)
+        head = self.store.training_heads.get(self.font_id)
+        run = self.run if "parents" in self.run or head is None else {**self.run, "parents": [head]}
+        self.run_id = self.store.publish_stored(self.font_id, weights, extras=extras, **run)
+        self.store.training_heads[self.font_id] = self.store.parent_runs([(self.font_id, self.run_id)])[0]
 
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
@@ -128,13 +135,16 @@ class AoeStorageWriter(StorageWriter):
 
 
 class AoeStorageReader(StorageReader):
-    """DCP storage that loads a run of ``font_id`` (the newest without ``run_id``): one
-    saved by :class:`AoeStorageWriter` with any number of ranks, or any run whose weights
-    are a flat mapping of names to tensors and values (``save_model`` of a state_dict)."""
+    """DCP storage that loads a run of ``font_id`` (the newest without ``run_id``; or
+    ``FONT@ALIAS``): one saved by :class:`AoeStorageWriter` with any number of ranks, or
+    any run whose weights are a flat mapping of names to tensors and values (``save_model``
+    of a state_dict). The font's next :class:`AoeStorageWriter` run of this store names it
+    as its parent."""
 
     def __init__(self, store: Store, font_id: str, run_id: str | None = None) -> None:
         super().__init__()
         self.run = store.open_run(font_id, run_id)
+        store.training_heads[self.run.manifest.font_id] = store.parent_runs([self.run])[0]
         weights = self.run.manifest.weights
         if not isinstance(weights, dict) or not all(isinstance(key, str) for key in weights):
             raise FormatError(f"{self.run}: its weights are not a mapping of names, so DCP cannot load them")

@@ -87,6 +87,10 @@ class StoreBase:
         self.transactions = Transactions(self.objects, self.refs)
         self._background: BackgroundSaves | None = None
         self._catalog: Catalog | None = None
+        self.training_heads: dict[str, Any] = {}
+        """Per font, the run a training in this process goes on from (a ParentRun): set by
+        a resume path that loads a run (the DCP reader), moved by each save that names it
+        as its parent (the DCP writer), so a resumed training's runs keep their lineage."""
         self._tensor_versions: dict[Any, int] = {}
         """Each saved tensor's version counter (see ``weights.PreparedTrees.versions``)."""
 
