@@ -123,6 +123,14 @@ def alias_move_at(key: str) -> tuple[str, int] | None:
     return parts[2], int(move)
 
 
+RETENTION = "retention"
+"""A font's stored retention policy (JSON), applied after each save into it."""
+
+
+def retention_key(font_id: str) -> str:
+    return f"{check_font_id(font_id)}/{RETENTION}"
+
+
 def trash_key(font_id: str, run_id: str | None) -> str:
     return f"{TRASH}/{check_font_id(font_id)}/{check_run_id(run_id) if run_id else FONT_RECORD}"
 

@@ -14,7 +14,8 @@ Every name that becomes part of a path is validated here first.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -32,6 +33,8 @@ from .limits import parse_json
 from .names import Digest, check_font_id, check_run_id, font_number, parse_digest, random_hex
 
 SEQUENCE_LIMIT = 10_000
+PARALLEL_REQUESTS = 16
+"""Requests in flight at once when many refs change on an object store."""
 
 
 def run_id_for(moment: datetime, sequence: int = 0) -> str:
@@ -279,6 +282,39 @@ class Refs:
             return True
         self.backend.delete(record.key)
         return False
+
+    def trash_runs(self, font_id: str, runs: Sequence[tuple[str, Digest]], when: str) -> list[str]:
+        """:meth:`trash_run` for many runs of a font at once (``forget``): their records
+        written and made durable together, then the change note, then each ref removed if
+        it still names what it did, the removals made durable together. Returns the runs
+        removed; a ref that moved or vanished meanwhile stays (and loses its record). A
+        crash before the end leaves records beside live refs (an interrupted delete: the
+        runs stay, fsck drops the records), never a removed ref without its record."""
+        records = [TrashRecord(font_id, run_id, digest, when) for run_id, digest in runs]
+        if self.backend.round_trips:  # an object store: many requests in flight
+            with ThreadPoolExecutor(PARALLEL_REQUESTS) as pool:
+                list(pool.map(lambda r: self.backend.write(r.key, [r.to_bytes()], exclusive=False), records))
+        else:
+            with self.backend.write_batch() as write:
+                there = [record for record in records if not write(record.key, [record.to_bytes()])]
+            for record in there:  # a record an interrupted deletion left: this one replaces it
+                self.backend.write(record.key, [record.to_bytes()], exclusive=False)
+        self.note_ref_change(font_id)
+
+        def remove(run: tuple[str, Digest]) -> bool:
+            return self.backend.compare_and_swap(run_key(font_id, run[0]), _ref_bytes(run[1]), None, durable=False)
+
+        if self.backend.round_trips:
+            with ThreadPoolExecutor(PARALLEL_REQUESTS) as pool:
+                removed = list(pool.map(remove, runs))
+        else:
+            removed = [remove(run) for run in runs]
+        self.backend.sync_folder(runs_folder(font_id))
+        for record, gone in zip(records, removed):
+            if not gone:
+                self.backend.delete(record.key)
+        self._announce(font_id)
+        return [run_id for (run_id, _), gone in zip(runs, removed) if gone]
 
     def begin_font_deletion(self, font_id: str, when: str) -> None:
         """Record that the font is being deleted (holding its number), before any of its

@@ -120,9 +120,16 @@ class Backend(Protocol):
         epoch); None if absent."""
         ...
 
-    def compare_and_swap(self, key: str, expected: bytes | None, parts: Sequence[Buffer] | None) -> bool:
+    def compare_and_swap(self, key: str, expected: bytes | None, parts: Sequence[Buffer] | None, *,
+                         durable: bool = True) -> bool:
         """Replace the key only if it still holds ``expected`` (None: only if absent);
-        ``parts`` None deletes it. False when the key held something else."""
+        ``parts`` None deletes it. False when the key held something else. ``durable``
+        False lets a removal wait for :meth:`sync_folder` (many removed, made durable once)."""
+        ...
+
+    def sync_folder(self, prefix: str) -> None:
+        """Make the removals from a folder made with ``durable=False`` durable (a backend
+        whose changes are durable as they land does nothing)."""
         ...
 
     def lock(self, name: str, *, wait: bool) -> AbstractContextManager[bool]:

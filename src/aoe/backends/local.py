@@ -151,12 +151,17 @@ class LocalBackend:
         path = self.path(key)
         return _unless_missing(lambda: os.utime(path, follow_symlinks=False), f"refreshing {path}")
 
-    def delete(self, key: str) -> bool:
+    def delete(self, key: str, *, durable: bool = True) -> bool:
         path = self.path(key)
         if not _unless_missing(lambda: os.unlink(path), f"deleting {path}"):
             return False
-        with_retries(lambda: fsync_dir(path.parent), f"deleting {path}")
+        if durable:
+            with_retries(lambda: fsync_dir(path.parent), f"deleting {path}")
         return True
+
+    def sync_folder(self, prefix: str) -> None:
+        folder = self.path(prefix)
+        with_retries(lambda: fsync_dir(folder), f"syncing {folder}")
 
     def stat(self, key: str) -> tuple[int, float] | None:
         try:
@@ -165,7 +170,8 @@ class LocalBackend:
             return None
         return info.st_size, info.st_mtime
 
-    def compare_and_swap(self, key: str, expected: bytes | None, parts: Sequence[Buffer] | None) -> bool:
+    def compare_and_swap(self, key: str, expected: bytes | None, parts: Sequence[Buffer] | None, *,
+                         durable: bool = True) -> bool:
         with self.lock("ref-" + key.replace("/", "%"), wait=True):
             try:
                 current: bytes | None = self.read(key)
@@ -174,7 +180,7 @@ class LocalBackend:
             if current != expected:
                 return False
             if parts is None:
-                return self.delete(key)
+                return self.delete(key, durable=durable)
             return self.write(key, parts, exclusive=expected is None)
 
     @contextmanager

@@ -117,7 +117,11 @@ class MemoryBackend:
         entry = self._data.get(check_key(key))
         return None if entry is None else (len(entry[0]), entry[1])
 
-    def compare_and_swap(self, key: str, expected: bytes | None, parts: Sequence[Buffer] | None) -> bool:
+    def sync_folder(self, prefix: str) -> None:
+        """Nothing to do: memory has no power cut to survive."""
+
+    def compare_and_swap(self, key: str, expected: bytes | None, parts: Sequence[Buffer] | None, *,
+                         durable: bool = True) -> bool:
         with self._lock:
             current = self._data.get(check_key(key))
             if (current[0] if current else None) != expected:

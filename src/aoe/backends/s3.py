@@ -281,7 +281,11 @@ class S3Backend:
         self._call(f"deleting {key}", lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(key)))
         return True
 
-    def compare_and_swap(self, key: str, expected: bytes | None, parts: Sequence[Buffer] | None) -> bool:
+    def sync_folder(self, prefix: str) -> None:
+        """Nothing to do: an object store's changes are durable as they land."""
+
+    def compare_and_swap(self, key: str, expected: bytes | None, parts: Sequence[Buffer] | None, *,
+                         durable: bool = True) -> bool:
         try:
             current, etag = self._get(key)
         except NotFoundError:

@@ -43,7 +43,7 @@ class ReadOnlyBackend(Wrapper):
     def _refuse(self, *args: Any, **kwargs: Any) -> Any:
         raise StorageError(f"{self.location} is open read-only; nothing was changed")
 
-    write = write_batch = touch = delete = compare_and_swap = delete_if_untouched = remove_temp = make_folder = _refuse
+    write = write_batch = touch = delete = compare_and_swap = delete_if_untouched = remove_temp = make_folder = sync_folder = _refuse
 
     @contextmanager
     def lock(self, name: str, *, wait: bool) -> Iterator[bool]:
@@ -105,9 +105,10 @@ class FaultyBackend(Wrapper):
         self._maybe_fail("delete", key)
         return self.inner.delete(key)
 
-    def compare_and_swap(self, key: str, expected: bytes | None, parts: Sequence[Buffer] | None) -> bool:
+    def compare_and_swap(self, key: str, expected: bytes | None, parts: Sequence[Buffer] | None, *,
+                         durable: bool = True) -> bool:
         self._maybe_fail("compare_and_swap", key)
-        return self.inner.compare_and_swap(key, expected, parts)
+        return self.inner.compare_and_swap(key, expected, parts, durable=durable)
 
     def lock(self, name: str, *, wait: bool) -> AbstractContextManager[bool]:
         self._maybe_fail("lock", name)

@@ -1,5 +1,5 @@
-"""Commands about where runs come from and what names them: aliases, and the history of
-a run or of an alias."""
+"""Commands about where runs come from and what names them: aliases, the history of a run
+or of an alias, lineage graphs."""
 
 from __future__ import annotations
 

@@ -1,19 +1,25 @@
-"""Commands that check, clean and undo: fsck, gc, rm, restore, trash, reindex, du."""
+"""Commands that check, clean and undo: fsck, gc, rm, forget and its stored policy,
+restore, trash, reindex, du."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import math
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
 from ..errors import (
     InvalidInputError,
 )
+from ..retention import RetentionPolicy
 from ..store import Store
 from .app import JsonFlag, store_app
-from .ui import counter, print_json, say, size, table
+from .runs import warn_absent
+from .ui import counter, print_json, say, size, table, warn
 
 # -- integrity and upkeep ---------------------------------------------------------
 
@@ -203,3 +209,112 @@ def du(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 
 
 store_app.command("stats", help="The same as `du`.")(du)
+
+
+# -- retention --------------------------------------------------------------------
+
+KeepLast = Annotated[int | None, typer.Option("--keep-last", min=1, help="Keep the N newest runs.")]
+KeepHourly = Annotated[int | None, typer.Option("--keep-hourly", min=1, help="The newest run of each of N hours.")]
+KeepDaily = Annotated[int | None, typer.Option("--keep-daily", min=1, help="The newest run of each of N days (UTC).")]
+KeepWeekly = Annotated[int | None, typer.Option("--keep-weekly", min=1, help="The newest run of each of N ISO weeks.")]
+KeepMonthly = Annotated[int | None, typer.Option("--keep-monthly", min=1, help="The newest run of each of N months.")]
+KeepYearly = Annotated[int | None, typer.Option("--keep-yearly", min=1, help="The newest run of each of N years.")]
+KeepWithin = Annotated[str | None, typer.Option(
+    "--keep-within", help="Every run within this of the newest (7d, 2w, 1y6m; m: months, as restic).")]
+KeepBest = Annotated[list[str] | None, typer.Option(
+    "--keep-best", help="'N FIELD': the N best by FIELD (metrics.loss: lowest; -metrics.acc: highest); repeat.")]
+KeepTag = Annotated[list[str] | None, typer.Option("--keep-tag", help="Every run with this tag (repeat).")]
+KeepAncestors = Annotated[bool, typer.Option(
+    "--keep-ancestors", help="Also the runs aliased runs came from (their parents, recursively).")]
+
+
+KEEP_RULES = {"keep_last": KeepLast, "keep_hourly": KeepHourly, "keep_daily": KeepDaily, "keep_weekly": KeepWeekly,
+              "keep_monthly": KeepMonthly, "keep_yearly": KeepYearly, "keep_within": KeepWithin,
+              "keep_best": KeepBest, "keep_tag": KeepTag, "keep_ancestors": KeepAncestors}
+"""The options that make a retention policy, shared by `forget` and `policy`."""
+
+
+def with_keep_rules(command: Callable[..., None]) -> Callable[..., None]:
+    """A command that takes the --keep-... options and is given them as ``rules`` (a
+    RetentionPolicy, empty when none was given): one list of options for every command."""
+
+    @functools.wraps(command)
+    def run(**options: Any) -> None:
+        command(rules=policy_of(**{name: options.pop(name) for name in KEEP_RULES}), **options)
+
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "rules"]
+    keep = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
+                              default=False if name == "keep_ancestors" else None) for name, kind in KEEP_RULES.items()]
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+    run.__signature__ = inspect.Signature([*own[:2], *keep, *own[2:]])  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in [*own, *keep]}
+    return run
+
+
+def policy_of(keep_last: int | None, keep_hourly: int | None, keep_daily: int | None, keep_weekly: int | None,
+              keep_monthly: int | None, keep_yearly: int | None, keep_within: str | None, keep_best: list[str] | None,
+              keep_tag: list[str] | None, keep_ancestors: bool) -> RetentionPolicy:
+    best = []
+    for text in keep_best or []:
+        count, _, name = text.strip().partition(" ")
+        if not count.isdigit() or not name.strip():
+            raise InvalidInputError(f"--keep-best {text!r}: expected 'N FIELD', e.g. '3 metrics.final_loss'")
+        best.append((int(count), name.strip()))
+    return RetentionPolicy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_within,
+                           tuple(best), tuple(keep_tag or ()), keep_ancestors)
+
+
+@store_app.command()
+@with_keep_rules
+def forget(
+    ctx: typer.Context,
+    font_id: str,
+    rules: RetentionPolicy,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be forgotten; change nothing.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Move to the trash the runs of FONT no rule keeps (restic's forget): the newest run,
+    aliased runs and unreadable ones are always kept; no rule given: the font's stored
+    policy. Each kept run is listed with the rules that keep it; `restore` undoes, until a gc."""
+    store: Store = ctx.obj
+    report = store.forget(font_id, None if rules == RetentionPolicy() else rules, dry_run=dry_run)
+    if as_json:
+        print_json(json.dumps(report.to_dict(), indent=2))
+        return
+    if report.policy.keep_best:
+        warn_absent([name.removeprefix("-") for _, name in report.policy.keep_best], store.list_runs(font_id),
+                    f"run of {font_id}")
+    say(f"policy: {report.policy.describe()}")
+    table(["kept run", "because"], [[run, ", ".join(why)] for run, why in report.kept.items()])
+    verb = "would forget" if dry_run else "forgot"
+    say(f"{verb} {len(report.forgotten)} run{'s' * (len(report.forgotten) != 1)}"
+        + ("" if dry_run or not report.forgotten else f" (in the trash: `aoe store restore {font_id} RUN` until a gc)"))
+    for run in report.forgotten:
+        say(f"  {run}")
+    for run in report.left:
+        warn(f"left {run}: it changed while being forgotten (amended, or an alias moved to it)")
+
+
+@store_app.command()
+@with_keep_rules
+def policy(
+    ctx: typer.Context,
+    font_id: str,
+    rules: RetentionPolicy,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the font's policy.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Store FONT's retention policy (the rules of `forget`), applied after every save into
+    it by the API and the integrations; no rule: show it."""
+    store: Store = ctx.obj
+    if clear:
+        if rules != RetentionPolicy():
+            raise InvalidInputError("give rules or --clear, not both")
+        store.set_retention(font_id, None)
+        say(f"{font_id} has no retention policy now")
+        return
+    stored = store.retention(font_id) if rules == RetentionPolicy() else store.set_retention(font_id, rules)
+    if as_json:
+        print_json(json.dumps(stored.to_dict() if stored else None, indent=2))
+        return
+    say(f"{font_id}: {stored.describe() if stored else 'no retention policy (every run is kept)'}")

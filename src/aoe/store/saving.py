@@ -29,6 +29,7 @@ from ..runinfo import COMPLETED
 from ..transaction import Transaction
 from .background import PendingSave
 from .bulk import collection_paused
+from .forgetting import Forgetting
 from .lineage import Lineage, ParentSpec
 from .run import LoadedModel, Run
 
@@ -37,7 +38,7 @@ INTERRUPTED = "interrupted"
 RUNNING = "running"
 
 
-class Saving(Lineage):
+class Saving(Forgetting, Lineage):
     """Saving runs."""
 
     def save_model(
@@ -201,7 +202,8 @@ class Saving(Lineage):
 
     def _publish(self, transaction: Transaction, font_id: str, metadata: dict[str, Any], parts: dict[str, Any],
                  *, run_id: str | None = None, source: dict[str, Any] | None = None) -> str:
-        """The manifest of a run from its metadata and stored parts, published."""
+        """The manifest of a run from its metadata and stored parts, published; then the
+        font's retention policy applied (not to an import)."""
         now = utc_now()
         fields = {
             "font_id": check_font_id(font_id),
@@ -218,6 +220,8 @@ class Saving(Lineage):
         record = fields.get("personality")
         if self.backend.folders and vectors.chartable(record):  # read back from the page cache: microseconds
             self._keep_vectors({digest: self._vector_bytes((digest, record))})
+        if source is None:  # a run saved, not imported: the font's stored retention policy applies
+            self.apply_retention(font_id)
         return run_id
 
     def start_run(
