@@ -136,3 +136,29 @@ def test_lineage_is_checked_in_the_manifest(store: aoe.Store, font: str) -> None
         with pytest.raises(aoe.FormatError, match=message):
             unpack(pack_tree({**fields, "parents": parents}))
     assert ParentRun(font, run_id, digest).to_dict()["run_id"] == run_id
+
+
+def test_a_fork_is_a_new_font_whose_first_run_is_the_runs_content(
+        capsys: pytest.CaptureFixture[str], root: Path) -> None:
+    """No byte of the run is copied (only a new manifest is written), its lineage is kept,
+    and a fork cut short (its font made, no run yet) is finished by forking again."""
+    from conftest import object_files
+
+    store = aoe.Store(root)
+    font = store.create_font("fruity")
+    run_id = store.save_model(font, {"w": torch.arange(1000.0)}, [0.5, 0.25], tags=["serif"], name="base")
+    store.set_alias(font, "best", run_id)
+    objects = len(object_files(root))
+    code, out, _ = run_cli(capsys, "store", "fork", f"{font}@best", "bold")
+    assert code == 0 and out.startswith("forked 2-bold from 1-fruity@best")
+    forked = store.get_run_info("2-bold")
+    assert len(object_files(root)) == objects + 1  # its manifest
+    assert (forked.tags, forked.name, forked.parents[0]["run_id"]) == (("serif",), "base", run_id)
+    assert torch.equal(store.load_model("2-bold").weights["w"], torch.arange(1000.0))
+    assert [(c.font_id, c.run_id) for c in store.children_of(font, run_id)] == [("2-bold", forked.run_id)]
+    store.create_font("cut-short")
+    assert store.fork_font(font, "cut-short")[0] == "3-cut-short"
+    with pytest.raises(aoe.FontExistsError):
+        store.fork_font(font, "bold")  # a font that has runs is never forked into
+    code, _, err = run_cli(capsys, "store", "fork", font, "other", "--run", "@nothing")
+    assert code == 3 and "no alias 'nothing'" in err

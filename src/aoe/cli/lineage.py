@@ -58,6 +58,20 @@ def _pointed_before(store: Store, font_id: str, name: str) -> str:
 
 
 @store_app.command()
+def fork(
+    ctx: typer.Context,
+    font_id: str,
+    name: Annotated[str, typer.Argument(help="The new font's name (or whole id).")],
+    run: Annotated[str | None, typer.Option(help="The run to start from (default: the newest; or @ALIAS).")] = None,
+) -> None:
+    """Make a new font whose first run is a run of FONT (or FONT@ALIAS): no byte copied,
+    the run named as its parent (`aoe store log --graph NEW` draws it)."""
+    store: Store = ctx.obj
+    new, run_id = store.fork_font(font_id, name, run)
+    say(f"forked {new} from {font_id}{'' if run is None else ' ' + run}: its first run is {run_id}")
+
+
+@store_app.command()
 def log(
     ctx: typer.Context,
     font_id: str,

@@ -1,8 +1,8 @@
-"""Creating fonts, and finding them."""
+"""Creating fonts, forking them from a run, and finding them."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import replace
 
 from ..errors import (
     FontExistsError,
@@ -11,15 +11,14 @@ from ..names import (
     check_font_id,
     check_font_name,
     font_number,
+    format_time,
+    parse_time,
+    utc_now,
 )
-
-if TYPE_CHECKING:
-    pass
-
-from .base import StoreBase
+from .lineage import Lineage
 
 
-class Fonts(StoreBase):
+class Fonts(Lineage):
     """Fonts: create them, ask for them."""
 
     def create_font(self, name: str, *, exist_ok: bool = False) -> str:
@@ -56,6 +55,23 @@ class Fonts(StoreBase):
                 number += 1
             font_id = f"{number}-{name}"
         return font_id
+
+    def fork_font(self, font_id: str, name: str, run_id: str | None = None) -> tuple[str, str]:
+        """A new font whose first run holds a run's content (the newest by default; or
+        ``FONT@ALIAS``): the same objects, not a byte copied, the run named as its parent.
+        ``name`` as :meth:`create_font` takes it; a font of that name that has no run yet
+        (a fork cut short) is forked into. Returns the new font's id and its run's id."""
+        source = self.open_run(font_id, run_id)
+        parent = self.parent_runs([source])[0]
+        new = next((f for f in self.refs.fonts() if name in (f, f.split("-", 1)[1]) and not self.refs.runs(f)), None)
+        new = new or self.create_font(name)
+        kept = source.manifest
+        moment = parse_time(kept.started_at) or parse_time(kept.saved_at) or utc_now()
+        with self.transaction() as transaction:
+            forked, _ = transaction.publish(lambda candidate: replace(
+                kept, font_id=new, run_id=candidate, saved_at=format_time(utc_now()), parent=None,
+                parents=(parent,)), new, moment)
+        return new, forked
 
     def _refuse_taken_name(self, name: str) -> None:
         for font_id in self.refs.fonts():
