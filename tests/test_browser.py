@@ -53,6 +53,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, aoe.St
              "glyph_loss": {g: round((n + 1) / (i + 2), 4) for n, g in enumerate("AaBbQ")}},
             params={"lr": [0.1, 0.01][i % 2], "epochs": 10 * (i + 1)}, name=f"fruity v{i}",
             description="a <b>bold</b> try" if i == 4 else None, tags=["bold"] if i >= 4 else []))
+    store.set_alias(font, "best", runs[2], note="first pick")
+    store.set_alias(font, "best", runs[5], note="lowest final_loss")
     httpd = make_server(store, port=0)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}", store, font, runs
@@ -253,3 +255,32 @@ def test_compare_three_runs(browser, site) -> None:  # type: ignore[no-untyped-d
     assert len(browser.find_elements(By.CSS_SELECTOR, "#values tr.differs")) >= 3  # loss, lr, epochs...
     assert len(loaded_images(browser, "table.compare img")) == 3 * 6  # sample and five glyphs of each
     keep(browser, "compare")
+
+
+def test_the_lineage_of_a_font_and_the_history_of_an_alias(browser, site) -> None:  # type: ignore[no-untyped-def]
+    """From a font's page to its lineage (each run a dot, a line to the run it came from,
+    a run of another font hollow), into a run, and to the moves of its alias."""
+    from selenium.webdriver.common.by import By
+
+    url, store, font, runs = site
+    forked, first = store.fork_font(f"{font}@best", "fork")
+    tuned = store.save_model(forked, {"w": torch.ones(2)}, parents=[(forked, first)], name="tuned")
+    try:
+        browser.get(f"{url}/font/{forked}")
+        browser.find_element(By.ID, "lineage-link").click()
+        graph = wait_for(browser, By.ID, "lineage")
+        assert len(graph.find_elements(By.CSS_SELECTOR, "circle.run")) == 2
+        assert len(graph.find_elements(By.CSS_SELECTOR, "circle.other")) == 1  # the run it was forked from
+        assert len(graph.find_elements(By.CSS_SELECTOR, "path.edge")) == 2
+        assert "@best" not in graph.text and font in graph.text
+        keep(browser, "lineage")
+        graph.find_elements(By.CSS_SELECTOR, "a.lineage-run")[-1].click()  # the other font's run
+        parents = wait_for(browser, By.ID, "children")
+        assert f"{forked} {first}" in parents.text and browser.current_url.endswith(f"/run/{font}/{runs[5]}")
+        browser.find_element(By.CSS_SELECTOR, "h2 a.alias").click()
+        moves = wait_for(browser, By.ID, "alias-history").find_elements(By.CSS_SELECTOR, "tr")[1:]
+        assert len(moves) == 2 and runs[5] in moves[0].text and runs[2] in moves[1].text
+        browser.get(f"{url}/run/{forked}/{tuned}")
+        assert f"came from: {forked} {first}" in browser.find_element(By.ID, "parents").text
+    finally:
+        store.delete_font(forked)

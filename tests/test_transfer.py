@@ -186,3 +186,30 @@ def test_the_cli_pushes_pulls_and_clones(tmp_path: Path, capsys: pytest.CaptureF
     code, _, err = run_cli(capsys, "store", "--root", str(tmp_path / "a"), "push", str(tmp_path / "c"))
     assert code == 6 and "amended differently" in err
     assert os.path.isdir(tmp_path / "c" / ".objects")
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_aliases_follow_their_runs_and_the_newer_move_wins(tmp_path: Path, where: str,
+                                                            request: pytest.FixtureRequest) -> None:
+    """Pushed and pulled: a destination alias moves to where the source's points when the
+    source moved it later; one moved later in the destination is kept and said."""
+    laptop = aoe.Store(tmp_path / "laptop")
+    font = fill(laptop)
+    first, second, third = (r.run_id for r in laptop.list_runs(font))
+    laptop.set_alias(font, "best", second, note="loss 0.5")
+    team = aoe.Store(request.getfixturevalue("s3_url") if where == "s3" else tmp_path / "team")
+    report = transfer(laptop, team)
+    assert report.aliases_moved == 1 and report.complete
+    moved = team.alias_history(font, "best")[-1]
+    assert (moved.run_id, moved.at) == (second, laptop.alias_history(font, "best")[-1].at)
+    assert moved.note.endswith(": loss 0.5") and team.load_model(f"{font}@best").metadata.run_id == second
+    assert transfer(laptop, team).aliases_moved == 0  # up to date
+    laptop.set_alias(font, "best", third)
+    assert transfer(laptop, team).aliases_moved == 1 and team.aliases_of(font) == {"best": third}
+    team.set_alias(font, "best", first, note="chosen by the team")
+    report = transfer(laptop, team)
+    assert not report.complete and report.conflicts == [f"{font}@best: the destination's was moved later "
+                                                        f"({team.alias_history(font, 'best')[-1].at}); kept"]
+    assert transfer(team, laptop).aliases_moved == 1 and laptop.aliases_of(font) == {"best": first}
+    laptop.remove_alias(font, "best")
+    assert transfer(laptop, team).aliases_moved == 1 and team.aliases_of(font) == {}

@@ -4,8 +4,8 @@
 
 Runs ``examples/train_fonts.py`` into a new folder, serves that store, and saves what
 headless Chromium (Debian's ``chromium`` and ``chromium-driver``) shows of: the fonts,
-a font's page (its charts and the start of its runs), its newest run, and three runs
-compared. Needs the test extra (selenium, pillow).
+a font's page (its charts and the start of its runs), its newest run, three runs
+compared, and the lineage of the font forked from the best run. Needs the test extra (selenium, pillow).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def main() -> None:
             "font": (f"/font/{font}", 2000),
             "run": (f"/run/{font}/{runs[-1]}", 1300),
             "compare": (f"/compare/{font}?run={runs[0]}&run={runs[len(runs) // 2]}&run={runs[-1]}", 1700),
+            "lineage": (f"/lineage/{store.list_fonts()[-1]}", 400),
         }
         session = browser()
         try:

@@ -12,6 +12,10 @@ A run present on both sides with different manifests is moved forward when the
 destination's version is in the source's history (the source amended it), left alone
 when the source's is in the destination's history, and otherwise reported as a
 conflict. Deleted runs (the trash) are not transferred.
+
+Aliases follow their runs: a destination alias is moved (a new move in its history, with
+the source's time and note) to where the source's points when the source's newest move
+is newer than the destination's; when the destination's is newer it is kept, and said.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import reachability
+from .aliases import MAX_NOTE_LENGTH
 from .errors import CorruptObjectError, FormatError, InvalidInputError, NotFoundError, StoreError
-from .layout import OBJECTS, digest_at
-from .names import Digest, check_font_id, font_number
+from .layout import OBJECTS, digest_at, run_key
+from .names import Digest, check_font_id, check_time, font_number
 from .store import Store
 from .transaction import Transaction
 
@@ -38,6 +43,7 @@ class TransferReport:
     runs_copied: int = 0
     runs_updated: int = 0
     runs_up_to_date: int = 0
+    aliases_moved: int = 0
     objects_copied: int = 0
     bytes_copied: int = 0
     conflicts: list[str] = field(default_factory=list)
@@ -91,7 +97,38 @@ def transfer(
                     report.runs_updated += 1
                 else:
                     report.conflicts.append(f"{font_id}/{run_id}: {outcome}")
+            _transfer_aliases(source, dest, font_id, report)
     return report
+
+
+def _transfer_aliases(source: Store, dest: Store, font_id: str, report: TransferReport) -> None:
+    """Move each alias of the destination's font to where the source's points, when the
+    source's newest move is the newer (see the module doc)."""
+    for name, move in source.aliases.newest_of_font(font_id).items():
+        if isinstance(move, StoreError):
+            report.unreadable.append(f"{font_id}@{name}: {move}")
+            continue
+        try:
+            number = dest.aliases.newest_number(font_id, name)
+            there = dest.aliases.read(font_id, name, number) if number else None
+        except StoreError as exc:
+            report.conflicts.append(f"{font_id}@{name}: the destination's cannot be read ({exc})")
+            continue
+        if there is not None and (there.run_id, there.manifest) == (move.run_id, move.manifest):
+            continue
+        if there is not None and check_time(there.at, "time") >= check_time(move.at, "time"):
+            report.conflicts.append(f"{font_id}@{name}: the destination's was moved later ({there.at}); kept")
+            continue
+        if move.run_id is not None and not dest.backend.exists(run_key(font_id, move.run_id)):
+            report.conflicts.append(f"{font_id}@{name}: its run {move.run_id} is not in the destination")
+            continue
+        try:
+            dest.aliases.move(font_id, name, move.run_id, move.manifest, move.at, after=number,
+                              note=(f"from {source.root}" + (f": {move.note}" if move.note else ""))[:MAX_NOTE_LENGTH])
+        except StoreError as exc:
+            report.conflicts.append(f"{font_id}@{name}: {exc}")
+            continue
+        report.aliases_moved += 1
 
 
 def _publish(transaction: Transaction, font_id: str, plan: Plan) -> str:

@@ -29,7 +29,8 @@ def _transfer(source: Store, dest: Store, fonts: list[str] | None, as_json: bool
     else:
         say(f"{report.runs_copied} runs copied and {report.runs_updated} moved forward in {report.fonts} fonts "
               f"({report.objects_copied} objects, {report.bytes_copied / 1e6:.1f} MB); "
-              f"{report.runs_up_to_date} runs were up to date")
+              f"{report.runs_up_to_date} runs were up to date"
+              + (f"; {report.aliases_moved} aliases moved" if report.aliases_moved else ""))
         for line in report.conflicts + report.unreadable:
             warn(f"not transferred: {line}")
     if not report.complete:

@@ -127,5 +127,9 @@ section{{margin-bottom:1em}} .strip figcaption{{font-size:11px;color:#666}} td.c
 tr.changed td,tr.differs td{{background:#fff6e0}} tr.added td{{background:#e6f6ea}} tr.removed td{{background:#fde8e8}}
 .pages a{{margin:0 2px}} .pages a.current{{font-weight:bold}} .error{{color:#b3261e}} pre{{background:#f7f7f7;padding:8px}}
 .empty{{display:flex;align-items:center;justify-content:center;color:#999;font-size:11px}}
+a.alias{{background:#e8f0fb;border-radius:8px;padding:0 6px;font-size:12px;text-decoration:none}} .gone{{color:#999}}
+.lineage{{font-size:12px}} .lineage .edge{{fill:none;stroke:#9bb7e0;stroke-width:1.5}} .lineage .run{{fill:#1558b0}}
+.lineage .other{{fill:#fff;stroke:#1558b0;stroke-width:1.5}} .lineage .missing{{stroke:#999;stroke-width:2}}
+.lineage text{{fill:#222}} .lineage .alias{{fill:#1558b0;font-weight:bold}} .lineage .gone{{fill:#999}}
 </style></head><body><header><h1><a href="/">aoe</a></h1><span>{root}</span></header>
 {body}</body></html>"""

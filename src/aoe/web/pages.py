@@ -21,11 +21,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from ..diff import tensor_table
 from ..errors import InvalidInputError, InvalidNameError, NotFoundError, StoreError
 from ..manifests import Manifest, check_blob, unpack
-from ..names import Digest, check_font_id, parse_digest
+from ..names import Digest, check_alias, check_font_id, parse_digest
 from ..objects import Blob
 from ..runinfo import RunInfo
 from ..store import Store
 from .compare import comparison
+from .lineage import alias_history_html, lineage_html
 from .markup import (
     FILTER_FORM,
     PAGE,
@@ -80,6 +81,8 @@ class Browser:
             (r"/font/([^/]+)", self.font_page),
             (r"/run/([^/]+)/([^/]+)", self.run_page),
             (r"/compare/([^/]+)", self.compare_page),
+            (r"/lineage/([^/]+)", self.lineage_page),
+            (r"/alias/([^/]+)/([^/]+)", self.alias_page),
             (r"/blob/([0-9a-f,]+)\.(png|json|bin)", self.blob),
             (r"/download/([^/]+)/([^/]+)\.zip", self.download),
         ]
@@ -160,7 +163,12 @@ class Browser:
             f'<a href="/font/{u(font_id)}?{urlencode({**kept, "page": [n]}, doseq=True)}"'
             f'{" class=current" if n == page else ""}>{n}</a>'
             for n in page_numbers(page, pages))
-        body = (f'<p><a href="/">fonts</a> / <b>{h(font_id)}</b></p>{self.charts.html(font_id, query)}{form}'
+        named = {name: run for name, run in self.store.aliases_of(font_id).items()}
+        aliases = " ".join(f'<a class=alias href="/run/{u(font_id)}/{u(run)}">@{h(name)}</a>'
+                           f' <a class=history href="/alias/{u(font_id)}/{u(name)}" title="its moves">&#8634;</a>'
+                           for name, run in named.items())
+        body = (f'<p><a href="/">fonts</a> / <b>{h(font_id)}</b> · <a href="/lineage/{u(font_id)}" id=lineage-link>'
+                f"lineage</a>{' · aliases: ' + aliases if aliases else ''}</p>{self.charts.html(font_id, query)}{form}"
                 f"{problem}<p>{total} runs; page {page} of {pages} <span class=pages>{nav}</span></p>"
                 f'<form action="/compare/{u(font_id)}" method="get" id="compare">'
                 f'{self._run_table(runs, compare=True)}'
@@ -168,7 +176,8 @@ class Browser:
         return self._page(400 if problem else 200, font_id, body)
 
     def run_page(self, font_id: str, run_id: str, query: Query) -> Response:
-        font_id, run_id = check_font_id(font_id), run_id_param(run_id)
+        font_id = check_font_id(font_id)
+        run_id = self.store.run_named(font_id, run_id)[1] if run_id.startswith("@") else run_id_param(run_id)
         run = self.store.open_run(font_id, run_id)
         info, manifest = run.info, run.manifest
         neighbours = self.store.list_runs(font_id, where=[("run_id", "<", run_id)], sort="-run_id", limit=1)
@@ -187,17 +196,31 @@ class Browser:
             links.append(f'<a href="/compare/{u(font_id)}?a={u(previous)}&b={u(run_id)}">compare with previous run</a>')
         body = (
             f'<p><a href="/">fonts</a> / <a href="/font/{u(font_id)}">{h(font_id)}</a> / <b>{h(run_id)}</b></p>'
-            f"<h2>{h(info.name or run_id)} <span class='status {h(info.status)}'>{h(info.status)}</span></h2>"
+            f"<h2>{h(info.name or run_id)} <span class='status {h(info.status)}'>{h(info.status)}</span>"
+            f"{self._alias_badges(font_id, self._aliases(font_id).get(run_id, []))}</h2>"
             f"<p>{h(info.description or '')}</p><p>{' · '.join(links)}</p>"
             f'<div class="sample-box">{thumb(manifest.sample, "sample", css="sample")}</div>'
             f"<h3>Evaluation glyphs ({len(manifest.glyphs)})</h3><div class='glyphs'>{glyphs or 'none'}</div>"
             f"<h3>Params</h3>{table(sorted(manifest.params.items()))}"
             f"<h3>Feedback</h3><pre>{h(feedback)}</pre>"
             f"<h3>Details</h3>{table(self._details(info))}"
+            f"<h3>Lineage</h3>{self._lineage(info)}"
             f"<h3>History</h3><table><tr><th>saved</th><th>tags</th><th>description</th><th>manifest</th></tr>"
             f"{history}</table>"
             f"<h3>Weights</h3>{self._weights(font_id, run_id, manifest, previous)}")
         return self._page(200, f"{font_id} {run_id}", body)
+
+    def lineage_page(self, font_id: str, query: Query) -> Response:
+        font_id = check_font_id(font_id)
+        body = (f'<p><a href="/">fonts</a> / <a href="/font/{u(font_id)}">{h(font_id)}</a> / <b>lineage</b></p>'
+                f"{lineage_html(self.store, font_id)}")
+        return self._page(200, f"{font_id} lineage", body)
+
+    def alias_page(self, font_id: str, name: str, query: Query) -> Response:
+        font_id = check_font_id(font_id)
+        body = (f'<p><a href="/">fonts</a> / <a href="/font/{u(font_id)}">{h(font_id)}</a> / <b>@{h(name)}</b></p>'
+                f"{alias_history_html(self.store, font_id, check_alias(name))}")
+        return self._page(200, f"{font_id}@{name}", body)
 
     def compare_page(self, font_id: str, query: Query) -> Response:
         """Two or more runs side by side: ``?run=A&run=B...`` (or ``?a=A&b=B``)."""
@@ -241,8 +264,35 @@ class Browser:
 
     # -- pieces -------------------------------------------------------------------
 
+    def _aliases(self, font_id: str) -> dict[str, list[str]]:
+        """Run id -> the aliases of the font that point at it."""
+        found: dict[str, list[str]] = {}
+        for name, run_id in self.store.aliases_of(font_id).items():
+            found.setdefault(run_id, []).append(name)
+        return found
+
+    @staticmethod
+    def _alias_badges(font_id: str, names: list[str]) -> str:
+        return "".join(f' <a class=alias href="/alias/{u(font_id)}/{u(name)}">@{h(name)}</a>' for name in names)
+
+    def _lineage(self, info: RunInfo) -> str:
+        """The runs this run came from (one no longer in the store said so) and those that
+        came from it, each a link; and the font's whole graph."""
+        def link(font_id: str, run_id: str) -> str:
+            try:
+                self.store.refs.read_run(font_id, run_id)
+            except StoreError:
+                return f"<span class=gone>{h(font_id)} {h(run_id)} (not in the store)</span>"
+            return f'<a href="/run/{u(font_id)}/{u(run_id)}">{h(font_id)} {h(run_id)}</a>'
+
+        parents = ", ".join(link(p["font_id"], p["run_id"]) for p in info.parents) or "none (a run from scratch)"
+        children = ", ".join(link(c.font_id, c.run_id) for c in self.store.children_of(info.font_id, info.run_id))
+        return (f"<p id=parents>came from: {parents}</p><p id=children>went on in: {children or 'none yet'}</p>"
+                f'<p><a href="/lineage/{u(info.font_id)}">the lineage of {h(info.font_id)}</a></p>')
+
     def _run_table(self, runs: list[RunInfo], *, compare: bool) -> str:
         rows = []
+        aliases = {font: self._aliases(font) for font in {info.font_id for info in runs}}
         for index, info in enumerate(runs):
             sample = thumb(self.manifest(info.manifest).sample, "sample") if info.manifest else ""
             picks = (f'<td><input type=checkbox name=run value="{h(info.run_id)}"{" checked" if index < 2 else ""}>'
@@ -250,6 +300,7 @@ class Browser:
             rows.append(
                 f"<tr class=run>{picks}<td>{sample}</td>"
                 f'<td><a class=run-link href="/run/{u(info.font_id)}/{u(info.run_id)}">{h(info.run_id)}</a>'
+                f"{self._alias_badges(info.font_id, aliases[info.font_id].get(info.run_id, []))}"
                 f"<br>{h(info.name or '')}</td><td class='status {h(info.status)}'>{h(info.status)}</td>"
                 f"<td>{h(', '.join(info.tags))}</td><td>{h(compact(info.params))}</td>"
                 f"<td>{h(_feedback_summary(info.metrics))}</td></tr>")
