@@ -205,6 +205,10 @@ class Model:
         last_metadata = cut if metadata_until is None else metadata_until
         for index, event in enumerate(self.events[:cut]):
             if event.kind in METADATA and index >= last_metadata:
+                if event.kind in ("create", "mkdir") and event.inode is not None:
+                    # its entry never reached the disk: its bytes are a file of no name, never
+                    # those of a file whose inode number it took (a removal not on disk either)
+                    inodes[event.inode] = Node("dir" if event.kind == "mkdir" else "file", event.inode)
                 continue
             _apply(roots, inodes, event, index)
         return roots

@@ -3,7 +3,8 @@ recorded (tests/crashsim.py), and the disk states a power cut may leave of it, u
 pessimistic model and ext4's ``data=ordered``, opened as a new process would.
 
 On every state: each run a call acknowledged before the cut (saved, amended, tagged,
-restored, imported, pulled) loads, bit for bit; no run is half there (fsck finds nothing
+restored, imported, pulled, forked) loads, bit for bit, each run it deleted or forgot is
+restorable, each alias move it made is in the alias's history; no run is half there (fsck finds nothing
 but leftovers: temporary files, orphan objects, markers of saves that died, a deletion
 cut short), and after ``fsck --repair`` and a gc nothing at all; what a listing says is
 what the refs say, from a fresh index and from the index the workload left; an export's
@@ -112,7 +113,7 @@ def check_state(state: Path, acknowledged: list[dict[str, Any]], index: Path | N
         place.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(index, place)
     store = aoe.Store(root)
-    latest = {(note.get("font"), note.get("run"), note.get("dest")): note for note in acknowledged}
+    latest = {(note.get("font"), note.get("run"), note.get("dest"), note.get("alias")): note for note in acknowledged}
     acknowledged = list(latest.values())  # a run deleted, then restored: what the last call said
     for note in acknowledged:
         problems += _check_note(store, state, note)
@@ -158,6 +159,10 @@ def _check_note(store: aoe.Store, state: Path, note: dict[str, Any]) -> list[str
                     return [f"run {note['font']}/{note['run']}: {field_name} is not {value!r}"]
         elif kind == "font":
             store.list_runs(note["font"])
+        elif kind == "alias":  # every acknowledged move kept, in order (a later one may have landed too)
+            moves = [move.run_id for move in store.alias_history(note["font"], note["alias"])]
+            if moves[:len(note["moves"])] != note["moves"]:
+                return [f"alias {note['font']}@{note['alias']} moved {moves}, not {note['moves']} first"]
         elif kind == "deleted":  # in the trash, restorable (or back already: a restore may be under way)
             records = [r for r in store.trashed(note["font"]) if r.run_id == note["run"] and not r.purged_at]
             back = store.refs.has_runs_folder(note["font"]) and note["run"] in store.refs.runs(note["font"])
@@ -404,6 +409,55 @@ def pull_into_a_local_store(area: Path, recorder: Recorder, source: aoe.Store) -
                                 source.load_model(font, info.run_id).weights))
 
 
+def an_aliased_store(area: Path) -> tuple[aoe.Store, str, list[str]]:
+    """Five runs, the first named by an alias (as a deployed model is)."""
+    store, font, ids = a_store(area, runs=5)
+    store.set_alias(font, "production", ids[0])
+    store.close()
+    return store, font, ids
+
+
+def alias_moves(area: Path, recorder: Recorder, context: Any) -> None:
+    store, font, ids = context
+    store = aoe.Store(store.root)
+    acknowledge_setup(store, font, recorder)
+    moves: list[str | None] = []
+    for run_id in (ids[1], ids[3], None, ids[2]):
+        if run_id is None:
+            store.remove_alias(font, "best")
+        else:
+            store.set_alias(font, "best", run_id, expected_run=moves[-1] if moves else None)
+        moves.append(run_id)
+        recorder.mark({"kind": "alias", "font": font, "alias": "best", "moves": list(moves)})
+
+
+def forget_and_a_policy(area: Path, recorder: Recorder, context: Any) -> None:
+    """forget (by rules, then by a stored policy after a save): every run it moved to the
+    trash restorable, every other run and the alias's run there."""
+    store, font, ids = context
+    store = aoe.Store(store.root)
+    recorder.mark(saved({}, font, ids[0], store.load_model(f"{font}@production").weights))  # aliased: stays
+    report = store.forget(font, {"keep_last": 2})
+    assert report.forgotten == ids[1:3]
+    for run_id in report.forgotten:
+        recorder.mark({"kind": "deleted", "font": font, "run": run_id})
+    store.set_retention(font, {"keep_last": 1})
+    state = weights(11)
+    run_id = store.save_model(font, state, **files(11))
+    recorder.mark(saved({}, font, run_id, state))
+    for run_id in ids[3:]:
+        recorder.mark({"kind": "deleted", "font": font, "run": run_id})
+
+
+def fork_a_font(area: Path, recorder: Recorder, context: Any) -> None:
+    store, font, ids = context
+    store = aoe.Store(store.root)
+    acknowledge_setup(store, font, recorder)
+    forked, run_id = store.fork_font(f"{font}@production", "bold")
+    parent = {"font_id": font, "run_id": ids[0], "manifest": store.get_run_info(font, ids[0]).manifest}
+    recorder.mark(saved({"fields": {"parents": (parent,)}}, forked, run_id, store.load_model(font, ids[0]).weights))
+
+
 def a_legacy_folder(area: Path) -> Path:
     """A plain-folder store elsewhere (not recorded) to import."""
     legacy = area.parent / f"{area.name}-legacy"
@@ -478,6 +532,9 @@ WORKLOADS: dict[str, tuple[Callable[[Path], Any], Callable[[Path, Recorder, Any]
     "export into DEST": (a_store, export_a_run),
     "fsck --repair and reindex": (with_leftovers, repair_and_reindex),
     "listing snapshots (object storage)": (lambda area: a_store(area, runs=2), share_listings),
+    "alias moves": (an_aliased_store, alias_moves),
+    "forget, then a policy after a save": (an_aliased_store, forget_and_a_policy),
+    "fork": (an_aliased_store, fork_a_font),
 }
 
 
