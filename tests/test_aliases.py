@@ -164,3 +164,17 @@ def test_the_command_line_sets_lists_logs_and_protects(capsys: pytest.CaptureFix
     assert code == 3 and "no alias 'best' to remove" in err
     code, _, err = run_cli(capsys, "store", "alias", font, "Best", first)
     assert code == 2 and "invalid alias" in err
+
+
+@pytest.mark.parametrize("hint", [b"1\n", b"99\n", b"", b"x" * 40, b"-3"])
+def test_a_stale_or_garbled_newest_hint_costs_a_listing_never_the_answer(store: aoe.Store, font: str,
+                                                                           hint: bytes) -> None:
+    """The HEAD file a mover leaves beside an alias's moves is only a hint: taken when its
+    move is there and the next is not, else the moves are listed."""
+    ids = [saved(store, font, float(v)) for v in range(3)]
+    for run_id in ids:
+        store.set_alias(font, "best", run_id)
+    assert store.backend.read(f"{font}/aliases/best/HEAD") == b"3\n"
+    store.backend.write(f"{font}/aliases/best/HEAD", [hint], exclusive=False)
+    assert store.aliases.newest_number(font, "best") == 3 and store.aliases_of(font)["best"] == ids[2]
+    assert [f.kind for f in fsck(store).findings] == []

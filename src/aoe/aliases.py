@@ -19,8 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .backends import Backend
-from .errors import ConflictError, FormatError, InvalidInputError, InvalidNameError, NotFoundError
-from .layout import alias_folder, alias_move_at, alias_move_key, aliases_folder
+from .errors import ConflictError, FormatError, InvalidInputError, InvalidNameError, NotFoundError, StoreError
+from .layout import ALIAS_HINT as HINT
+from .layout import MOVE_DIGITS, alias_folder, alias_move_at, alias_move_key, aliases_folder
 from .limits import parse_json
 from .names import Digest, check_alias, check_font_id, check_run_id, check_text, check_time, parse_digest
 
@@ -95,8 +96,26 @@ class Aliases:
         return sorted(self._numbers(self.backend.list(aliases_folder(font_id))))
 
     def newest_number(self, font_id: str, alias: str) -> int:
-        """The number of the alias's newest move (0: never set)."""
+        """The number of the alias's newest move (0: never set). On a local folder the
+        ``HEAD`` hint a mover leaves is tried first, and taken only if its move is there
+        and the next is not (moves are made one after another, never removed): two looks,
+        however long the history; anything else lists the alias's moves."""
+        if not self.backend.round_trips:
+            hinted = self._hinted(font_id, alias)
+            if hinted is not None:
+                return hinted
         return max(self._numbers(self.backend.list(alias_folder(font_id, alias))).get(alias, [0]))
+
+    def _hinted(self, font_id: str, alias: str) -> int | None:
+        try:
+            text = self.backend.read(f"{alias_folder(font_id, alias)}/{HINT}")
+        except (NotFoundError, FormatError):
+            return None
+        number = int(text) if len(text) <= 16 and text.strip().isdigit() else 0
+        if 0 < number < 10**MOVE_DIGITS - 1 and self.backend.exists(alias_move_key(font_id, alias, number)) \
+                and not self.backend.exists(alias_move_key(font_id, alias, number + 1)):
+            return number
+        return None
 
     def newest(self, font_id: str, alias: str) -> AliasMove | None:
         """The alias's newest move (None: never set). Raises FormatError when that move
@@ -137,6 +156,12 @@ class Aliases:
             raise ConflictError(
                 f"alias {alias} of {font_id} was moved by another process meanwhile (its move {number} exists); "
                 f"nothing was changed: see `aoe store log {font_id}@{alias}` and try again")
+        if not self.backend.round_trips:  # the hint for readers; a lost or stale one only costs them a listing
+            try:
+                self.backend.write(f"{alias_folder(font_id, alias)}/{HINT}", [f"{number}\n".encode()],
+                                   exclusive=False, durable=False)
+            except StoreError:
+                pass
         return move
 
     def read(self, font_id: str, alias: str, number: int) -> AliasMove:

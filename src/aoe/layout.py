@@ -95,6 +95,8 @@ def run_id_at(key: str) -> str | None:
 ALIASES = "aliases"
 """A font's folder of aliases: ``<font>/aliases/<name>/<move>``, one file per move."""
 MOVE_DIGITS = 10
+ALIAS_HINT = "HEAD"
+"""A file beside an alias's moves holding the number of its newest (a hint to verify)."""
 
 
 def aliases_folder(font_id: str) -> str:

@@ -110,8 +110,13 @@ class Catalog:
     """The derived index of run metadata; ``path`` None keeps it in memory, starting
     from a copy of the index at ``seed`` if there is one (read, never written)."""
 
-    def __init__(self, path: Path | None, refs: Refs, objects: ObjectStore, *, seed: Path | None = None) -> None:
+    def __init__(self, path: Path | None, refs: Refs, objects: ObjectStore, *, seed: Path | None = None,
+                 published: dict[str, tuple[RunInfo, TensorRecord | None]] | None = None) -> None:
         self.file = IndexFile(path, seed)
+        self.published = published if published is not None else {}
+        """Manifests this process just published, by address: their RunInfo and vector
+        record, so the sync that follows a save does not read back what it wrote (an
+        address names one content: a ref that names it names exactly this)."""
         self.refs = refs
         self.objects = objects
         self._lock = threading.RLock()
@@ -264,6 +269,9 @@ class Catalog:
         def read(run_id: str) -> tuple[RunInfo, TensorRecord | None]:
             try:
                 digest = self.refs.read_run(font_id, run_id)
+                known = self.published.get(digest)
+                if known is not None and (known[0].font_id, known[0].run_id) == (font_id, run_id):
+                    return known
                 manifest = check_location(unpack(self.objects.get(digest)), font_id, run_id)
                 info = RunInfo.read(manifest, digest, self.objects)
             except StoreError as exc:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 from .run import Run
 
 DEFAULT_ROOT = "networks"
+PUBLISHED_KEPT = 64
 MAX_MOVE_ATTEMPTS = 10
 T = TypeVar("T")
 
@@ -87,6 +88,9 @@ class StoreBase:
         self.transactions = Transactions(self.objects, self.refs)
         self._background: BackgroundSaves | None = None
         self._catalog: Catalog | None = None
+        self._published: dict[str, tuple[Any, TensorRecord | None]] = {}
+        """The RunInfo and vector record of manifests this Store published lately, by
+        address (see ``Catalog.published``); the newest :data:`PUBLISHED_KEPT`."""
         self.training_heads: dict[str, Any] = {}
         """Per font, the run a training in this process goes on from (a ParentRun): set by
         a resume path that loads a run (the DCP reader), moved by each save that names it
@@ -101,13 +105,14 @@ class StoreBase:
         if self._catalog is None:
             path = self.backend.local_path(CATALOG)
             if self.read_only or path is None:
-                catalog = Catalog(None, self.refs, self.objects, seed=path.absolute() if path else None)
+                catalog = Catalog(None, self.refs, self.objects, seed=path.absolute() if path else None,
+                                  published=self._published)
             else:
-                catalog = Catalog(path, self.refs, self.objects)
+                catalog = Catalog(path, self.refs, self.objects, published=self._published)
                 try:
                     catalog.open()
                 except (OSError, sqlite3.Error):  # a store we may not write: keep the index in memory
-                    catalog = Catalog(None, self.refs, self.objects)
+                    catalog = Catalog(None, self.refs, self.objects, published=self._published)
             self._catalog = catalog
         return self._catalog
 

@@ -25,9 +25,10 @@ from ..names import (
     parse_time,
     utc_now,
 )
-from ..runinfo import COMPLETED
+from ..runinfo import COMPLETED, RunInfo
 from ..transaction import Transaction
 from .background import PendingSave
+from .base import PUBLISHED_KEPT
 from .bulk import collection_paused
 from .forgetting import Forgetting
 from .lineage import Lineage, ParentSpec
@@ -218,6 +219,10 @@ class Saving(Forgetting, Lineage):
         run_id, digest = transaction.publish(lambda candidate: Manifest(run_id=candidate, **fields), font_id, moment,
                                              run_id)
         record = fields.get("personality")
+        self._published[digest] = (RunInfo.from_manifest(Manifest(run_id=run_id, **fields), digest,
+                                                         fields.get("metrics") or {}), record)
+        while len(self._published) > PUBLISHED_KEPT:
+            del self._published[next(iter(self._published))]
         if self.backend.folders and vectors.chartable(record):  # read back from the page cache: microseconds
             self._keep_vectors({digest: self._vector_bytes((digest, record))})
         if source is None:  # a run saved, not imported: the font's stored retention policy applies
