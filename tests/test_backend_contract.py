@@ -112,6 +112,16 @@ def test_compare_and_swap(backend: Backend) -> None:
     assert not backend.exists("ref")
 
 
+def test_many_keys_are_deleted_each_only_if_unchanged(backend: Backend) -> None:
+    for name, value in (("a", b"1"), ("b", b"2"), ("c", b"3")):
+        backend.write(f"runs/{name}", [value], exclusive=False)
+    backend.write("other/d", [b"4"], exclusive=False)
+    removed = backend.delete_unchanged([("runs/a", b"1"), ("runs/b", b"changed"), ("runs/gone", b"x"),
+                                        ("other/d", b"4"), ("runs/c", b"3")])
+    assert list(removed) == [True, False, False, True, True]
+    assert sorted(backend.list("runs")) == ["runs/b"] and not backend.exists("other/d")
+
+
 def test_concurrent_compare_and_swap_loses_no_update(backend: Backend) -> None:
     backend.write("counter", [b"0"], exclusive=False)
 

@@ -53,6 +53,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, aoe.St
              "glyph_loss": {g: round((n + 1) / (i + 2), 4) for n, g in enumerate("AaBbQ")}},
             params={"lr": [0.1, 0.01][i % 2], "epochs": 10 * (i + 1)}, name=f"fruity v{i}",
             description="a <b>bold</b> try" if i == 4 else None, tags=["bold"] if i >= 4 else []))
+    store.set_retention(font, {"keep_last": 50, "keep_best": [(3, "metrics.final_loss")]})
     store.set_alias(font, "best", runs[2], note="first pick")
     store.set_alias(font, "best", runs[5], note="lowest final_loss")
     httpd = make_server(store, port=0)
@@ -266,6 +267,8 @@ def test_the_lineage_of_a_font_and_the_history_of_an_alias(browser, site) -> Non
     forked, first = store.fork_font(f"{font}@best", "fork")
     tuned = store.save_model(forked, {"w": torch.ones(2)}, parents=[(forked, first)], name="tuned")
     try:
+        browser.get(f"{url}/font/{font}")
+        assert browser.find_element(By.ID, "retention").text == "keeps --keep-last 50 --keep-best 3 metrics.final_loss"
         browser.get(f"{url}/font/{forked}")
         browser.find_element(By.ID, "lineage-link").click()
         graph = wait_for(browser, By.ID, "lineage")

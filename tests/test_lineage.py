@@ -19,7 +19,16 @@ def saved(store: aoe.Store, font: str, value: float, **run: object) -> str:
     return store.save_model(font, {"w": torch.full((2,), value)}, status="trial", **run)
 
 
-def test_a_run_names_the_runs_its_weights_came_from(store: aoe.Store, font: str) -> None:
+@pytest.fixture(params=["local", "s3"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> aoe.Store:
+    if request.param == "s3":
+        return aoe.Store(request.getfixturevalue("s3_url"))
+    return aoe.Store(tmp_path / "networks")
+
+
+def test_a_run_names_the_runs_its_weights_came_from(any_store: aoe.Store) -> None:
+    store = any_store
+    font = store.create_font("fruity")
     other = store.create_font("other")
     base = saved(store, font, 1.0)
     store.set_alias(font, "best", base)
@@ -34,6 +43,9 @@ def test_a_run_names_the_runs_its_weights_came_from(store: aoe.Store, font: str)
     store.amend_run(font, merged, name="merged")  # an amend keeps the lineage
     assert store.get_run_info(font, merged).parents == info.parents
     assert store.list_runs(font)[0].parent is None and store.list_runs(font)[-1].parent is not None
+    forked, first = store.fork_font(f"{font}@best", "forked")  # no byte copied, on any store
+    assert store.get_run_info(forked, first).parents[0]["run_id"] == base
+    assert [n.key for n in store.lineage(forked)] == [(forked, first), (font, base)]
 
 
 @pytest.mark.parametrize(("parents", "error", "message"), [

@@ -5,8 +5,10 @@ fresh model, gives losses bit-identical to the same training uninterrupted (CPU)
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 import aoe
@@ -49,7 +51,10 @@ def steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, count: int) 
     return losses
 
 
-def test_a_plain_loop_resumes_exactly_from_a_run(store: aoe.Store, font: str) -> None:
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_plain_loop_resumes_exactly_from_a_run(where: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    store = aoe.Store(request.getfixturevalue("s3_url") if where == "s3" else tmp_path / "networks")
+    font = store.create_font("fruity")
     seed_everything(0)
     model, optimizer = a_model()
     uninterrupted = steps(model, optimizer, 8)
@@ -74,8 +79,6 @@ def test_a_hugging_face_trainer_resumes_exactly_from_a_run(store: aoe.Store, fon
     """The Trainer stopped at step 4 of 8 (its checkpoint a run, with trainer and random
     states), then a fresh Trainer resumed from that run: the losses of steps 5 to 8 are
     those of the training that never stopped, bit for bit."""
-    import pytest
-
     transformers = pytest.importorskip("transformers")
     from aoe.integrations.huggingface import AoeCallback
 
@@ -124,8 +127,6 @@ def test_a_lightning_training_resumes_exactly_from_a_run(store: aoe.Store, font:
     """Two epochs of four, checkpointed as a run with the random states; a fresh model and
     Trainer resumed from that run (``aoe:FONT@ALIAS``): epochs 3 and 4 give the losses of
     the training that never stopped, bit for bit (dropout and shuffling draw from torch)."""
-    import pytest
-
     lightning = pytest.importorskip("lightning")
     from lightning.pytorch.callbacks import ModelCheckpoint
 

@@ -120,16 +120,15 @@ class Backend(Protocol):
         epoch); None if absent."""
         ...
 
-    def compare_and_swap(self, key: str, expected: bytes | None, parts: Sequence[Buffer] | None, *,
-                         durable: bool = True) -> bool:
+    def compare_and_swap(self, key: str, expected: bytes | None, parts: Sequence[Buffer] | None) -> bool:
         """Replace the key only if it still holds ``expected`` (None: only if absent);
-        ``parts`` None deletes it. False when the key held something else. ``durable``
-        False lets a removal wait for :meth:`sync_folder` (many removed, made durable once)."""
+        ``parts`` None deletes it. False when the key held something else."""
         ...
 
-    def sync_folder(self, prefix: str) -> None:
-        """Make the removals from a folder made with ``durable=False`` durable (a backend
-        whose changes are durable as they land does nothing)."""
+    def delete_unchanged(self, items: Sequence[tuple[str, bytes]]) -> Sequence[bool]:
+        """:meth:`compare_and_swap` deletions of many keys at once, each removed only if it
+        still holds its bytes; all the removals durable on return (a local folder's lock
+        taken and the folder fsynced once for its keys). Whether each key was removed."""
         ...
 
     def lock(self, name: str, *, wait: bool) -> AbstractContextManager[bool]:

@@ -117,11 +117,10 @@ class MemoryBackend:
         entry = self._data.get(check_key(key))
         return None if entry is None else (len(entry[0]), entry[1])
 
-    def sync_folder(self, prefix: str) -> None:
-        """Nothing to do: memory has no power cut to survive."""
+    def delete_unchanged(self, items: Sequence[tuple[str, bytes]]) -> Sequence[bool]:
+        return [self.compare_and_swap(key, expected, None) for key, expected in items]
 
-    def compare_and_swap(self, key: str, expected: bytes | None, parts: Sequence[Buffer] | None, *,
-                         durable: bool = True) -> bool:
+    def compare_and_swap(self, key: str, expected: bytes | None, parts: Sequence[Buffer] | None) -> bool:
         with self._lock:
             current = self._data.get(check_key(key))
             if (current[0] if current else None) != expected:

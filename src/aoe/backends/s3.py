@@ -43,6 +43,8 @@ from ..names import random_hex
 from .base import MAX_KEY_BYTES, BatchWrite, Buffer, check_key, direct_batch
 from .cache import derived_path
 
+PARALLEL_DELETES = 16
+"""Conditional deletes in flight at once (``delete_unchanged``)."""
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 """Contents larger than this are uploaded in parts (S3 takes up to 5 GiB in one PUT)."""
 
@@ -281,11 +283,14 @@ class S3Backend:
         self._call(f"deleting {key}", lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(key)))
         return True
 
-    def sync_folder(self, prefix: str) -> None:
-        """Nothing to do: an object store's changes are durable as they land."""
+    def delete_unchanged(self, items: Sequence[tuple[str, bytes]]) -> Sequence[bool]:
+        """Conditional deletes, many in flight (each durable as it lands)."""
+        from concurrent.futures import ThreadPoolExecutor
 
-    def compare_and_swap(self, key: str, expected: bytes | None, parts: Sequence[Buffer] | None, *,
-                         durable: bool = True) -> bool:
+        with ThreadPoolExecutor(PARALLEL_DELETES) as pool:
+            return [*pool.map(lambda item: self.compare_and_swap(item[0], item[1], None), items)]
+
+    def compare_and_swap(self, key: str, expected: bytes | None, parts: Sequence[Buffer] | None) -> bool:
         try:
             current, etag = self._get(key)
         except NotFoundError:

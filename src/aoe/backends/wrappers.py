@@ -43,7 +43,7 @@ class ReadOnlyBackend(Wrapper):
     def _refuse(self, *args: Any, **kwargs: Any) -> Any:
         raise StorageError(f"{self.location} is open read-only; nothing was changed")
 
-    write = write_batch = touch = delete = compare_and_swap = delete_if_untouched = remove_temp = make_folder = sync_folder = _refuse
+    write = write_batch = touch = delete = compare_and_swap = delete_if_untouched = remove_temp = make_folder = delete_unchanged = _refuse
 
     @contextmanager
     def lock(self, name: str, *, wait: bool) -> Iterator[bool]:
@@ -105,10 +105,14 @@ class FaultyBackend(Wrapper):
         self._maybe_fail("delete", key)
         return self.inner.delete(key)
 
-    def compare_and_swap(self, key: str, expected: bytes | None, parts: Sequence[Buffer] | None, *,
-                         durable: bool = True) -> bool:
+    def compare_and_swap(self, key: str, expected: bytes | None, parts: Sequence[Buffer] | None) -> bool:
         self._maybe_fail("compare_and_swap", key)
-        return self.inner.compare_and_swap(key, expected, parts, durable=durable)
+        return self.inner.compare_and_swap(key, expected, parts)
+
+    def delete_unchanged(self, items: Sequence[tuple[str, bytes]]) -> Sequence[bool]:
+        for key, _ in items:
+            self._maybe_fail("compare_and_swap", key)
+        return self.inner.delete_unchanged(items)
 
     def lock(self, name: str, *, wait: bool) -> AbstractContextManager[bool]:
         self._maybe_fail("lock", name)

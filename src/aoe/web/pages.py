@@ -168,7 +168,8 @@ class Browser:
                            f' <a class=history href="/alias/{u(font_id)}/{u(name)}" title="its moves">&#8634;</a>'
                            for name, run in named.items())
         body = (f'<p><a href="/">fonts</a> / <b>{h(font_id)}</b> · <a href="/lineage/{u(font_id)}" id=lineage-link>'
-                f"lineage</a>{' · aliases: ' + aliases if aliases else ''}</p>{self.charts.html(font_id, query)}{form}"
+                f"lineage</a>{' · aliases: ' + aliases if aliases else ''}{self._retention(font_id)}</p>"
+                f"{self.charts.html(font_id, query)}{form}"
                 f"{problem}<p>{total} runs; page {page} of {pages} <span class=pages>{nav}</span></p>"
                 f'<form action="/compare/{u(font_id)}" method="get" id="compare">'
                 f'{self._run_table(runs, compare=True)}'
@@ -270,6 +271,14 @@ class Browser:
         for name, run_id in self.store.aliases_of(font_id).items():
             found.setdefault(run_id, []).append(name)
         return found
+
+    def _retention(self, font_id: str) -> str:
+        """What the font's stored retention policy keeps (applied after every save)."""
+        try:
+            policy = self.store.retention(font_id)
+        except StoreError as exc:
+            return f" · <span class=error id=retention>retention policy: {h(str(exc))}</span>"
+        return "" if policy is None else f" · <span id=retention>keeps {h(policy.describe())}</span>"
 
     @staticmethod
     def _alias_badges(font_id: str, names: list[str]) -> str:
