@@ -70,6 +70,20 @@ def test_gc_stops_before_removing_anything_when_a_run_cannot_be_read(store: aoe.
     assert object_count(store) == before
 
 
+def test_a_run_deleted_while_gc_lists_the_refs_holds_nothing(store: aoe.Store, font: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ref removed between gc's listing and its reading (forget racing gc) is a deleted
+    run, not a damaged one: gc goes on, and sweeps what only that run needed."""
+    kept = store.save_model(font, {"w": torch.ones(3)})
+    gone = store.save_model(font, {"w": torch.zeros(3)})
+    listed = store.refs.runs(font)
+    store.delete_run(font, gone)
+    monkeypatch.setattr(store.refs, "runs", lambda font_id: listed)  # the listing from before the delete
+    age(store)
+    assert collect_garbage(store, grace=0).swept >= 2  # the deleted run's manifest and tensor
+    assert torch.equal(store.load_model(font, kept).weights["w"], torch.ones(3))
+
+
 def test_objects_of_a_save_in_progress_survive_a_zero_grace_gc(store: aoe.Store, font: str) -> None:
     with store.transaction() as transaction:
         marker = transaction.marker

@@ -56,9 +56,11 @@ def test_forget_racing_saves_and_a_gc_loses_no_run_it_should_keep(tmp_path: Path
     forgetter, collector = racer(store.root, font, "forget", "12"), racer(store.root, font, "gc", "12")
     saved = [first] + [line.strip() for writer in writers for line in writer.communicate(timeout=300)[0].splitlines()]
     assert all(writer.returncode == 0 for writer in writers)
-    forgotten = [line.split()[1] for line in forgetter.communicate(timeout=300)[0].splitlines()]
-    purged = [run for line in collector.communicate(timeout=300)[0].splitlines() for run in line.split()[1:]]
-    assert forgetter.returncode == 0 and collector.returncode == 0 and len(saved) == 24
+    forgetting, collecting = forgetter.communicate(timeout=300), collector.communicate(timeout=300)
+    assert forgetter.returncode == 0 and collector.returncode == 0, (forgetting[1], collecting[1])
+    forgotten = [line.split()[1] for line in forgetting[0].splitlines()]
+    purged = [run for line in collecting[0].splitlines() for run in line.split()[1:]]
+    assert len(saved) == 24
     there = {info.run_id for info in store.list_runs(font)}
     trashed = {record.run_id: record for record in store.trashed(font)}
     assert set(saved) == there | set(trashed) and not there & set(trashed)

@@ -121,6 +121,8 @@ def reachable(refs: Refs, objects: ObjectStore, aliases: Aliases) -> set[Digest]
     for font_id in refs.fonts():
         runs = refs.runs(font_id) if refs.has_runs_folder(font_id) else []
         for run in (history(refs, objects, font_id, run_id) for run_id in runs):
+            if isinstance(run.problem, NotFoundError) and run.at is None:
+                continue  # its ref was removed since the listing (deleted, forgotten): it holds nothing now
             if run.problem is not None:
                 raise FormatError(
                     f"run {run.run_id} of {run.font_id} cannot be read ({run.problem}); run `aoe store fsck` "
