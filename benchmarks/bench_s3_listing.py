@@ -66,14 +66,11 @@ def measured(action: Callable[[], int], expected: int) -> tuple[float, int]:
     return seconds, sum(requests.values())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="1000,10000,30000")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--dir", default=None)
-    parser.add_argument("--skip-no-snapshot", action="store_true", help="skip the slow first listing without a snapshot")
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="aoe-bench-s3-listing-", dir=args.dir))
+def started(prefix: str, directory: str | None) -> tuple[Path, SeaweedServer, Callable[[], str]]:
+    """A work folder, a SeaweedFS server in it (its variables set for this process, its
+    requests counted), and a function that makes the next Store "a new machine" (an
+    empty cache folder of its own; returns it)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=directory))
     server = SeaweedServer.start(work / "server")
     os.environ.update(server.environment())
     counting()
@@ -83,6 +80,17 @@ def main() -> None:
         os.environ["AOE_CACHE_DIR"] = str(work / f"machine-{next(machines)}")
         return os.environ["AOE_CACHE_DIR"]
 
+    return work, server, new_machine
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1000,10000,30000")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dir", default=None)
+    parser.add_argument("--skip-no-snapshot", action="store_true", help="skip the slow first listing without a snapshot")
+    args = parser.parse_args()
+    work, server, new_machine = started("aoe-bench-s3-listing-", args.dir)
     try:
         local = aoe.Store(work / "local")
         local.create_font("fruity")

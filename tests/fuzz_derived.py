@@ -148,12 +148,12 @@ class DerivedDamage:
             return Damage(f"snapshot {path.name}: {how}", f"{LISTINGS}/{font}/{path.name}")
         rows = listings.read(sharing.backend, f"{LISTINGS}/{font}/{path.name}", font)
         if how == "runs that are not":
-            forged = [[run_id.replace("-000", "-900"), token, *listings._fields(info)]
+            forged = [[run_id.replace("-000", "-900"), token, *listings.row_fields(info)]
                       for run_id, (token, info) in rows.items()]
         else:
             lies = {"name": self.rng.choice(HOSTILE_NAMES[:4] + ["forged"]), "tags": ("forged",),
                     "metrics": {"final_loss": self.rng.choice([0.0, -1e308, 1e300])}}
-            forged = [[run_id, token, *listings._fields(dataclasses.replace(info, **lies))]
+            forged = [[run_id, token, *listings.row_fields(dataclasses.replace(info, **lies))]
                       for run_id, (token, info) in rows.items()]
         content = msgpack.packb({"format": listings.FORMAT, "version": listings.VERSION, "font_id": font,
                                  "runs": forged}, use_bin_type=True)

@@ -101,6 +101,16 @@ def test_list_versions_change_when_a_key_is_written_again(backend: Backend) -> N
     assert after["a"] != before["a"] and after["b"] == before["b"]
 
 
+def test_a_listing_token_never_claims_other_content(backend: Backend) -> None:
+    """``holds`` lets a reader trust a listed row without reading the key: it may say
+    "cannot tell" (False), never that a key holds what it does not."""
+    backend.write("runs/a", [b"the manifest's digest"], exclusive=True)
+    token = backend.list_versions("runs")["a"]
+    assert not backend.holds(token, b"the manifest's digesT")
+    assert not backend.holds(token, b"the manifest's digest, and more")
+    assert backend.holds(token, b"the manifest's digest") == backend.round_trips  # object storage can tell
+
+
 def test_compare_and_swap(backend: Backend) -> None:
     assert backend.compare_and_swap("ref", None, [b"v1"])  # create when absent
     assert not backend.compare_and_swap("ref", None, [b"v1 again"])

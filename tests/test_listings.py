@@ -167,7 +167,7 @@ def forge(store: aoe.Store, font: str, moment, **lies) -> str:
 
     from aoe.codec import encode, hash_bytes
 
-    rows = [[run_id, token, *listings._fields(replace(info, **lies))]
+    rows = [[run_id, token, *listings.row_fields(replace(info, **lies))]
             for run_id, (token, info) in listings.newest(store.backend, font).items()]
     content = msgpack.packb({"format": listings.FORMAT, "version": listings.VERSION, "font_id": font, "runs": rows},
                             use_bin_type=True)

@@ -16,11 +16,9 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
 
-from . import listings, reachability
+from . import reachability
 from .errors import (
     CorruptObjectError,
     FormatError,
@@ -30,12 +28,12 @@ from .errors import (
     NotFoundError,
     StoreError,
 )
+from .findings import ERROR, INFO, WARNING, Report, runs_text
 from .layout import (
     ALIAS_HINT,
     DAMAGED,
     FONTS,
     INFLIGHT,
-    LISTINGS,
     OBJECTS,
     REF_CHANGES,
     alias_folder,
@@ -45,7 +43,6 @@ from .layout import (
     claim_key,
     damaged_key,
     digest_at,
-    listing_at,
     name_in_folder,
     object_key,
     pending_key,
@@ -54,64 +51,16 @@ from .layout import (
     run_key,
     runs_folder,
 )
-from .manifests import check_location, unpack
+from .listing_checks import check_listings
+from .manifests import unpack
 from .names import Digest, check_font_id, font_number, format_time, parse_digest, utc_now
 from .refs import TrashRecord
 from .runinfo import RunInfo
 from .store import Store
 from .transaction import marker_is_stale
 
-ERROR = "error"
-WARNING = "warning"
-INFO = "info"
 TEMP_MIN_AGE = 3600.0
 """Temporary files younger than this may be writes in progress: repair leaves them."""
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One thing fsck found: how bad, what, where, which runs it affects, what to do."""
-
-    severity: str
-    kind: str
-    message: str
-    object: str | None = None
-    ref: str | None = None
-    runs: tuple[str, ...] = ()
-    """Affected runs as ``font_id/run_id``."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if v not in (None, ())}
-
-
-@dataclass
-class Report:
-    findings: list[Finding] = field(default_factory=list)
-    fonts: int = 0
-    runs: int = 0
-    objects: int = 0
-    objects_read: int = 0
-    bytes_read: int = 0
-    repaired: list[str] = field(default_factory=list)
-
-    @property
-    def errors(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity == ERROR]
-
-    @property
-    def clean(self) -> bool:
-        return not self.errors
-
-    def add(self, *args: Any, **kwargs: Any) -> None:
-        self.findings.append(Finding(*args, **kwargs))
-
-    def to_dict(self) -> dict[str, Any]:
-        counts = {s: sum(f.severity == s for f in self.findings) for s in (ERROR, WARNING, INFO)}
-        return {
-            "clean": self.clean, "fonts": self.fonts, "runs": self.runs, "objects": self.objects,
-            "objects_read": self.objects_read, "bytes_read": self.bytes_read, "counts": counts,
-            "findings": [f.to_dict() for f in self.findings], "repaired": self.repaired,
-        }
 
 
 def fsck(
@@ -137,7 +86,7 @@ def fsck(
                 continue  # a deleted run's objects, set aside by gc's first phase: restorable until its second
             report.add(
                 WARNING, "set-aside-object",
-                f"object {digest} was set aside by gc's first phase but is needed by {_runs_text(runs)} "
+                f"object {digest} was set aside by gc's first phase but is needed by {runs_text(runs)} "
                 "(a save that reused it finished after gc looked); reads find it there, and the next "
                 "`aoe store gc` puts it back",
                 object=digest, runs=runs,
@@ -145,13 +94,13 @@ def fsck(
             continue
         report.add(
             ERROR, "missing-object",
-            f"object {digest} is missing; it is needed by {_runs_text(runs)}. Storing the same "
+            f"object {digest} is missing; it is needed by {runs_text(runs)}. Storing the same "
             "content again heals them (save or put the original data); otherwise restore "
             f"{object_key(digest)} from a backup",
             object=digest, runs=runs,
         )
     _check_leftovers(store, report, repair)
-    _check_listings(store, report, repair, heads)
+    check_listings(store, report, repair, heads)
     _check_catalog(store, report, repair)
     if repair:
         _repair(store, report)
@@ -180,7 +129,7 @@ def _check_catalog(store: Store, report: Report, repair: bool) -> None:
     except sqlite3.Error as exc:
         wrong, problem = [], f"the catalog index cannot be read ({exc})"
     else:
-        problem = f"the catalog index disagrees with the refs of {_runs_text(wrong)}" if wrong else ""
+        problem = f"the catalog index disagrees with the refs of {runs_text(wrong)}" if wrong else ""
     if not problem:
         return
     report.add(WARNING, "stale-index", f"{problem}; listings may be wrong until `aoe store reindex` "
@@ -189,85 +138,6 @@ def _check_catalog(store: Store, report: Report, repair: bool) -> None:
         store.catalog.close()
         store.catalog.rebuild()
         report.repaired.append("rebuilt the catalog index")
-
-
-def _check_listings(store: Store, report: Report, repair: bool, heads: dict[str, dict[str, RunInfo]]) -> None:
-    """Listing snapshots must verify and hold rows by the rules, be named no later than
-    now (a name from the future would stay "the newest" for ever), have a row written for
-    a ref as it is now name the manifest that ref names, and say of each run what the
-    manifest it names says. Readers pass over a bad one (reading refs instead), but a row
-    that lies is shown by listings on other machines: an error. Repair removes both."""
-    keys = list(store.backend.list(LISTINGS))
-    _, future = listings.by_time(k for k in keys if listing_at(k) is not None)
-    for key in keys:
-        where = key.split("/")
-        if listing_at(key) is None:
-            report.add(WARNING, "stray-file", f"{key} is not a listing snapshot; move it out of {LISTINGS}/", ref=key)
-            continue
-        try:
-            if key in future:
-                raise FormatError(f"listing snapshot {key} is named later than this machine's clock by more than "
-                                  f"{listings.FUTURE.seconds // 60} minutes, so readers never use it")
-            rows = listings.read(store.backend, key, where[1])
-            tokens = store.backend.list_versions(runs_folder(where[1]))
-            moved = [run_id for run_id, (token, info) in rows.items()
-                     if tokens.get(run_id) == token and _names_another(store, where[1], run_id, info.manifest)]
-            if moved:
-                raise FormatError(f"listing snapshot {key} names other manifests than the refs of "
-                                  f"{_runs_text(moved)} do")
-        except FormatError as exc:
-            report.add(WARNING, "bad-listing", f"{exc}; listings read the refs instead, and "
-                       "`aoe store fsck --repair` removes it", ref=key)
-            _remove_listing(store, report, key, repair)
-            continue
-        except (NotFoundError, InvalidNameError):
-            continue  # replaced by a newer one meanwhile, or a folder of no font
-        lies = listings.disagreements(rows, _as_manifests_say(store, where[1], rows, heads.get(where[1], {})))
-        if lies:
-            report.add(ERROR, "lying-listing",
-                       f"listing snapshot {key} says of {_runs_text(lies)} what their manifests do not (their name, "
-                       "tags, metrics or other fields): listings on machines that read it show that; `aoe store fsck "
-                       "--repair` removes it", ref=key, runs=tuple(f"{where[1]}/{r}" for r in lies))
-            _remove_listing(store, report, key, repair)
-
-
-def _as_manifests_say(store: Store, font_id: str, rows: dict[str, tuple[str, RunInfo]],
-                      heads: dict[str, RunInfo]) -> dict[str, RunInfo]:
-    """Each row's run as the manifest the row names says it is (the run as fsck read it,
-    or an older version read now); a manifest that cannot be read is left out."""
-    truth = {}
-    for run_id, (_, info) in rows.items():
-        head = heads.get(run_id)
-        if head is not None and head.manifest == info.manifest:
-            truth[run_id] = head
-            continue
-        try:
-            manifest = check_location(unpack(store.objects.get(parse_digest(info.manifest))), font_id, run_id)
-            truth[run_id] = RunInfo.read(manifest, info.manifest, store.objects)
-        except StoreError:
-            continue
-    return truth
-
-
-def _remove_listing(store: Store, report: Report, key: str, repair: bool) -> None:
-    if repair:
-        store.backend.delete(key)
-        report.repaired.append(f"removed listing snapshot {key}")
-
-
-def _names_another(store: Store, font_id: str, run_id: str, manifest: str) -> bool:
-    try:
-        return store.refs.read_run(font_id, run_id) != manifest
-    except StoreError:
-        return False  # the ref itself is reported by the check of the refs
-
-
-def _runs_text(runs: Iterable[str]) -> str:
-    runs = list(runs)
-    if not runs:
-        return "no run (an orphan)"
-    shown = ", ".join(runs[:5])
-    return f"run{'s' if len(runs) > 1 else ''} {shown}" + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
 
 
 def _check_refs(store: Store, report: Report, needed: dict[Digest, list[str]],
@@ -488,7 +358,7 @@ def _check_objects(
         if problem is not None and digest not in known:
             runs = tuple(sorted(set(needed.get(digest, ()))))
             report.add(ERROR, "corrupt-object",
-                       f"{problem}; it is needed by {_runs_text(runs)}. `aoe store fsck --repair` "
+                       f"{problem}; it is needed by {runs_text(runs)}. `aoe store fsck --repair` "
                        "moves it aside so that storing the same content again heals those runs",
                        object=digest, runs=runs)
     return present

@@ -158,6 +158,30 @@ def listing_at(key: str) -> tuple[str, Digest] | None:
     return found[1], Digest(found[2])
 
 
+SEGMENTS = "segments"
+SEGMENT_NAME_RE = re.compile(r"([0-9])-([0-9]{8}T[0-9]{6}\.[0-9]{6}Z)-([0-9a-f]{64})")
+
+
+def segments_folder(font_id: str) -> str:
+    return f"{listings_folder(font_id)}/{SEGMENTS}"
+
+
+def segment_key(font_id: str, level: int, moment: datetime, digest: Digest) -> str:
+    """``.listings/<font>/segments/<level>-<UTC time>-<digest of its content>``."""
+    if not 0 <= level <= 9:
+        raise ValueError(f"a segment's level is a digit, not {level}")
+    return f"{segments_folder(font_id)}/{level}-{moment.astimezone(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}-{parse_digest(digest)}"
+
+
+def segment_at(key: str) -> tuple[int, str, Digest] | None:
+    """(level, time, content digest) of a listing segment's key; None for any other file."""
+    parts = key.split("/")
+    found = SEGMENT_NAME_RE.fullmatch(parts[-1])
+    if len(parts) != 4 or parts[0] != LISTINGS or parts[2] != SEGMENTS or found is None:
+        return None
+    return int(found[1]), found[2], Digest(found[3])
+
+
 def marker_key(token: str) -> str:
     return f"{INFLIGHT}/{token}"
 

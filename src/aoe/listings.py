@@ -41,7 +41,7 @@ def write(backend: Backend, font_id: str, runs: Iterable[tuple[str, RunInfo]]) -
     """Write a snapshot of ``runs`` (ref token, RunInfo) of a font; then remove all but the
     newest :data:`KEEP`, and any named in the future (:func:`by_time`). Returns its key.
     Unreadable runs are left out (read again)."""
-    rows = [[info.run_id, token, *_fields(info)] for token, info in runs if info.status != UNREADABLE]
+    rows = [[info.run_id, token, *row_fields(info)] for token, info in runs if info.status != UNREADABLE]
     content = msgpack.packb({"format": FORMAT, "version": VERSION, "font_id": font_id, "runs": rows},
                             use_bin_type=True)
     key = listing_key(font_id, utc_now(), hash_bytes(content))
@@ -55,11 +55,13 @@ def write(backend: Backend, font_id: str, runs: Iterable[tuple[str, RunInfo]]) -
     return key
 
 
-def newest(backend: Backend, font_id: str) -> dict[str, tuple[str, RunInfo]]:
+def newest(backend: Backend, font_id: str, keys: Iterable[str] | None = None) -> dict[str, tuple[str, RunInfo]]:
     """The runs of the font's newest snapshot not named in the future (run id -> ref
     token, RunInfo), every row checked; {} when there is none. A snapshot that cannot be
-    read or breaks a rule is passed over for the one before it (and fsck reports it)."""
-    for key in reversed(by_time(_keys(backend, font_id))[0]):
+    read or breaks a rule is passed over for the one before it (and fsck reports it).
+    ``keys``: a listing of the font's ``.listings/`` folder the caller made already."""
+    found = _keys(backend, font_id) if keys is None else [key for key in keys if listing_at(key) is not None]
+    for key in reversed(by_time(found)[0]):
         try:
             return read(backend, key, font_id)
         except (NotFoundError, FormatError):  # removed by a newer writer since it was listed, or bad
@@ -90,7 +92,7 @@ def disagreements(rows: Mapping[str, tuple[str, RunInfo]], truth: Mapping[str, R
     bucket's keys wrote it, or a buggy one."""
     return sorted(run_id for run_id, (_, info) in rows.items()
                   if (known := truth.get(run_id)) is not None and known.manifest == info.manifest
-                  and msgpack.packb(_fields(known)) != msgpack.packb(_fields(info)))
+                  and msgpack.packb(row_fields(known)) != msgpack.packb(row_fields(info)))
 
 
 def read(backend: Backend, key: str, font_id: str) -> dict[str, tuple[str, RunInfo]]:
@@ -141,42 +143,51 @@ def _keys(backend: Backend, font_id: str) -> list[str]:
     return [key for key in backend.list(listings_folder(font_id)) if listing_at(key) is not None]
 
 
-_ROW = ("status", "saved_at", "started_at", "ended_at", "params", "name", "description", "tags",
+ROW_FIELDS = ("status", "saved_at", "started_at", "ended_at", "params", "name", "description", "tags",
         "weights_version", "feedback_schema", "manifest", "assets", "glyphs", "extras", "parent", "metrics",
         "parents")
 """A row: run id, ref token, then these RunInfo fields (times as text, tuples as arrays);
 ``parents`` (revision 2.5) may be absent, in rows older writers wrote."""
 
 
-def _fields(info: RunInfo) -> list[Any]:
+def row_fields(info: RunInfo) -> list[Any]:
+    """A run's fields as a row holds them (after its run id and, in a snapshot, token)."""
     data = info.to_dict()
-    return [data[name] for name in _ROW]
+    return [data[name] for name in ROW_FIELDS]
 
 
 def _checked(font_id: str, row: Any) -> RunInfo:
-    """A row's RunInfo, its fields checked by the rules of a manifest (the same code)."""
-    if not isinstance(row, list) or len(row) not in (1 + len(_ROW), 2 + len(_ROW)) or not isinstance(row[1], str):
+    """A snapshot row's RunInfo (see :func:`checked_info`)."""
+    if not isinstance(row, list) or len(row) < 2 or not isinstance(row[1], str):
         raise ValueError("a row is [run id, token, fields...]")
-    data = {"parents": [], **dict(zip(_ROW, row[2:]))}
+    return checked_info(font_id, row[0], row[2:])
+
+
+def checked_info(font_id: str, run_id: Any, fields: Any) -> RunInfo:
+    """The RunInfo of a row's fields (:func:`row_fields`), checked by the rules of a
+    manifest (the same code); ValueError for a row that breaks one."""
+    if not isinstance(fields, list) or len(fields) not in (len(ROW_FIELDS) - 1, len(ROW_FIELDS)):
+        raise ValueError(f"a row of run {run_id!r} does not hold the fields of a run")
+    data = {"parents": [], **dict(zip(ROW_FIELDS, fields))}
     if not isinstance(data["parents"], list) or not all(isinstance(p, dict) and p.keys() == PARENT_KEYS
                                                         for p in data["parents"]):
-        raise ValueError(f"a row of run {row[0]!r} has parents that are not maps of a run")
+        raise ValueError(f"a row of run {run_id!r} has parents that are not maps of a run")
     if not all(isinstance(data[k], list) for k in ("tags", "glyphs", "extras", "assets")):
-        raise ValueError(f"a row of run {row[0]!r} has tags, glyphs, extras or assets that are not arrays")
+        raise ValueError(f"a row of run {run_id!r} has tags, glyphs, extras or assets that are not arrays")
     glyphs, extras, assets = (tuple(data[k]) for k in ("glyphs", "extras", "assets"))
     try:
         manifest = check(Manifest(
-            font_id=font_id, run_id=row[0], status=data["status"], saved_at=data["saved_at"],
+            font_id=font_id, run_id=run_id, status=data["status"], saved_at=data["saved_at"],
             started_at=data["started_at"], ended_at=data["ended_at"], params=data["params"], name=data["name"],
             description=data["description"], tags=tuple(data["tags"]), weights_version=data["weights_version"],
             feedback_schema=data["feedback_schema"], parent=data["parent"], metrics=data["metrics"],
             glyphs=dict.fromkeys(glyphs), extras=dict.fromkeys(extras),  # type: ignore[arg-type]  # names only
             parents=tuple(ParentRun(**p) for p in data["parents"])))
         if manifest.run_id == "" or not set(assets) <= set(ASSETS) or len(set(assets)) != len(assets):
-            raise ValueError(f"a row of run {row[0]!r} names unknown assets or no run")
+            raise ValueError(f"a row of run {run_id!r} names unknown assets or no run")
         digest = parse_digest(data["manifest"])
     except (BadManifest, InvalidNameError, InvalidInputError) as exc:
-        raise ValueError(f"run {row[0]!r}: {exc}") from None
+        raise ValueError(f"run {run_id!r}: {exc}") from None
     return RunInfo(font_id, manifest.run_id, manifest.status, parse_time(manifest.saved_at),  # type: ignore[arg-type]
                    parse_time(manifest.started_at), parse_time(manifest.ended_at), manifest.params, manifest.name,
                    manifest.description, manifest.tags, manifest.weights_version, manifest.feedback_schema, digest,

@@ -184,7 +184,7 @@ class Refs:
         deletion already moved it to the trash, left there with its font), and the
         caller is told: nothing reported as saved is ever lost with a font.
         """
-        key, content = run_key(font_id, run_id), _ref_bytes(digest)
+        key, content = run_key(font_id, run_id), ref_content(digest)
         try:
             created = self.backend.write(key, [content], exclusive=True)
         except StoreError:
@@ -224,7 +224,7 @@ class Refs:
     def move_run(self, font_id: str, run_id: str, old: Digest, new: Digest) -> bool:
         """Point a run at a new manifest if it still points at ``old`` (compare-and-swap)."""
         self.note_ref_change(font_id)
-        moved = self.backend.compare_and_swap(run_key(font_id, run_id), _ref_bytes(old), [_ref_bytes(new)])
+        moved = self.backend.compare_and_swap(run_key(font_id, run_id), ref_content(old), [ref_content(new)])
         self._announce(font_id)
         return moved
 
@@ -276,7 +276,7 @@ class Refs:
         record = TrashRecord(font_id, run_id, digest, when, when if purged else None)
         self.backend.write(record.key, [record.to_bytes()], exclusive=False)
         self.note_ref_change(font_id)
-        if self.backend.compare_and_swap(run_key(font_id, run_id), _ref_bytes(digest), None):
+        if self.backend.compare_and_swap(run_key(font_id, run_id), ref_content(digest), None):
             self._announce(font_id)
             return True
         self.backend.delete(record.key)
@@ -301,7 +301,7 @@ class Refs:
             for record in there:  # a record an interrupted deletion left: this one replaces it
                 self.backend.write(record.key, [record.to_bytes()], exclusive=False)
         self.note_ref_change(font_id)
-        removed = self.backend.delete_unchanged([(run_key(font_id, run_id), _ref_bytes(digest))
+        removed = self.backend.delete_unchanged([(run_key(font_id, run_id), ref_content(digest))
                                                  for run_id, digest in runs])
         for record, gone in zip(records, removed):
             if not gone:
@@ -343,5 +343,6 @@ class Refs:
 
 
 
-def _ref_bytes(digest: Digest) -> bytes:
+def ref_content(digest: Digest) -> bytes:
+    """What a run's ref holds: its manifest's address and a newline."""
     return f"{digest}\n".encode()

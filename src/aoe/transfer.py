@@ -89,7 +89,8 @@ def transfer(
             present |= needed - failed.keys()
             plans = _whole(font_id, plans, failed, report)  # a run whose object could not be copied is left out
             transaction.touch({d for _, _, _, digests in plans for d in digests})  # as a save does: kept from gc
-            for run_id, outcome in zip([p[0] for p in plans], dest.objects.parallel(
+            published = {}
+            for (run_id, digest, _, _), outcome in zip(plans, dest.objects.parallel(
                     lambda plan: _publish(transaction, font_id, plan), plans)):
                 if outcome == "created":
                     report.runs_copied += 1
@@ -97,8 +98,20 @@ def transfer(
                     report.runs_updated += 1
                 else:
                     report.conflicts.append(f"{font_id}/{run_id}: {outcome}")
+                    continue
+                published[run_id] = digest
+            _share_rows(source, dest, font_id, published)
             _transfer_aliases(source, dest, font_id, report)
     return report
+
+
+def _share_rows(source: Store, dest: Store, font_id: str, published: dict[str, Digest]) -> None:
+    """Give an object store the listing rows of the runs copied into it (one segment, as
+    a writer shares its saves), from the source's listing: its first reader need not read
+    each ref and manifest."""
+    if dest.pending_rows is not None and published:
+        dest.pending_rows.add(info for info in source.list_runs(font_id) if published.get(info.run_id) == info.manifest)
+        dest.pending_rows.flush(font_id)
 
 
 def _transfer_aliases(source: Store, dest: Store, font_id: str, report: TransferReport) -> None:

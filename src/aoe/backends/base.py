@@ -165,6 +165,12 @@ class Backend(Protocol):
         inode numbers) hands those tokens back without a stat."""
         ...
 
+    def holds(self, token: str, content: bytes) -> bool:
+        """Whether a key listed with ``token`` (:meth:`list_versions`) is known to hold
+        exactly ``content``, from the token alone (an object store's ETag is the MD5 of
+        what a single PUT wrote); False when the token cannot tell."""
+        ...
+
     def make_folder(self, prefix: str) -> None:
         """Make sure a folder exists where the store wants one visible."""
         ...

@@ -25,6 +25,7 @@ in messages.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -218,6 +219,12 @@ class S3Backend:
     def list_versions(self, prefix: str, same_file: Mapping[str, str] | None = None) -> dict[str, str]:
         return {name_in_folder(self._unkey(item["Key"])): f"{item['ETag']}:{item['LastModified'].timestamp()}:{item['Size']}"
                 for item in self._list(prefix, delimiter=True)}
+
+    def holds(self, token: str, content: bytes) -> bool:
+        """The ETag of a single PUT is the MD5 of its bytes on AWS (unless encrypted with
+        KMS or by the client: then this says False, and the key is read) and SeaweedFS."""
+        etag, _, size = token.rsplit(":", 2)
+        return size == str(len(content)) and etag.strip('"') == hashlib.md5(content, usedforsecurity=False).hexdigest()
 
     def folder_version(self, prefix: str) -> int | None:
         return None

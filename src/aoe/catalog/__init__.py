@@ -30,12 +30,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .. import listings, vectors
+from .. import listings, segments, vectors
 from ..errors import StorageError, StoreError
-from ..layout import run_id_at, runs_folder
+from ..layout import run_id_at, runs_folder, segments_folder
 from ..manifests import TensorRecord, check_location, tensor_from_map, tensor_map, unpack
 from ..names import format_time, parse_time
 from ..objects import ObjectStore
@@ -215,7 +216,7 @@ class Catalog:
             db.execute("ROLLBACK")
             raise
         if self.refs.backend.round_trips and len(personalities) >= LISTING_MIN:
-            self._share_listing(font_id)
+            self.share_listing(font_id)
         if known_generation >= 0 and before == known_generation:  # nobody else changed the rows: keep what was built
             self._tokens[font_id] = (generation, tokens)
             cached = self._built.get(font_id)
@@ -227,13 +228,12 @@ class Catalog:
 
     def _rows(self, font_id: str, run_ids: list[str], tokens: dict[str, str]
               ) -> tuple[list[tuple[Any, ...]], list[tuple[str, TensorRecord | None]]]:
-        """Index rows of these runs: from the font's listing snapshot for refs it was
-        written for (object storage, many runs to read), else from refs and manifests;
+        """Index rows of these runs: from the font's shared listing (snapshot, segments)
+        where it holds them (object storage, many runs to read), else from refs and manifests;
         and, for each run read from its ref and manifest, (manifest, personality record)."""
         shared: dict[str, RunInfo] = {}
         if self.refs.backend.round_trips and self.use_listings and len(run_ids) >= LISTING_MIN:
-            snapshot = listings.newest(self.refs.backend, font_id)
-            shared = {r: snapshot[r][1] for r in run_ids if r in snapshot and snapshot[r][0] == tokens[r]}
+            shared = segments.listed_rows(self.refs.backend, font_id, {r: tokens[r] for r in run_ids})
         unshared = [r for r in run_ids if r not in shared]
         read = self._read_runs(font_id, unshared)
         infos = {**shared, **{run_id: info for run_id, (info, _) in zip(unshared, read)}}
@@ -246,14 +246,22 @@ class Catalog:
         ) for run_id, info, data in ((r, infos[r], infos[r].to_dict()) for r in run_ids)
         ], [(i.manifest, p) for i, p in read if i.manifest]
 
-    def _share_listing(self, font_id: str) -> None:
-        """Write a listing snapshot of the font for machines that have not listed it; a
-        store that refuses it (read-only) or a failed write costs nothing but this try."""
-        rows = self._db().execute(
+    def share_listing(self, font_id: str) -> None:
+        """Write a listing snapshot of the font as the index has it (for machines that have
+        not listed it), then remove the listing segments it makes useless. A store that
+        refuses (read-only) or a failed write costs nothing but this try."""
+        db = self._db()
+        synced = db.execute("SELECT synced_ns FROM fonts WHERE font_id = ?", (font_id,)).fetchone()
+        rows = [(token, RunInfo.from_row(info)) for token, info in db.execute(
             "SELECT r.token, i.info FROM runs r JOIN run_info i USING (font_id, run_id) WHERE r.font_id = ?",
-            (font_id,)).fetchall()
+            (font_id,)).fetchall()]
+        backend = self.refs.backend
         try:
-            listings.write(self.refs.backend, font_id, [(token, RunInfo.from_row(info)) for token, info in rows])
+            listings.write(backend, font_id, rows)
+            if synced is not None:
+                segments.prune(backend, font_id, list(backend.list(segments_folder(font_id))),
+                               {info.run_id: str(info.manifest) for _, info in rows},
+                               datetime.fromtimestamp(synced[0] / 1e9, UTC))
         except StoreError:
             pass
 

@@ -33,6 +33,7 @@ from ..names import check_alias, check_name, parse_digest
 from ..objects import ObjectStore
 from ..refs import Refs
 from ..runinfo import feedback_metrics
+from ..segments import PendingRows
 from ..transaction import Transaction, Transactions
 
 if TYPE_CHECKING:
@@ -91,6 +92,9 @@ class StoreBase:
         self._published: dict[str, tuple[Any, TensorRecord | None]] = {}
         """The RunInfo and vector record of manifests this Store published lately, by
         address (see ``Catalog.published``); the newest :data:`PUBLISHED_KEPT`."""
+        self.pending_rows = PendingRows(self.backend) if self.backend.round_trips and not read_only else None
+        """Rows of the runs this Store published on object storage, shared in listing
+        segments as it goes (see ``segments.py``)."""
         self.training_heads: dict[str, Any] = {}
         """Per font, the run a training in this process goes on from (a ParentRun): set by
         a resume path that loads a run (the DCP reader), moved by each save that names it
@@ -134,6 +138,8 @@ class StoreBase:
         if self._background is not None:
             self._background.close()
             self._background = None
+        if self.pending_rows is not None:
+            self.pending_rows.flush()
         if self._catalog is not None:
             self._catalog.close()
             self._catalog = None

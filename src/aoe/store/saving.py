@@ -219,8 +219,10 @@ class Saving(Forgetting, Lineage):
         run_id, digest = transaction.publish(lambda candidate: Manifest(run_id=candidate, **fields), font_id, moment,
                                              run_id)
         record = fields.get("personality")
-        self._published[digest] = (RunInfo.from_manifest(Manifest(run_id=run_id, **fields), digest,
-                                                         fields.get("metrics") or {}), record)
+        info = RunInfo.from_manifest(Manifest(run_id=run_id, **fields), digest, fields.get("metrics") or {})
+        self._published[digest] = (info, record)
+        if self.pending_rows is not None:
+            self.pending_rows.add([info])
         while len(self._published) > PUBLISHED_KEPT:
             del self._published[next(iter(self._published))]
         if self.backend.folders and vectors.chartable(record):  # read back from the page cache: microseconds

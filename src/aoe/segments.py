@@ -1,0 +1,252 @@
+"""Listing segments (format revision 2.6): writers share the rows of the runs they publish
+as they save, so a machine that has never listed a font on object storage reads a few
+objects instead of every ref and manifest, even when nobody ever listed the font before
+(only machines that list write snapshots, ``listings.py``; trainers only save).
+
+A writer keeps the rows of the runs it published (:class:`PendingRows`) and writes them
+as one segment ``.listings/<font>/segments/<level>-<time>-<digest>`` every
+:data:`FLUSH_RUNS` runs of a font, and when its Store closes or its process exits.
+Segments are merged as an LSM tree's files are: a writer that finds :data:`FAN_IN`
+segments of one level merges them into one of the next level, then removes them. So a
+font of n runs has O(log n) segments, and a row is rewritten O(log n) times.
+
+A row is a snapshot's row without the token (``[run_id, *listings.row_fields(info)]``).
+Refs stay the truth: a reader takes a row for a run only when its own listing of the ref
+shows that the ref holds the manifest address the row names (``Backend.holds``: the ETag
+of a single PUT is the MD5 of its bytes), after checking the row by the manifest rules.
+A segment is verified against its name and decoded within bounds. A lost, damaged or
+twice-merged segment only makes a listing read more refs: never a wrong answer.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgpack
+
+from . import listings
+from .backends import Backend
+from .codec import decode, encode, hash_bytes
+from .errors import CorruptObjectError, FormatError, StoreError
+from .layout import listings_folder, segment_at, segment_key, segments_folder
+from .listings import MAX_RUNS, ROW_FIELDS, checked_info, row_fields
+from .names import Digest, utc_now
+from .refs import ref_content
+from .runinfo import UNREADABLE, RunInfo
+
+FORMAT = "aoe-listing-segment"
+VERSION = 1
+FLUSH_RUNS = 16
+"""Runs of a font a writer publishes before it writes them as a segment."""
+FAN_IN = 8
+"""Segments of one level merged into one of the next."""
+MAX_LEVEL = 9
+PARALLEL_READS = 8
+Row = list[Any]
+
+
+def level_for(rows: int) -> int:
+    """The level whose segments hold about this many rows (:data:`FLUSH_RUNS` times
+    :data:`FAN_IN` to the level): a big segment (a push's) is not merged again soon."""
+    level = 0
+    while level < MAX_LEVEL and rows >= FLUSH_RUNS * FAN_IN ** (level + 1):
+        level += 1
+    return level
+
+
+def rows_of(infos: Iterable[RunInfo]) -> list[Row]:
+    return [[info.run_id, *row_fields(info)] for info in infos if info.status != UNREADABLE]
+
+
+def write(backend: Backend, font_id: str, rows: Sequence[Row], level: int | None = None) -> str:
+    """Write ``rows`` as one segment (create-only); returns its key."""
+    content = msgpack.packb({"format": FORMAT, "version": VERSION, "font_id": font_id, "runs": list(rows)},
+                            use_bin_type=True)
+    key = segment_key(font_id, level_for(len(rows)) if level is None else level, utc_now(), hash_bytes(content))
+    backend.write(key, encode(content), exclusive=True)
+    return key
+
+
+def keys_among(keys: Iterable[str]) -> list[str]:
+    """The segment keys among a listing of ``.listings/<font>/``, oldest first."""
+    return sorted((key for key in keys if segment_at(key) is not None), key=lambda k: segment_at(k)[1])  # type: ignore[index]
+
+
+def read(backend: Backend, key: str, font_id: str) -> list[Row]:
+    """One segment's rows, verified against its name, each ``[run id, fields...]`` with
+    its fields not yet checked (:func:`checked`); FormatError if damaged or malformed."""
+    where = segment_at(key)
+    if where is None:
+        raise FormatError(f"{key} is not a listing segment's name")
+    try:
+        content = bytes(decode(backend.read(key), where[2]))
+        data = msgpack.unpackb(content, raw=False, strict_map_key=True, max_array_len=MAX_RUNS)
+    except (CorruptObjectError, ValueError, msgpack.ExtraData) as exc:
+        raise FormatError(f"listing segment {key} is damaged ({exc}); run `aoe store fsck --repair`") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("font_id") != font_id \
+            or data.get("version") != VERSION or not isinstance(data.get("runs"), list) \
+            or not all(isinstance(row, list) and row and isinstance(row[0], str) for row in data["runs"]):
+        raise FormatError(f"listing segment {key} is not a version {VERSION} segment of {font_id}; "
+                          "run `aoe store fsck --repair`")
+    return data["runs"]  # type: ignore[no-any-return]
+
+
+def read_all(backend: Backend, font_id: str, keys: Sequence[str]) -> dict[str, list[Row]]:
+    """The rows of these segments (read several at once), by key; a segment removed
+    meanwhile (merged by a writer) or damaged is left out: its runs are read from refs."""
+    def one(key: str) -> list[Row] | None:
+        try:
+            return read(backend, key, font_id)
+        except StoreError:  # gone, damaged, or not answered now
+            return None
+
+    if len(keys) > 1 and backend.round_trips:
+        from concurrent.futures import ThreadPoolExecutor  # here: 5 ms of every start otherwise
+
+        with ThreadPoolExecutor(min(PARALLEL_READS, len(keys))) as pool:
+            found = list(pool.map(one, keys))
+    else:
+        found = [one(key) for key in keys]
+    return {key: rows for key, rows in zip(keys, found) if rows is not None}
+
+
+def checked(font_id: str, row: Row) -> RunInfo | None:
+    """A row's RunInfo, checked by the manifest rules; None for a row that breaks one."""
+    try:
+        return checked_info(font_id, row[0], row[1:])
+    except ValueError:
+        return None
+
+
+def by_run(segments: Iterable[list[Row]]) -> dict[str, list[Row]]:
+    """Rows by run id, in the order given (newest segment first, when given so)."""
+    rows: dict[str, list[Row]] = defaultdict(list)
+    for segment in segments:
+        for row in segment:
+            rows[row[0]].append(row)
+    return rows
+
+
+def merged(segments: Iterable[list[Row]]) -> list[Row]:
+    """The rows of several segments, each distinct row once."""
+    seen: dict[bytes, Row] = {}
+    for segment in segments:
+        for row in segment:
+            seen.setdefault(msgpack.packb(row, use_bin_type=True), row)
+    return list(seen.values())
+
+
+def compact(backend: Backend, font_id: str, keys: Sequence[str]) -> None:
+    """Merge each level holding :data:`FAN_IN` or more of ``keys`` (a listing of the
+    font's segments) into one segment of the next level, written before its inputs are
+    removed: a crash or a second merger only leaves rows twice (harmless)."""
+    levels: dict[int, list[str]] = defaultdict(list)
+    for key in keys_among(keys):
+        levels[segment_at(key)[0]].append(key)  # type: ignore[index]
+    for level in range(MAX_LEVEL):
+        group = levels.get(level, [])
+        if len(group) < FAN_IN:
+            continue
+        found = read_all(backend, font_id, group)
+        levels[level + 1].append(write(backend, font_id, merged(found.values()), level + 1))
+        for key in found:  # not one that could not be read now: it may be well
+            try:
+                backend.delete(key)
+            except StoreError:
+                pass  # another merger removed it, or the next merge will
+
+
+def prune(backend: Backend, font_id: str, keys: Sequence[str], covered: dict[str, str], listed_at: datetime) -> None:
+    """Remove the segments a snapshot just written makes useless: each of whose rows is
+    in it (``covered``: run id -> manifest address) or is of a run that was not listed
+    and older than the listing (by more than clocks may disagree: a row of a run saved
+    after the listing stays)."""
+    cutoff = (listed_at - timedelta(minutes=10)).astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    for key, rows in read_all(backend, font_id, keys_among(keys)).items():
+        old = segment_at(key)[1] < cutoff  # type: ignore[index]
+        if all(covered.get(row[0], "") == _manifest(row) or (old and row[0] not in covered) for row in rows):
+            try:
+                backend.delete(key)
+            except StoreError:
+                pass
+
+
+_MANIFEST_AT = 1 + ROW_FIELDS.index("manifest")
+
+
+def _manifest(row: Row) -> Any:
+    return row[_MANIFEST_AT] if len(row) > _MANIFEST_AT else None
+
+
+def listed_rows(backend: Backend, font_id: str, tokens: Mapping[str, str]) -> dict[str, RunInfo]:
+    """What a reader takes from the font's shared listing for refs it listed (run id ->
+    token): the newest snapshot's row of a run, else a segment's (the newest segments
+    first), each only for a ref whose token is the row's or shows it holds the row's
+    manifest address; every other run is read from its ref and manifest."""
+    keys = list(backend.list(listings_folder(font_id)))
+
+    def names(token: str, info: RunInfo) -> bool:
+        return backend.holds(token, ref_content(Digest(info.manifest)))
+
+    found = {run_id: row[1] for run_id, row in listings.newest(backend, font_id, keys).items()
+             if run_id in tokens and (row[0] == tokens[run_id] or names(tokens[run_id], row[1]))}
+    segments = keys_among(keys)
+    if len(found) == len(tokens) or not segments:
+        return found
+    candidates = by_run(reversed(list(read_all(backend, font_id, segments).values())))
+    for run_id in tokens.keys() - found.keys():
+        for row in candidates.get(run_id, ()):
+            info = checked(font_id, row)
+            if info is not None and names(tokens[run_id], info):
+                found[run_id] = info
+                break
+    return found
+
+
+class PendingRows:
+    """The rows of runs a Store published on object storage, not yet in a segment: one
+    segment per :data:`FLUSH_RUNS` of a font, the rest when the Store is closed or
+    collected, or the process exits (a process killed first loses only this help:
+    readers read those refs)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._rows: dict[str, list[RunInfo]] = {}
+        self._lock = threading.Lock()
+        weakref.finalize(self, _share, backend, self._rows)
+
+    def add(self, infos: Iterable[RunInfo]) -> None:
+        """Keep these runs' rows; write them once a font has :data:`FLUSH_RUNS`."""
+        full = []
+        with self._lock:
+            for info in infos:
+                rows = self._rows.setdefault(info.font_id, [])
+                rows.append(info)
+                if len(rows) == FLUSH_RUNS:
+                    full.append(info.font_id)
+        for font_id in full:
+            self.flush(font_id)
+
+    def flush(self, font_id: str | None = None) -> None:
+        """Write the rows kept (of one font, or all) as segments, then merge what a level
+        holds too many of."""
+        with self._lock:
+            fonts = [font_id] if font_id is not None else list(self._rows)
+            taken = {font: self._rows.pop(font) for font in fonts if self._rows.get(font)}
+        _share(self.backend, taken)
+
+
+def _share(backend: Backend, rows: dict[str, list[RunInfo]]) -> None:
+    """Write each font's rows as a segment, then merge; a failed write costs only this help."""
+    for font_id, infos in list(rows.items()):
+        try:
+            write(backend, font_id, rows_of(infos))
+            compact(backend, font_id, list(backend.list(segments_folder(font_id))))
+        except StoreError:
+            pass
+    rows.clear()
