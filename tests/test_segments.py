@@ -106,6 +106,23 @@ def test_a_forged_or_damaged_segment_is_never_believed_and_fsck_removes_it(
     assert [i.to_dict() for i in again.list_runs(font)] == [i.to_dict() for i in truth.values()]
 
 
+def test_reindex_removes_every_segment_that_lies_or_breaks_a_rule(s3_store: aoe.Store) -> None:
+    font = s3_store.create_font("fruity")
+    for i in range(8):
+        save(s3_store, font, i)
+    honest = segment_keys(s3_store, font)
+    rows = segments.rows_of(s3_store.list_runs(font))
+    rows[0][1 + 7] = ["a tag it does not have"]
+    lying = segments.write(s3_store.backend, font, rows[:1])
+    broken = segments.write(s3_store.backend, font, [rows[1][:3]])
+    truth = {info.run_id: info for info in s3_store.list_runs(font)}
+    assert sorted(segments.remove_untrue(s3_store.backend, font, truth)) == sorted([lying, broken])
+    assert sorted(segment_keys(s3_store, font)) == sorted(honest)
+    segments.write(s3_store.backend, font, rows[:1])
+    s3_store.reindex()  # its snapshot covers the honest segments; the lying one goes either way
+    assert not segment_keys(s3_store, font)
+
+
 def test_rows_breaking_a_rule_are_passed_over(s3_store: aoe.Store, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     font = s3_store.create_font("fruity")

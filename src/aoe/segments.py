@@ -176,6 +176,28 @@ def prune(backend: Backend, font_id: str, keys: Sequence[str], covered: dict[str
                 pass
 
 
+def remove_untrue(backend: Backend, font_id: str, truth: Mapping[str, RunInfo]) -> list[str]:
+    """Remove the font's segments that cannot be read, hold a row that breaks a rule, or
+    say of a run what ``truth`` (the runs as their manifests say) does not; the keys
+    removed (``aoe store reindex``)."""
+    removed = []
+    for key in keys_among(backend.list(segments_folder(font_id))):
+        try:
+            infos = [checked(font_id, row) for row in read(backend, key, font_id)]
+            untrue = any(info is None or listings.disagreements({info.run_id: ("", info)}, truth) for info in infos)
+        except FormatError:
+            untrue = True
+        except StoreError:
+            continue  # merged away meanwhile, or not answered now
+        if untrue:
+            try:
+                backend.delete(key)
+                removed.append(key)
+            except StoreError:
+                pass
+    return removed
+
+
 _MANIFEST_AT = 1 + ROW_FIELDS.index("manifest")
 
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import listings, reachability
+from .. import listings, reachability, segments
 from ..layout import OBJECTS, digest_at
 from ..names import (
     Digest,
@@ -154,15 +154,16 @@ class Reading(StoreBase):
 
     def reindex(self) -> int:
         """Rebuild the catalog index from the refs and manifests alone; returns the runs
-        indexed. On object storage it then removes every listing snapshot that says other
-        than those manifests (or is named in the future), so what a forger wrote is no
-        longer read by any machine."""
+        indexed. On object storage it then removes every listing snapshot and segment that
+        says other than those manifests (or a snapshot named in the future), so what a
+        forger wrote is no longer read by any machine."""
         self.catalog.rebuild()
         count = self.count_runs()
         if self.backend.round_trips and not self.read_only:
             for font_id in self.list_fonts():
                 truth = {info.run_id: info for info in self.list_runs(font_id)}
                 listings.remove_untrue(self.backend, font_id, truth)
+                segments.remove_untrue(self.backend, font_id, truth)
         return count
 
     def get_run_info(self, font_id: str, run_id: str | None = None) -> RunInfo:
