@@ -160,11 +160,11 @@ def plot(results: dict[str, dict[int, tuple[float, int]]], path: str) -> None:
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
-    for name, by_size in results.items():
-        sizes = sorted(by_size)
-        left.loglog(sizes, [by_size[s][0] for s in sizes], "o-", label=name)
+    for number, (name, by_size) in enumerate(results.items()):
+        sizes, style = sorted(by_size), ("o-", "s--", "^:")[number // 10]  # ten colours, then other lines
+        left.loglog(sizes, [by_size[s][0] for s in sizes], style, label=name)
         if all(by_size[s][1] > 0 for s in sizes):
-            right.loglog(sizes, [by_size[s][1] / 2**20 for s in sizes], "o-", label=name)
+            right.loglog(sizes, [by_size[s][1] / 2**20 for s in sizes], style, label=name)
     for axis, label in ((left, "seconds"), (right, "peak memory (MiB)")):
         axis.set_xlabel("runs in the font")
         axis.set_ylabel(label)
