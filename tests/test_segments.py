@@ -88,7 +88,7 @@ def test_a_forged_or_damaged_segment_is_never_believed_and_fsck_removes_it(
     truth = {info.run_id: info for info in s3_store.list_runs(font)}
     rows = segments.rows_of(truth.values())
     rows[0][1 + 5] = "a name its manifest does not hold"  # a lie about a real run, its manifest named rightly
-    rows.append([runs[0].replace(runs[0][-3:], "999"), *rows[1][1:]])  # a run that has no ref
+    rows.append([runs[0].rsplit("-", 1)[0] + "-0999", *rows[1][1:]])  # a run that has no ref (sequence 999)
     lying = segments.write(s3_store.backend, font, rows)
     content = b"not msgpack"
     damaged = segment_key(font, 0, utc_now(), hash_bytes(content))
