@@ -27,7 +27,7 @@ from .codec import decode, encode, hash_bytes
 from .errors import FormatError, InvalidInputError, InvalidNameError, NotFoundError, StoreError
 from .layout import listing_at, listing_key, listings_folder
 from .manifests import PARENT_KEYS, BadManifest, Manifest, ParentRun, check
-from .names import parse_digest, parse_time, utc_now
+from .names import Digest, parse_digest, parse_time, utc_now
 from .runinfo import ASSETS, UNREADABLE, RunInfo
 
 FORMAT = "aoe-listing"
@@ -42,8 +42,7 @@ def write(backend: Backend, font_id: str, runs: Iterable[tuple[str, RunInfo]]) -
     newest :data:`KEEP`, and any named in the future (:func:`by_time`). Returns its key.
     Unreadable runs are left out (read again)."""
     rows = [[info.run_id, token, *row_fields(info)] for token, info in runs if info.status != UNREADABLE]
-    content = msgpack.packb({"format": FORMAT, "version": VERSION, "font_id": font_id, "runs": rows},
-                            use_bin_type=True)
+    content = file_content(FORMAT, font_id, rows)
     key = listing_key(font_id, utc_now(), hash_bytes(content))
     backend.write(key, encode(content), exclusive=True)
     usable, future = by_time(_keys(backend, font_id))
@@ -100,21 +99,38 @@ def read(backend: Backend, key: str, font_id: str) -> dict[str, tuple[str, RunIn
     where = listing_at(key)
     if where is None:
         raise FormatError(f"{key} is not a listing snapshot's name")
-    digest = where[1]
+    rows = file_rows(backend, key, where[1], FORMAT, font_id)
+    try:
+        return {row[0]: (row[1], _checked(font_id, row)) for row in rows}
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise FormatError(f"listing snapshot {key} is malformed ({exc}); run `aoe store fsck --repair`") from None
+
+
+def file_content(format_name: str, font_id: str, rows: list[Any]) -> bytes:
+    """The content of a listing file (a snapshot, or a segment: ``format_name``): a
+    msgpack map of its format, version and font, and its rows."""
+    content: bytes = msgpack.packb({"format": format_name, "version": VERSION, "font_id": font_id, "runs": rows},
+                                   use_bin_type=True)
+    return content
+
+
+def file_rows(backend: Backend, key: str, digest: Digest, format_name: str, font_id: str) -> list[Any]:
+    """The rows of a listing file, verified against its address and decoded within
+    bounds; FormatError when it is damaged or not a file of this format, version and
+    font (NotFoundError passes: removed since it was listed)."""
+    what = "listing snapshot" if format_name == FORMAT else "listing segment"
     try:
         content = bytes(decode(backend.read(key), digest))
         data = msgpack.unpackb(content, raw=False, strict_map_key=True, max_array_len=MAX_RUNS)
-        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("font_id") != font_id:
-            raise FormatError("not a listing snapshot of this font")
-        if data.get("version") != VERSION:
-            raise FormatError(f"listing snapshot version {data.get('version')!r} is not {VERSION}")
-        return {row[0]: (row[1], _checked(font_id, row)) for row in data["runs"]}
-    except StoreError as exc:
-        if isinstance(exc, NotFoundError):
-            raise
-        raise FormatError(f"listing snapshot {key} is damaged ({exc}); run `aoe store fsck --repair`") from None
-    except (ValueError, TypeError, KeyError, IndexError, msgpack.ExtraData) as exc:
-        raise FormatError(f"listing snapshot {key} is malformed ({exc}); run `aoe store fsck --repair`") from None
+    except NotFoundError:
+        raise
+    except (StoreError, ValueError, msgpack.ExtraData) as exc:
+        raise FormatError(f"{what} {key} is damaged ({exc}); run `aoe store fsck --repair`") from None
+    if not isinstance(data, dict) or data.get("format") != format_name or data.get("font_id") != font_id:
+        raise FormatError(f"{key} is not a {what} of {font_id}; run `aoe store fsck --repair`")
+    if data.get("version") != VERSION or not isinstance(data.get("runs"), list):
+        raise FormatError(f"{what} {key} is not of version {VERSION}; run `aoe store fsck --repair`")
+    return data["runs"]  # type: ignore[no-any-return]
 
 
 def remove_untrue(backend: Backend, font_id: str, truth: Mapping[str, RunInfo]) -> list[str]:

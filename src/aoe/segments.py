@@ -31,16 +31,15 @@ import msgpack
 
 from . import listings
 from .backends import Backend
-from .codec import decode, encode, hash_bytes
-from .errors import CorruptObjectError, FormatError, StoreError
+from .codec import encode, hash_bytes
+from .errors import FormatError, StoreError
 from .layout import listings_folder, segment_at, segment_key, segments_folder
-from .listings import MAX_RUNS, ROW_FIELDS, checked_info, row_fields
+from .listings import ROW_FIELDS, checked_info, row_fields
 from .names import Digest, utc_now
 from .refs import ref_content
 from .runinfo import UNREADABLE, RunInfo
 
 FORMAT = "aoe-listing-segment"
-VERSION = 1
 FLUSH_RUNS = 16
 """Runs of a font a writer publishes before it writes them as a segment."""
 FAN_IN = 8
@@ -65,8 +64,7 @@ def rows_of(infos: Iterable[RunInfo]) -> list[Row]:
 
 def write(backend: Backend, font_id: str, rows: Sequence[Row], level: int | None = None) -> str:
     """Write ``rows`` as one segment (create-only); returns its key."""
-    content = msgpack.packb({"format": FORMAT, "version": VERSION, "font_id": font_id, "runs": list(rows)},
-                            use_bin_type=True)
+    content = listings.file_content(FORMAT, font_id, list(rows))
     key = segment_key(font_id, level_for(len(rows)) if level is None else level, utc_now(), hash_bytes(content))
     backend.write(key, encode(content), exclusive=True)
     return key
@@ -83,17 +81,11 @@ def read(backend: Backend, key: str, font_id: str) -> list[Row]:
     where = segment_at(key)
     if where is None:
         raise FormatError(f"{key} is not a listing segment's name")
-    try:
-        content = bytes(decode(backend.read(key), where[2]))
-        data = msgpack.unpackb(content, raw=False, strict_map_key=True, max_array_len=MAX_RUNS)
-    except (CorruptObjectError, ValueError, msgpack.ExtraData) as exc:
-        raise FormatError(f"listing segment {key} is damaged ({exc}); run `aoe store fsck --repair`") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("font_id") != font_id \
-            or data.get("version") != VERSION or not isinstance(data.get("runs"), list) \
-            or not all(isinstance(row, list) and row and isinstance(row[0], str) for row in data["runs"]):
-        raise FormatError(f"listing segment {key} is not a version {VERSION} segment of {font_id}; "
+    rows = listings.file_rows(backend, key, where[2], FORMAT, font_id)
+    if not all(isinstance(row, list) and row and isinstance(row[0], str) for row in rows):
+        raise FormatError(f"listing segment {key} holds a row that is not [run id, fields...]; "
                           "run `aoe store fsck --repair`")
-    return data["runs"]  # type: ignore[no-any-return]
+    return rows
 
 
 def read_all(backend: Backend, font_id: str, keys: Sequence[str]) -> dict[str, list[Row]]:
