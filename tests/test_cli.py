@@ -15,6 +15,7 @@ from conftest import make_png, run_cli
 
 import aoe
 from aoe import cli
+from aoe.cli.app import only_the_command_named, store_app
 
 
 def make_run_dir(folder: Path, scale: float = 1.0) -> Path:
@@ -217,6 +218,23 @@ def test_create_font_and_help(capsys, root: Path) -> None:
     assert run_cli(capsys, "store", "create-font", "7-sans")[1] == "7-sans\n"
     code, out, _ = run_cli(capsys, "store")
     assert code == 0 and "put" in out and "get" in out
+
+
+@pytest.mark.parametrize("before", [[], ["--root", "ROOT"], ["--root=ROOT"], ["--endpoint", "http://x", "--root", "ROOT"]])
+def test_a_command_runs_with_only_itself_built_and_help_still_lists_all(capsys, root: Path, before) -> None:
+    """Typer builds only the command named (a faster start); the store's options may come
+    first, in either form, and help or a misspelt command still sees every command."""
+    aoe.Store(root).create_font("fruity")
+    options = [arg.replace("ROOT", str(root)) for arg in before]
+    with only_the_command_named(["store", *options, "ls", "1-fruity"]):
+        assert [info.name for info in store_app.registered_commands] == ["ls"]
+    code, out, _ = run_cli(capsys, "store", *options, "ls")
+    assert code == 0 and "1-fruity" in out
+    code, _, err = run_cli(capsys, "store", *options, "lss")
+    assert code == 2 and "Did you mean 'ls'" in err
+    code, out, _ = run_cli(capsys, "store", *options, "--help")
+    assert code == 0 and all(f" {name} " in out for name in ("ls", "put", "gc", "fsck", "serve", "pull"))
+    assert len(store_app.registered_commands) > 20  # every command again after each run
 
 
 def test_verbs_that_move_no_tensors_do_not_import_torch(root: Path) -> None:

@@ -8,6 +8,9 @@ serve), each a thin layer: parse, call the library, render with :mod:`aoe.cli.ui
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -53,7 +56,8 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for machines.
 def main() -> None:
     """Entry point: run the app, turning every library error into one line."""
     try:
-        code = app(standalone_mode=False)
+        with only_the_command_named(sys.argv[1:]):
+            code = app(standalone_mode=False)
     except typer.TyperException as exc:  # bad usage: one line, and where to look
         ctx = getattr(exc, "ctx", None)
         # typer vendors click privately (typer._click) and compares this name itself
@@ -77,6 +81,44 @@ def main() -> None:
              "traceback)", EXIT_INTERNAL)
     if isinstance(code, int) and code:
         raise SystemExit(code)
+
+
+STORE_OPTIONS_WITH_VALUES = ("--root", "--endpoint")
+
+
+@contextmanager
+def only_the_command_named(args: list[str]) -> Iterator[None]:
+    """While the app runs these arguments, register only the store command they name, if
+    they name one: typer builds every registered command from its signature at each start
+    (30 ms of every `aoe store ls`); help and mistakes (no command, an unknown one) see them all."""
+    name = _command_name(args)
+    everything = store_app.registered_commands
+    named = [info for info in everything if _name_of(info) == name]
+    if len(named) == 1:
+        store_app.registered_commands = named
+    try:
+        yield
+    finally:
+        store_app.registered_commands = everything
+
+
+def _command_name(args: list[str]) -> str | None:
+    """The store command ``aoe ARGS`` runs (``aoe store [--root R] ls ...`` -> ``ls``), or None."""
+    if not args or args[0] != "store":
+        return None
+    rest = iter(args[1:])
+    for arg in rest:
+        if arg in STORE_OPTIONS_WITH_VALUES:
+            next(rest, None)
+        elif not arg.startswith("-"):
+            return arg
+        elif arg.split("=", 1)[0] not in STORE_OPTIONS_WITH_VALUES:
+            return None  # --help, or an option typer will refuse with the whole app
+    return None
+
+
+def _name_of(info: typer.models.CommandInfo) -> str:
+    return info.name or getattr(info.callback, "__name__", "").replace("_", "-")
 
 
 @store_app.callback()
