@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -431,12 +432,15 @@ def _pieces(parts: Sequence[Buffer], size: int) -> Iterator[bytes]:
 def _make_client(endpoint: str | None) -> Any:
     try:
         import boto3
+        import botocore.session
         from botocore.config import Config
     except ImportError:
         raise StorageError(
             "object storage needs boto3: pip install 'aoe[s3]' (or pip install boto3)"
         ) from None
-    session = boto3.session.Session()
+    core = botocore.session.get_session()
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_timestamp)
+    session = boto3.session.Session(botocore_session=core)
     config = Config(
         # S3-compatible servers differ in the newer checksum headers; BLAKE3 checks content anyway
         request_checksum_calculation="when_required",
@@ -450,3 +454,18 @@ def _make_client(endpoint: str | None) -> Any:
     )
     region = session.region_name or ("us-east-1" if endpoint else None)
     return session.client("s3", endpoint_url=endpoint, region_name=region, config=config)
+
+
+def _timestamp(text: str) -> datetime:
+    """A timestamp of a response, as botocore's own parser reads it, but ISO 8601 with a zone
+    (every ``LastModified`` of a listing) by the standard library: botocore's dateutil took
+    60% of a listing's time (1.4 s of 2.4 s for 10,000 refs). Anything else goes to botocore's."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        from botocore.utils import parse_timestamp
+
+        return parse_timestamp(text)  # type: ignore[no-any-return]
+    return parsed
