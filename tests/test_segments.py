@@ -140,13 +140,14 @@ def test_rows_breaking_a_rule_are_passed_over(s3_store: aoe.Store, tmp_path: Pat
     assert refs_read(reads) == sorted(runs[2:4])
 
 
-def test_a_snapshot_written_by_a_reader_or_gc_removes_the_segments_it_covers(
-        s3_store: aoe.Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("upkeep", [lambda store: collect_garbage(store, grace=0), fsck], ids=["gc", "fsck"])
+def test_a_snapshot_written_by_gc_or_fsck_removes_the_segments_it_covers(
+        s3_store: aoe.Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, upkeep) -> None:
     font = s3_store.create_font("fruity")
     runs = [save(s3_store, font, i) for i in range(12)]
     s3_store.close()
     assert segment_keys(s3_store, font)
-    collect_garbage(s3_store, grace=0)
+    upkeep(s3_store)
     assert [k for k in s3_store.backend.list(LISTINGS) if listing_at(k)] and not segment_keys(s3_store, font)
     other, reads = new_machine(s3_store, tmp_path, monkeypatch, "new")
     assert [i.run_id for i in other.list_runs(font)] == runs and refs_read(reads) == []

@@ -17,8 +17,9 @@ import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import datetime
 
-from . import reachability
+from . import reachability, segments
 from .errors import (
     CorruptObjectError,
     FormatError,
@@ -76,7 +77,7 @@ def fsck(
     report = Report()
     needed: dict[Digest, list[str]] = defaultdict(list)  # object -> runs that need it
     heads: dict[str, dict[str, RunInfo]] = defaultdict(dict)  # font -> run -> the run as its manifest says
-    _check_refs(store, report, needed, heads)
+    listed = _check_refs(store, report, needed, heads)
     _check_trash(store, report, needed)
     present = _check_objects(store, report, needed, read_data, subset, progress)
     for digest in sorted(set(needed) - present):
@@ -104,6 +105,9 @@ def fsck(
     _check_catalog(store, report, repair)
     if repair:
         _repair(store, report)
+    for font_id, (listed_at, tokens) in listed.items():  # the next machine lists from these
+        segments.share(store.backend, font_id, [(tokens[r], info) for r, info in heads[font_id].items() if r in tokens],
+                       listed_at)
     return report
 
 
@@ -141,7 +145,12 @@ def _check_catalog(store: Store, report: Report, repair: bool) -> None:
 
 
 def _check_refs(store: Store, report: Report, needed: dict[Digest, list[str]],
-                heads: dict[str, dict[str, RunInfo]]) -> None:
+                heads: dict[str, dict[str, RunInfo]]) -> dict[str, tuple[datetime, dict[str, str]]]:
+    """Check every font's refs and the runs they name, keeping each run as its manifest
+    says in ``heads``. On object storage, returns each font's refs as listed (when, and
+    their tokens) before they were read, for a snapshot of what fsck read: listed before,
+    so a row never pairs a ref's newer token with what an older manifest said."""
+    listed: dict[str, tuple[datetime, dict[str, str]]] = {}
     for key in store.backend.list(FONTS):
         try:
             font_id = check_font_id(store.backend.read(key).decode("utf-8", "replace").strip())
@@ -159,10 +168,13 @@ def _check_refs(store: Store, report: Report, needed: dict[Digest, list[str]],
                        f"{font_id} are lost unless it is restored from a backup; the next save "
                        "recreates it", ref=runs_folder(font_id))
             continue
+        if store.backend.round_trips:
+            listed[font_id] = (utc_now(), store.backend.list_versions(runs_folder(font_id)))
         for ref_key in store.backend.list(runs_folder(font_id)):
             _check_run(store, report, needed, font_id, ref_key, heads[font_id])
         _check_change_note(store, report, font_id)
         _check_aliases(store, report, font_id, set(store.refs.runs(font_id)))
+    return listed
 
 
 def _check_aliases(store: Store, report: Report, font_id: str, runs: set[str]) -> None:

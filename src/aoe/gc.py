@@ -102,24 +102,12 @@ def collect_garbage(
         if not dry_run:
             _record_purges(store, report)
             if store.backend.round_trips:
-                _share_listings(store)
+                store.catalog.share_listings()  # rows of runs since removed leave the segments
             for name, mtime in list(store.backend.temp_files()):
                 if mtime < min(cutoff, started - TEMP_MIN_AGE):
                     store.backend.remove_temp(name)
                     report.temp_files_removed += 1
         return report
-
-
-def _share_listings(store: Store) -> None:
-    """On object storage, leave each font a listing snapshot of its runs as they are now,
-    and remove the listing segments it makes useless (rows of runs since forgotten or
-    deleted stay in segments until a snapshot covers them)."""
-    for font_id in store.refs.fonts():
-        try:
-            store.catalog.sync([font_id])
-            store.catalog.share_listing(font_id)
-        except StoreError:
-            pass  # a font that cannot be listed now: its listing is only slower
 
 
 def _storage_now(store: Store) -> float:

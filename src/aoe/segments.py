@@ -168,6 +168,20 @@ def prune(backend: Backend, font_id: str, keys: Sequence[str], covered: dict[str
                 pass
 
 
+def share(backend: Backend, font_id: str, rows: list[tuple[str, RunInfo]], listed_at: datetime | None) -> None:
+    """Write a listing snapshot of these runs (each with its ref's token as listed at
+    ``listed_at``), then remove the segments it makes useless (:func:`prune`; none when
+    the listing's time is unknown). A store that refuses (read-only) or a failed write
+    costs nothing but this try."""
+    try:
+        listings.write(backend, font_id, rows)
+        if listed_at is not None:
+            prune(backend, font_id, list(backend.list(segments_folder(font_id))),
+                  {info.run_id: str(info.manifest) for _, info in rows}, listed_at)
+    except StoreError:
+        pass
+
+
 def remove_untrue(backend: Backend, font_id: str, truth: Mapping[str, RunInfo]) -> list[str]:
     """Remove the font's segments that cannot be read, hold a row that breaks a rule, or
     say of a run what ``truth`` (the runs as their manifests say) does not; the keys
@@ -197,29 +211,60 @@ def _manifest(row: Row) -> Any:
     return row[_MANIFEST_AT] if len(row) > _MANIFEST_AT else None
 
 
-def listed_rows(backend: Backend, font_id: str, tokens: Mapping[str, str]) -> dict[str, RunInfo]:
-    """What a reader takes from the font's shared listing for refs it listed (run id ->
-    token): the newest snapshot's row of a run, else a segment's (the newest segments
-    first), each only for a ref whose token is the row's or shows it holds the row's
-    manifest address; every other run is read from its ref and manifest."""
-    keys = list(backend.list(listings_folder(font_id)))
+class SharedListing:
+    """A font's shared listing as it is now: its newest snapshot's rows and its segments'
+    rows (read when first needed), for a reader to take the rows of refs it listed
+    (:meth:`rows_for`). :meth:`read_whole` reads and checks everything at once: a new
+    machine does it while it lists the refs."""
 
-    def names(token: str, info: RunInfo) -> bool:
-        return backend.holds(token, ref_content(Digest(info.manifest)))
+    def __init__(self, backend: Backend, font_id: str) -> None:
+        self.backend = backend
+        self.font_id = font_id
+        self._keys = list(backend.list(listings_folder(font_id)))
+        self.snapshot = listings.newest(backend, font_id, self._keys)
+        self._segments: dict[str, list[Row]] | None = None
+        self._checked: dict[int, RunInfo | None] = {}  # by id() of a row kept in _segments
 
-    found = {run_id: row[1] for run_id, row in listings.newest(backend, font_id, keys).items()
-             if run_id in tokens and (row[0] == tokens[run_id] or names(tokens[run_id], row[1]))}
-    segments = keys_among(keys)
-    if len(found) == len(tokens) or not segments:
+    def segment_rows(self) -> dict[str, list[Row]]:
+        """Each run's segment rows, newest segment first (read on first use)."""
+        if self._segments is None:
+            keys = keys_among(self._keys)
+            self._segments = by_run(reversed(list(read_all(self.backend, self.font_id, keys).values()))) \
+                if keys else {}
+        return self._segments
+
+    def read_whole(self) -> SharedListing:
+        """Read every segment and check every row now (returns self)."""
+        for rows in self.segment_rows().values():
+            for row in rows:
+                self._info(row)
+        return self
+
+    def _info(self, row: Row) -> RunInfo | None:
+        key = id(row)
+        if key not in self._checked:
+            self._checked[key] = checked(self.font_id, row)
+        return self._checked[key]
+
+    def rows_for(self, tokens: Mapping[str, str]) -> dict[str, RunInfo]:
+        """What a reader takes for refs it listed (run id -> token): the snapshot's row of a
+        run, else a segment's (newest first), each only for a ref whose token is the row's
+        or shows it holds the row's manifest address; every other run is read from its ref."""
+        def names(token: str, info: RunInfo) -> bool:
+            return self.backend.holds(token, ref_content(Digest(info.manifest)))
+
+        found = {run_id: row[1] for run_id, row in self.snapshot.items()
+                 if run_id in tokens and (row[0] == tokens[run_id] or names(tokens[run_id], row[1]))}
+        if len(found) == len(tokens) or not keys_among(self._keys):
+            return found
+        candidates = self.segment_rows()
+        for run_id in tokens.keys() - found.keys():
+            for row in candidates.get(run_id, ()):
+                info = self._info(row)
+                if info is not None and names(tokens[run_id], info):
+                    found[run_id] = info
+                    break
         return found
-    candidates = by_run(reversed(list(read_all(backend, font_id, segments).values())))
-    for run_id in tokens.keys() - found.keys():
-        for row in candidates.get(run_id, ()):
-            info = checked(font_id, row)
-            if info is not None and names(tokens[run_id], info):
-                found[run_id] = info
-                break
-    return found
 
 
 class PendingRows:

@@ -32,11 +32,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .. import listings, segments, vectors
+from .. import segments, vectors
 from ..errors import StorageError, StoreError
-from ..layout import run_id_at, runs_folder, segments_folder
+from ..layout import run_id_at, runs_folder
 from ..manifests import TensorRecord, check_location, tensor_from_map, tensor_map, unpack
 from ..names import format_time, parse_time
 from ..objects import ObjectStore
@@ -45,6 +45,9 @@ from ..refs import Refs, run_time
 from ..runinfo import FontSummary, RunInfo
 from .database import NOT_DAMAGE, TABLES, IndexFile, check, snapshot, verified
 from .rows import RACY_NS, by_font, font_state, joined_json, rows_of, updated, whole_font
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 T = TypeVar("T")
 RELIST_NS = 60_000_000_000
@@ -95,6 +98,11 @@ def index_json(value: Any) -> str:
     Infinity: NaN becomes null (it matches no comparison and sorts last) and an
     infinity the largest float of its sign (it sorts beyond every finite number). The
     exact values stay in the RunInfo row, for display."""
+    try:
+        return json.dumps(value, allow_nan=False)  # the usual case, in C
+    except ValueError:
+        pass
+
     def finite(item: Any) -> Any:
         if isinstance(item, float) and not math.isfinite(item):
             return None if math.isnan(item) else math.copysign(sys.float_info.max, item)
@@ -180,6 +188,7 @@ class Catalog:
             if known_generation >= 0:
                 self._tokens[font_id] = (known_generation, known)
         same_file = known if last is not None and last[2] == changes else None  # no ref moved since
+        shared = self._shared_listing_meanwhile(font_id) if not known else None
         tokens = self.refs.backend.list_versions(folder, same_file)
         for name in tokens.keys() - known.keys():
             if run_id_at(name) is None:  # a file in runs/ that is not a ref is skipped
@@ -191,7 +200,7 @@ class Catalog:
             if version is None or synced_ns - version > RACY_NS:  # settled now, or listed whole just now
                 db.execute("UPDATE fonts SET synced_ns = ? WHERE font_id = ?", (synced_ns, font_id))
             return  # a racy rescan that found nothing new: no rows to write
-        rows, personalities = self._rows(font_id, changed, tokens)
+        rows, personalities = self._rows(font_id, changed, tokens, shared)
         db.execute("BEGIN IMMEDIATE")
         try:
             previous = db.execute("SELECT generation, changed_ns FROM fonts WHERE font_id = ?", (font_id,)).fetchone()
@@ -226,14 +235,31 @@ class Catalog:
         else:
             self._tokens.pop(font_id, None)
 
-    def _rows(self, font_id: str, run_ids: list[str], tokens: dict[str, str]
+    def _shared_listing_meanwhile(self, font_id: str) -> Future[segments.SharedListing] | None:
+        """On object storage, a font this index has no rows of (a new machine) has its
+        shared listing read and checked in a thread while its refs are listed: the listing's
+        pages are mostly waiting for the server."""
+        if not (self.refs.backend.round_trips and self.use_listings):
+            return None
+        from concurrent.futures import ThreadPoolExecutor  # here: 5 ms of every start otherwise
+
+        pool = ThreadPoolExecutor(1)
+        try:
+            return pool.submit(lambda: segments.SharedListing(self.refs.backend, font_id).read_whole())
+        finally:
+            pool.shutdown(wait=False)
+
+    def _rows(self, font_id: str, run_ids: list[str], tokens: dict[str, str],
+              shared_listing: Future[segments.SharedListing] | None = None,
               ) -> tuple[list[tuple[Any, ...]], list[tuple[str, TensorRecord | None]]]:
         """Index rows of these runs: from the font's shared listing (snapshot, segments)
         where it holds them (object storage, many runs to read), else from refs and manifests;
         and, for each run read from its ref and manifest, (manifest, personality record)."""
         shared: dict[str, RunInfo] = {}
         if self.refs.backend.round_trips and self.use_listings and len(run_ids) >= LISTING_MIN:
-            shared = segments.listed_rows(self.refs.backend, font_id, {r: tokens[r] for r in run_ids})
+            listing = shared_listing.result() if shared_listing is not None else \
+                segments.SharedListing(self.refs.backend, font_id)
+            shared = listing.rows_for({r: tokens[r] for r in run_ids})
         unshared = [r for r in run_ids if r not in shared]
         read = self._read_runs(font_id, unshared)
         infos = {**shared, **{run_id: info for run_id, (info, _) in zip(unshared, read)}}
@@ -248,22 +274,25 @@ class Catalog:
 
     def share_listing(self, font_id: str) -> None:
         """Write a listing snapshot of the font as the index has it (for machines that have
-        not listed it), then remove the listing segments it makes useless. A store that
-        refuses (read-only) or a failed write costs nothing but this try."""
+        not listed it), then remove the listing segments it makes useless."""
         db = self._db()
         synced = db.execute("SELECT synced_ns FROM fonts WHERE font_id = ?", (font_id,)).fetchone()
         rows = [(token, RunInfo.from_row(info)) for token, info in db.execute(
             "SELECT r.token, i.info FROM runs r JOIN run_info i USING (font_id, run_id) WHERE r.font_id = ?",
             (font_id,)).fetchall()]
-        backend = self.refs.backend
-        try:
-            listings.write(backend, font_id, rows)
-            if synced is not None:
-                segments.prune(backend, font_id, list(backend.list(segments_folder(font_id))),
-                               {info.run_id: str(info.manifest) for _, info in rows},
-                               datetime.fromtimestamp(synced[0] / 1e9, UTC))
-        except StoreError:
-            pass
+        segments.share(self.refs.backend, font_id, rows,
+                       None if synced is None else datetime.fromtimestamp(synced[0] / 1e9, UTC))
+
+    def share_listings(self) -> None:
+        """Leave every font a listing snapshot of its runs as they are now (gc and fsck do,
+        on object storage, so a machine that never listed a font reads a few objects); a
+        font that cannot be listed now only stays slower to list."""
+        for font_id in self.refs.fonts():
+            try:
+                self.sync([font_id])
+                self.share_listing(font_id)
+            except StoreError:
+                pass
 
     def read_infos(self, font_id: str, run_ids: list[str]) -> list[RunInfo]:
         """RunInfo of runs straight from their refs and manifests (and feedback, for the

@@ -64,22 +64,8 @@ def check(manifest: Manifest, *, writing: bool = False, decoded: bool = False) -
     ``writing`` adds the rules for texts a terminal prints (no control characters in
     names, descriptions and tags): older aoe did not check them, so readers accept them
     and escape them on output instead."""
-    text = check_text if writing else _optional_text
-    fields: dict[str, Callable[[Any], object]] = {
-        "font_id": lambda v: check_font_id(v),
-        "run_id": lambda v: v == "" or check_run_id(v),  # "": a manifest being built
-        "status": check_status,
-        "saved_at": lambda v: check_time(v, "saved_at"),
-        "started_at": lambda v: v is None or check_time(v, "started_at"),
-        "ended_at": lambda v: v is None or check_time(v, "ended_at"),
-        "name": lambda v: text(v, "name"),
-        "description": lambda v: text(v, "description", lines=True),
-        "weights_version": lambda v: _optional_str(v),
-        "feedback_schema": lambda v: _optional_str(v),
-        "parent": lambda v: v is None or parse_digest(v),
-    }
     try:
-        for name, rule in fields.items():
+        for name, rule in (_WRITTEN_FIELDS if writing else _READ_FIELDS):
             try:
                 rule(getattr(manifest, name))
             except (InvalidInputError, InvalidNameError, TypeError) as exc:
@@ -115,6 +101,23 @@ def check(manifest: Manifest, *, writing: bool = False, decoded: bool = False) -
     except (InvalidInputError, InvalidNameError) as exc:
         raise BadManifest(str(exc)) from None
     return manifest
+
+
+def _field_rules(text: Callable[..., object]) -> tuple[tuple[str, Callable[[Any], object]], ...]:
+    """The rules of a manifest's scalar fields, with ``text`` the rule for its texts."""
+    return (
+        ("font_id", check_font_id),
+        ("run_id", lambda v: v == "" or check_run_id(v)),  # "": a manifest being built
+        ("status", check_status),
+        ("saved_at", lambda v: check_time(v, "saved_at")),
+        ("started_at", lambda v: v is None or check_time(v, "started_at")),
+        ("ended_at", lambda v: v is None or check_time(v, "ended_at")),
+        ("name", lambda v: text(v, "name")),
+        ("description", lambda v: text(v, "description", lines=True)),
+        ("weights_version", _optional_str),
+        ("feedback_schema", _optional_str),
+        ("parent", lambda v: v is None or parse_digest(v)),
+    )
 
 
 def _parents(manifest: Manifest) -> None:
@@ -407,3 +410,7 @@ def _optional_text(value: Any, what: str, lines: bool = False) -> None:
 def _optional_str(value: Any) -> None:
     if value is not None and not isinstance(value, str):
         raise TypeError(f"expected text, got {type(value).__name__}")
+
+
+_READ_FIELDS = _field_rules(_optional_text)
+_WRITTEN_FIELDS = _field_rules(check_text)
