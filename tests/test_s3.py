@@ -63,6 +63,22 @@ def test_a_second_machine_sees_the_same_store(s3_store: aoe.Store, tmp_path: Pat
     assert torch.equal(other.load_model(font).weights["layer.weight"], weights(1)["layer.weight"])
 
 
+def test_listed_tokens_are_the_ones_botocores_own_time_parser_gives(s3_url: str) -> None:
+    """Listings parse LastModified with the standard library (botocore's dateutil was most of
+    a listing's time); a ref's token must stay exactly what older aoe wrote in snapshots."""
+    import boto3
+
+    store = aoe.Store(s3_url)
+    font = store.create_font("fruity")
+    store.save_model(font, weights(1, 4))
+    bucket, _, prefix = s3_url.removeprefix("s3://").partition("/")
+    plain = boto3.client("s3", endpoint_url=os.environ["AOE_S3_ENDPOINT"])  # botocore's parser
+    page = plain.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/{font}/runs/", Delimiter="/")
+    expected = {item["Key"].rsplit("/", 1)[1]: f"{item['ETag']}:{item['LastModified'].timestamp()}:{item['Size']}"
+                for item in page["Contents"]}
+    assert store.backend.list_versions(f"{font}/runs") == expected and len(expected) == 2  # the run, the change note
+
+
 def test_objects_are_read_from_the_cache_and_a_damaged_entry_heals(s3_store: aoe.Store, monkeypatch: pytest.MonkeyPatch) -> None:
     font = s3_store.create_font("fruity")
     s3_store.save_model(font, weights(1))
