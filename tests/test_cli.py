@@ -193,6 +193,7 @@ def test_cat_prints_content_whose_blake3_is_its_name(capsysbinary, root: Path) -
         (["store", "create-font", "Bad Name"], 2, "invalid font name"),
         (["store", "cat"], 2, "Missing argument 'OBJECT'"),
         (["store", "frobnicate"], 2, "No such command"),
+        (["store", "ls", "--root", "x"], 2, "--root goes before the command: `aoe store --root ... COMMAND ...`"),
         (["store", "put", "1-x", "/definitely/not/here"], 2, "does not exist"),
     ],
 )
@@ -216,8 +217,17 @@ def test_a_corrupt_object_exits_4(capsys, root: Path) -> None:
 def test_create_font_and_help(capsys, root: Path) -> None:
     assert run_cli(capsys, "store", "create-font", "fruity")[1] == "1-fruity\n"
     assert run_cli(capsys, "store", "create-font", "7-sans")[1] == "7-sans\n"
-    code, out, _ = run_cli(capsys, "store")
-    assert code == 0 and "put" in out and "get" in out
+    code, _, err = run_cli(capsys, "store", "create-font", "fruity")
+    assert code == 2 and "already exists" in err  # bad input, as the exit-code table says
+    for args in (["store"], []):
+        code, out, _ = run_cli(capsys, *args)
+        assert code == 0 and "store" in out and out.count("Usage:") == 1  # the help, once
+    assert " put " in run_cli(capsys, "store")[1]
+    code, out, _ = run_cli(capsys, "--version")
+    assert code == 0 and out == f"aoe {aoe.__version__}: writes format revision {aoe.FORMAT_REVISION} (docs/format.md), " \
+        f"reads revisions 1 to {aoe.FORMAT_REVISION}\n"
+    format_doc = (Path(__file__).parents[1] / "docs" / "format.md").read_text()
+    assert format_doc.splitlines()[0].endswith(f"(revision {aoe.FORMAT_REVISION})")  # the newest one documented
 
 
 @pytest.mark.parametrize("before", [[], ["--root", "ROOT"], ["--root=ROOT"], ["--endpoint", "http://x", "--root", "ROOT"]])
@@ -327,8 +337,9 @@ def test_fsck_refuses_bad_subsets(capsys, saved_run, subset: str) -> None:
 
 def test_rm_trash_restore_and_gc(capsys, saved_run) -> None:
     store, font, run_id = saved_run
+    assert run_cli(capsys, "store", "trash") == (0, "nothing deleted is kept in the trash\n", "")
     code, _, err = run_cli(capsys, "store", "rm", font)
-    assert code == 2 and "add --font" in err and "its 1 runs" in err
+    assert code == 2 and "add --font" in err and "its 1 run\n" in err
     code, _, err = run_cli(capsys, "store", "rm", font, run_id, "--font")
     assert code == 2 and "not both" in err
     code, out, _ = run_cli(capsys, "store", "rm", font, run_id)
@@ -338,7 +349,7 @@ def test_rm_trash_restore_and_gc(capsys, saved_run) -> None:
     code, out, _ = run_cli(capsys, "store", "restore", font, run_id)
     assert code == 0 and out == f"restored {font} {run_id}\n"
     code, out, _ = run_cli(capsys, "store", "rm", font, "--font")
-    assert code == 0 and "deleted font 1-fruity and 1 runs" in out
+    assert code == 0 and "deleted font 1-fruity and 1 run;" in out
     code, out, _ = run_cli(capsys, "store", "trash", font, "--json")
     assert {r["run_id"] for r in json.loads(out)} == {run_id, None}
     code, out, _ = run_cli(capsys, "store", "restore", font)

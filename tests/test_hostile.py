@@ -433,7 +433,7 @@ def test_a_legacy_folder_named_before_year_one_in_utc_is_skipped_not_fatal(store
     write_run_folder(legacy / "1-old" / "runs" / "2026-01-11T08:30:00.000000")
     result = aoe_cli(store.root, "import", str(legacy))
     assert result.returncode == 0, result.stderr
-    assert "1 runs imported" in result.stdout
+    assert "1 run imported" in result.stdout
 
 
 def test_diff_of_sub_byte_dtypes_is_not_a_traceback(store: aoe.Store, font: str) -> None:

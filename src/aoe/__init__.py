@@ -36,7 +36,7 @@ from .errors import (
     StoreMissingError,
     UnsupportedValueError,
 )
-from .manifests import FEEDBACK_SCHEMA, FORMAT, FORMAT_VERSION, WEIGHTS_VERSION
+from .manifests import FEEDBACK_SCHEMA, FORMAT, FORMAT_REVISION, FORMAT_VERSION, WEIGHTS_VERSION
 from .runinfo import COMPLETED, FontSummary, RunInfo
 from .store import FAILED, INTERRUPTED, RUNNING, LoadedModel, PendingSave, Run, RunRecorder, Store
 
@@ -47,6 +47,7 @@ __all__ = [
     "FAILED",
     "FEEDBACK_SCHEMA",
     "FORMAT",
+    "FORMAT_REVISION",
     "FORMAT_VERSION",
     "INTERRUPTED",
     "RUNNING",

@@ -15,17 +15,21 @@ from typing import Annotated
 
 import typer
 
+from .. import __version__
 from ..errors import (
     ConflictError,
     CorruptObjectError,
+    FontExistsError,
     FormatError,
     InvalidInputError,
     InvalidNameError,
     NotFoundError,
+    RunExistsError,
     StorageError,
     StorageFullError,
     StoreError,
 )
+from ..manifests import FORMAT_REVISION
 from ..store import Store
 from .ui import fail, say
 
@@ -38,6 +42,8 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (ConflictError, 7),
     (InvalidNameError, 2),
     (InvalidInputError, 2),
+    (FontExistsError, 2),
+    (RunExistsError, 2),
     (StoreError, 1),
 ]
 """Exit code per error type, first match wins; 0 is success, 2 also bad usage."""
@@ -61,10 +67,14 @@ def main() -> None:
     except typer.TyperException as exc:  # bad usage: one line, and where to look
         ctx = getattr(exc, "ctx", None)
         # typer vendors click privately (typer._click) and compares this name itself
-        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
-            say(ctx.get_help())
+        if type(exc).__name__ == "NoArgsIsHelpError":  # its help is printed as it is made (rich), else kept
+            if exc.format_message():
+                say(exc.format_message())
             raise SystemExit(0) from None
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        misplaced = [o for o in STORE_OPTIONS_WITH_VALUES if exc.format_message().startswith(f"No such option: {o}")]
+        if misplaced:
+            hint = f" ({misplaced[0]} goes before the command: `aoe store {misplaced[0]} ... COMMAND ...`)"
         fail(exc.format_message() + hint, getattr(exc, "exit_code", 2))
     except typer.Abort:
         fail("interrupted; nothing half-written was published", 130)
@@ -119,6 +129,21 @@ def _command_name(args: list[str]) -> str | None:
 
 def _name_of(info: typer.models.CommandInfo) -> str:
     return info.name or getattr(info.callback, "__name__", "").replace("_", "-")
+
+
+def _say_version(asked: bool) -> None:
+    if asked:
+        say(f"aoe {__version__}: writes format revision {FORMAT_REVISION} (docs/format.md), reads revisions 1 "
+            f"to {FORMAT_REVISION}")
+        raise typer.Exit()
+
+
+@app.callback()
+def app_options(
+    version: Annotated[bool, typer.Option("--version", callback=_say_version, is_eager=True,
+                                          help="Say aoe's version and the format it writes, and exit.")] = False,
+) -> None:
+    """aoe: a content-addressed store for ML training runs."""
 
 
 @store_app.callback()

@@ -21,7 +21,7 @@ from ..query import check_field, parse_condition
 from ..runinfo import fields_of
 from ..store import Store
 from .app import JsonFlag, store_app
-from .ui import counter, print_json, progress, say, table, warn, when
+from .ui import count, counter, print_json, progress, say, table, warn, when
 
 
 @store_app.command("create-font")
@@ -102,8 +102,8 @@ def import_(
         warn(line)
     for path, why in report.skipped:
         warn(f"skipped {path}: {why}")
-    say(f"{len(report.imported)} runs imported, {len(report.already_imported)} already there, "
-          f"{len(report.incomplete)} incomplete, {len(report.skipped)} skipped")
+    say(f"{count(len(report.imported), 'run')} imported, {len(report.already_imported):,} already there, "
+        f"{len(report.incomplete):,} incomplete, {len(report.skipped):,} skipped")
 
 
 def _input_bytes(args: dict[str, Any]) -> int:

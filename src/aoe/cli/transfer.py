@@ -9,7 +9,7 @@ import typer
 
 from ..store import Store
 from .app import JsonFlag, store_app
-from .ui import counter, print_json, say, warn
+from .ui import count, counter, print_json, say, warn
 
 OtherEndpoint = Annotated[str | None, typer.Option(
     "--other-endpoint", help="The S3-compatible server of the other store, if not --endpoint's.")]
@@ -27,10 +27,10 @@ def _transfer(source: Store, dest: Store, fonts: list[str] | None, as_json: bool
     if as_json:
         print_json(json.dumps(report.to_dict(), indent=2))
     else:
-        say(f"{report.runs_copied} runs copied and {report.runs_updated} moved forward in {report.fonts} fonts "
-              f"({report.objects_copied} objects, {report.bytes_copied / 1e6:.1f} MB); "
-              f"{report.runs_up_to_date} runs were up to date"
-              + (f"; {report.aliases_moved} aliases moved" if report.aliases_moved else ""))
+        say(f"{count(report.runs_copied, 'run')} copied and {report.runs_updated:,} moved forward in "
+            f"{count(report.fonts, 'font')} ({count(report.objects_copied, 'object')}, "
+            f"{report.bytes_copied / 1e6:.1f} MB); {count(report.runs_up_to_date, 'run')} up to date"
+            + (f"; {count(report.aliases_moved, 'alias', 'aliases')} moved" if report.aliases_moved else ""))
         for line in report.conflicts + report.unreadable:
             warn(f"not transferred: {line}")
     if not report.complete:

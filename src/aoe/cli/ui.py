@@ -32,6 +32,11 @@ def print_json(text: str) -> None:
     sys.stdout.write("\n")
 
 
+def count(number: int, noun: str, plural: str | None = None) -> str:
+    """``1 run``, ``2 runs``, ``1,000 runs``."""
+    return f"{number:,} {noun if number == 1 else plural or noun + 's'}"
+
+
 def fail(message: str, code: int) -> NoReturn:
     say(f"aoe: error: {message}", file=sys.stderr)
     raise SystemExit(code)

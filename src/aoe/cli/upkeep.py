@@ -19,7 +19,7 @@ from ..retention import RetentionPolicy
 from ..store import Store
 from .app import JsonFlag, store_app
 from .runs import warn_absent
-from .ui import counter, print_json, say, size, table, warn
+from .ui import count, counter, print_json, say, size, table, warn
 
 # -- integrity and upkeep ---------------------------------------------------------
 
@@ -55,15 +55,16 @@ def fsck_command(
             shown[finding.kind] = shown.get(finding.kind, 0) + 1
             if shown[finding.kind] <= SHOWN_PER_KIND:
                 say(f"{finding.severity}: {finding.kind}: {finding.message}")
-        for kind, count in shown.items():
-            if count > SHOWN_PER_KIND:
-                say(f"... and {count - SHOWN_PER_KIND} more {kind} (all are in --json)")
+        for kind, times in shown.items():
+            if times > SHOWN_PER_KIND:
+                say(f"... and {times - SHOWN_PER_KIND} more {kind} (all are in --json)")
         for line in report.repaired:
             say(f"repaired: {line}")
         counts = report.to_dict()["counts"]
         read = f", {report.objects_read} re-hashed ({report.bytes_read / 1e6:.1f} MB)" if read_data or part else ""
-        say(f"checked {report.fonts} fonts, {report.runs} runs, {report.objects} objects{read}: "
-              f"{counts['error']} errors, {counts['warning']} warnings, {counts['info']} notices")
+        say(f"checked {count(report.fonts, 'font')}, {count(report.runs, 'run')}, {count(report.objects, 'object')}"
+            f"{read}: {count(counts['error'], 'error')}, {count(counts['warning'], 'warning')}, "
+            f"{count(counts['info'], 'notice')}")
     if not report.clean:
         raise SystemExit(EXIT_FSCK_ERRORS)
 
@@ -135,15 +136,15 @@ def rm(
     if "@" in font_id and not font:
         run_ids = [*(run_ids or []), ""]
     if not run_ids and not font:
-        count = store.count_runs(font_id)
         raise InvalidInputError(
-            f"name the runs to delete, or add --font to delete {font_id} and its {count} runs"
+            f"name the runs to delete, or add --font to delete {font_id} and its {count(store.count_runs(font_id), 'run')}"
         )
     if run_ids and font:
         raise InvalidInputError("give run ids or --font, not both")
     if font:
         records = store.delete_font(font_id)
-        say(f"deleted font {font_id} and {len(records)} runs; `aoe store restore {font_id}` undoes it until a gc")
+        say(f"deleted font {font_id} and {count(len(records), 'run')}; `aoe store restore {font_id}` undoes it "
+            "until a gc")
         return
     for run_id in run_ids or []:
         record = store.delete_run(font_id, run_id or None, force=force)
@@ -179,6 +180,9 @@ def trash(
     if as_json:
         print_json(json.dumps(rows, indent=2))
         return
+    if not records:
+        say(f"nothing deleted{f' in {font_id}' if font_id else ''} is kept in the trash")
+        return
     table(["font", "run", "deleted at", "restorable"],
           [[r.font_id, r.run_id or "(the font)", r.deleted_at, "no (purged)" if r.purged_at else "yes"]
            for r in records])
@@ -188,7 +192,7 @@ def trash(
 @store_app.command()
 def reindex(ctx: typer.Context) -> None:
     """Rebuild the catalog index from the refs and manifests (it is only a cache)."""
-    say(f"indexed {ctx.obj.reindex()} runs")
+    say(f"indexed {count(ctx.obj.reindex(), 'run')}")
 
 
 @store_app.command()

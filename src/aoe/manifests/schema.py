@@ -21,6 +21,10 @@ FORMAT_VERSION = 2
 (``offset``: small contents packed into a shared object), which a reader of version 1
 would misread; a version 1 manifest is a version 2 manifest without them."""
 
+FORMAT_REVISION = "2.6"
+"""The revision of the store's format (docs/format.md) this aoe writes; it reads every
+revision from 1 on."""
+
 WEIGHTS_VERSION = "v1"
 FEEDBACK_SCHEMA = "1.0"
 
