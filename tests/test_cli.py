@@ -267,6 +267,32 @@ def test_verbs_that_move_no_tensors_do_not_import_torch(root: Path) -> None:
     assert result.stderr.strip() == "False"
 
 
+def test_refusals_come_before_torch_is_imported(root: Path, tmp_path: Path) -> None:
+    """A command that will refuse its arguments says so at once, not after seconds of
+    importing torch: a used destination, a file that exists, a format aoe cannot write."""
+    store = aoe.Store(root)
+    font = store.create_font("fruity")
+    store.save_model(font, {"w": torch.ones(1)})
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "file").write_text("mine")
+    (tmp_path / "exists.pt").write_text("mine")
+    refusals = [["get", font, str(tmp_path / "used")], ["export", font, str(tmp_path / "exists.pt")],
+                ["export", font, str(tmp_path / "weights.txt")]]
+    probe = (
+        "import sys; from aoe.cli import main\n"
+        f"for argv in {[['aoe', 'store', *args] for args in refusals]!r}:\n"
+        "    sys.argv = argv\n"
+        "    try: main()\n"
+        "    except SystemExit as e: assert e.code == 2, e.code\n"
+        "print('torch' in sys.modules, file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env={**os.environ, "AOE_STORE": str(root)})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("aoe: error: ") == 3 and result.stderr.strip().endswith("False"), result.stderr
+    assert (tmp_path / "exists.pt").read_text() == "mine" and not (tmp_path / "weights.txt").exists()
+
+
 def test_listing_imports_only_what_it_needs(root: Path) -> None:
     """`aoe store ls FONT` is typed again and again: thread pools, zstd, secrets and sockets
     are imported where they are used, not by every command (each 2.5 to 6.6 ms of its start)."""

@@ -4,6 +4,7 @@ personality vector, images, feedback, extras), or exported as a folder."""
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -179,8 +180,6 @@ class Run:
         ``format`` defaults to DEST's suffix. Every byte is verified on the way; DEST must
         not exist. Returns DEST and the tensors written as copies of the one they were
         tied to (safetensors only)."""
-        from .. import weights as tensors
-
         path = Path(dest)
         format = format or path.suffix.lstrip(".")
         if format not in ("pt", "safetensors"):
@@ -188,6 +187,10 @@ class Run:
                                     "(or a DEST ending in .pt or .safetensors)")
         if path.exists() or path.is_symlink():
             raise InvalidInputError(f"{path} already exists; export writes only a new file")
+        if format == "safetensors" and importlib.util.find_spec("safetensors") is None:
+            raise InvalidInputError("exporting safetensors needs the safetensors package: pip install 'aoe[safetensors]'")
+        from .. import weights as tensors  # torch: only once the arguments are known to be good
+
         weights = self.load(keys=None if key is None else [key]).weights
         weights = weights[key] if key is not None else weights
         tied: list[tuple[str, str]] = []
@@ -197,11 +200,8 @@ class Run:
             def write(file: BinaryIO) -> None:
                 torch.save(weights, file)
         else:
-            try:
-                from safetensors.torch import save
-            except ImportError:
-                raise InvalidInputError("exporting safetensors needs the safetensors package: "
-                                        "pip install 'aoe[safetensors]'") from None
+            from safetensors.torch import save
+
             flat, tied = tensors.flat_tensors(weights)
             data = save(flat, metadata={"format": "pt", "aoe_font": self.manifest.font_id,
                                         "aoe_run": self.manifest.run_id, "aoe_manifest": self.digest})
@@ -224,13 +224,13 @@ class Run:
         and ``a`` where case is ignored, are an error, not one overwriting the other), and
         nothing is written through a symlink.
         """
-        import torch
-
         dest = Path(dest)
         if dest.is_symlink():
             raise InvalidInputError(f"{dest} is a symlink; export writes only into a real, new folder")
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
             raise InvalidInputError(f"{dest} already exists and is not empty; choose a new folder")
+        import torch  # only once the destination is known to be good (seconds to import)
+
         dest.parent.mkdir(parents=True, exist_ok=True)
         manifest = self.manifest
         files: list[tuple[str, Any]] = []
