@@ -34,3 +34,15 @@ def test_the_example_trains_three_fonts_then_forks_one(tmp_path: Path) -> None:
         assert store.aliases_of(font_id)["best"] == min(losses, key=losses.__getitem__)
     forked = store.list_runs("4-fruity-bold")[0]
     assert (forked.parents[0]["font_id"], forked.parents[0]["run_id"]) == ("1-fruity", store.aliases_of("1-fruity")["best"])
+    readme = (EXAMPLE.parents[1] / "README.md").read_text()
+    for line in ("aoe store export 1-fruity [RUN_ID] w.pt [--key model]",
+                 "aoe store ls 1-fruity --columns metrics.glyph_loss.A,params.lr,time"):
+        assert line in readme
+    aoe_command = [sys.executable, "-m", "aoe", "store", "--root", str(tmp_path / "networks")]
+    exported = subprocess.run([*aoe_command, "export", "1-fruity", str(tmp_path / "w.pt"), "--key", "model"],
+                              capture_output=True, text=True)
+    assert exported.returncode == 0 and (tmp_path / "w.pt").stat().st_size > 0, exported.stderr
+    listed = subprocess.run([*aoe_command, "ls", "1-fruity", "--columns", "metrics.glyph_loss.A,params.lr,time"],
+                            capture_output=True, text=True)
+    assert listed.returncode == 0 and "glyph_loss.A" in listed.stdout and "warning" not in listed.stderr, listed
+
