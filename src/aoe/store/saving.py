@@ -334,6 +334,7 @@ class RunRecorder:
         self._transaction: Transaction | None = None
         self.started_at: datetime | None = None
         self.run_id: str | None = None
+        """The run's id, once the block has ended and the run is published (None until then)."""
 
     def __enter__(self) -> RunRecorder:
         self.started_at = utc_now()
