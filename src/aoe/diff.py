@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from .manifests import ShardedTensor, TensorRecord, blob_map, walk
+from .names import format_time
 from .objects import Blob
 from .runinfo import RunInfo
 from .store import Store
@@ -171,8 +173,8 @@ def _plain(value: Any) -> Any:
         return blob_map(value)
     if isinstance(value, tuple):
         return list(value)
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
+    if isinstance(value, datetime):
+        return format_time(value)  # as `show` prints it
     return value
 
 
@@ -184,7 +186,7 @@ def lines(result: RunDiff) -> Iterator[str]:
         for c in items:
             yield f"{title}: {c.key}: {_text(c.a)} -> {_text(c.b)}"
     for c in result.images:
-        yield f"image: {c.key}: {'absent' if c.a is None else 'A'} -> {'absent' if c.b is None else 'differs' if c.a else 'B'}"
+        yield f"image: {c.key}: {'added' if c.a is None else 'removed' if c.b is None else 'differs'}"
     same = [t for t in result.tensors if t.status == "same"]
     for t in result.changed_tensors:
         how = ""
