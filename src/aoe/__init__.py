@@ -40,7 +40,7 @@ from .manifests import FEEDBACK_SCHEMA, FORMAT, FORMAT_REVISION, FORMAT_VERSION,
 from .runinfo import COMPLETED, FontSummary, RunInfo
 from .store import FAILED, INTERRUPTED, RUNNING, LoadedModel, PendingSave, Run, RunRecorder, Store
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 __all__ = [
     "COMPLETED",
