@@ -33,6 +33,27 @@ def test_a_log_scale_marks_values_it_cannot_show() -> None:
     assert 'aria-label="log10 loss against time"' in svg
 
 
+def test_time_labels_tell_runs_seconds_apart_apart_and_values_have_ticks_between() -> None:
+    seconds_apart = [(START + timedelta(seconds=3 * i), float(i), f"/run/f/{i}", f"run {i}") for i in range(5)]
+    svg = metric_chart(seconds_apart)
+    times = re.findall(r'y="234" text-anchor="\w+">([^<]*)<', svg)
+    assert times == ["00:00:00", "00:00:03", "00:00:06", "00:00:09", "00:00:12"]  # five ticks, to the second
+    assert all(f">{v}<" in svg for v in ("0", "1", "2", "3", "4"))  # the value axis has ticks between its ends
+    days_apart = metric_chart([(START + timedelta(days=30 * i), 1.0 + i, "/r", "r") for i in range(3)], log=True)
+    assert ">2026-01-01<" in days_apart and ">2026-03-02<" in days_apart and ">log scale<" in days_apart
+
+
+def test_a_trajectory_draws_both_axes_in_the_same_units() -> None:
+    """A path that hardly moves along its second dimension stays a nearly straight line;
+    it is not stretched to the full height (a zigzag it never took)."""
+    path = [(START + timedelta(hours=i), float(i), 0.001 * (-1) ** i, f"/run/f/{i}", f"run {i}") for i in range(6)]
+    svg = trajectory_chart(path, shares=(0.9999999, 0.0000001))
+    ys = [float(y) for y in re.findall(r'class="dot" cx="[^"]*" cy="([^"]*)"', svg)]
+    xs = [float(x) for x in re.findall(r'class="dot" cx="([^"]*)"', svg)]
+    assert max(xs) - min(xs) > 500 and max(ys) - min(ys) < 2
+    assert "the path is a line" in svg
+
+
 def test_one_point_or_none() -> None:
     assert metric_chart([]) == '<p class="chart-empty">No run has this metric.</p>'
     assert metric_chart(points(3.0)).count('class="point"') == 1

@@ -13,7 +13,7 @@ import itertools
 import math
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from html import escape
 from typing import TYPE_CHECKING
 
@@ -28,6 +28,8 @@ TITLED = 2000
 DRAWN = 300
 """Up to this many distinct points a chart draws each as its own linked circle; beyond,
 as paths, with links by 8-pixel square (see ``_dots``)."""
+X_TICKS, Y_TICKS = 5, 5
+"""Labelled times along a chart, and values up it (with light grid lines)."""
 COLUMNS = 160
 """A heatmap has at most this many columns; more runs share a column, averaged."""
 LEVELS = 48
@@ -72,14 +74,49 @@ def metric_chart(points: Sequence[tuple[datetime, float, str, str]], *, log: boo
         marks.append(f'<a href="{escape(points[i][2])}"><path class="nonfinite" d="M{xs[i] - 4:.1f},6 l8,8 m0,-8 l-8,8">'
                      f"<title>{escape(points[i][3])}: {escape(what)}</title></path></a>")
     axis = "log10 " if log else ""
-    labels = (f'<text x="{LEFT - 6}" y="{TOP + 4}" text-anchor="end">{_number(high, log)}</text>'
-              f'<text x="{LEFT - 6}" y="{TOP + inner_h}" text-anchor="end">{_number(low, log)}</text>'
-              f'<text x="{LEFT}" y="{HEIGHT - 6}">{escape(_day(points[first][0]))}</text>'
-              f'<text x="{WIDTH - RIGHT}" y="{HEIGHT - 6}" text-anchor="end">{escape(_day(points[last][0]))}</text>')
+    labels = "".join(
+        f'<line class="grid" x1="{LEFT}" x2="{LEFT + inner_w}" y1="{y:.1f}" y2="{y:.1f}"/>'
+        f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{_number(value, log)}</text>'
+        for value, y in ((_between(low, high, k / (Y_TICKS - 1)), TOP + inner_h * (1 - k / (Y_TICKS - 1)))
+                         for k in range(Y_TICKS)))
+    labels += "".join(
+        f'<line class="tick" x1="{x:.1f}" x2="{x:.1f}" y1="{TOP + inner_h}" y2="{TOP + inner_h + 4}"/>'
+        f'<text x="{x:.1f}" y="{HEIGHT - 6}" text-anchor="{anchor}">{escape(text)}</text>'
+        for x, anchor, text in _time_ticks(float(times[first]), float(times[last]), LEFT, inner_w))
+    if log:
+        labels += f'<text x="{WIDTH - RIGHT}" y="{TOP - 7}" text-anchor="end">log scale</text>'
     return (f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" role="img" '
             f'aria-label="{escape(axis + title)} against time">'
             f'<rect class="plot" x="{LEFT}" y="{TOP}" width="{inner_w}" height="{inner_h}"/>'
-            f'<polyline class="line" points="{_line(xs[drawn], ys[drawn])}"/>{labels}{dots}{"".join(marks)}</svg>')
+            f'{labels}<polyline class="line" points="{_line(xs[drawn], ys[drawn])}"/>{dots}{"".join(marks)}</svg>')
+
+
+def _between(low: float, high: float, fraction: float) -> float:
+    """The value ``fraction`` of the way from ``low`` to ``high``, finite for any finite ends."""
+    value = low * (1 - fraction) + high * fraction
+    return max(-sys.float_info.max, min(sys.float_info.max, value))
+
+
+def _time_ticks(start: float, end: float, left: float, width: float) -> list[tuple[float, str, str]]:
+    """(x, text-anchor, label) of :data:`X_TICKS` times evenly across a time axis (one when
+    every point has the same time), labelled at the resolution that tells them apart."""
+    count = X_TICKS if end > start else 1
+    step = (end - start) / max(count - 1, 1)
+    ticks = []
+    for k in range(count):
+        moment = datetime.fromtimestamp(start + step * k, UTC)
+        anchor = "start" if k == 0 else "end" if k == count - 1 else "middle"
+        ticks.append((left + width * k / max(count - 1, 1), anchor, _when(moment, step)))
+    return ticks
+
+
+def _when(moment: datetime, resolution: float) -> str:
+    """A time as precisely as ``resolution`` seconds (between ticks, or across a chart) needs."""
+    if resolution < 120:
+        return moment.strftime("%H:%M:%S")
+    if resolution < 2 * 86400:
+        return moment.strftime("%m-%d %H:%M")
+    return moment.strftime("%Y-%m-%d")
 
 
 def _dots(xs: np.ndarray, ys: np.ndarray, links: Sequence[str], tips: Sequence[str] | None,
@@ -138,7 +175,8 @@ def _number(value: float, log: bool) -> str:
 
 
 def _day(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M")
+    """A point's time in its tooltip: to the second."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def trajectory_chart(points: Sequence[tuple[datetime, float, float, str, str]], *,
@@ -154,7 +192,7 @@ def trajectory_chart(points: Sequence[tuple[datetime, float, float, str, str]], 
     size_w, size_h = WIDTH, 320
     inner_w, inner_h = size_w - LEFT - RIGHT, size_h - TOP - BOTTOM
     xs, ys = np.array([p[1] for p in points]), np.array([p[2] for p in points])
-    (x_low, x_high), (y_low, y_high) = _span(xs), _span(ys)
+    (x_low, x_high), (y_low, y_high) = _equal_units(_span(xs), _span(ys), inner_w / inner_h)
     px = LEFT + _along(xs, x_low, x_high) * inner_w
     py = TOP + (1 - _along(ys, y_low, y_high)) * inner_h
     times = np.array([p[0].timestamp() for p in points])
@@ -166,12 +204,14 @@ def trajectory_chart(points: Sequence[tuple[datetime, float, float, str, str]], 
     ends = "".join(f'<circle class="end" cx="{px[i]:.1f}" cy="{py[i]:.1f}" r="7"/>'
                    f'<text x="{px[i] + 9:.1f}" y="{py[i] - 6:.1f}">{word}</text>'
                    for i, word in ((0, "first"), (len(points) - 1, "newest")))
+    flat = " (the path is a line: one dimension explains it all)" if shares[1] < 0.0005 else ""
+    span = float(times.max() - times.min())
     legend = (f'<text x="{LEFT + inner_w / 2}" y="{size_h - 6}" text-anchor="middle">PC1 ({shares[0]:.1%} of the '
-              f'variance)</text><text x="14" y="{TOP + inner_h / 2}" transform="rotate(-90 14 {TOP + inner_h / 2})" '
-              f'text-anchor="middle">PC2 ({shares[1]:.1%})</text>'
+              f'variance){flat}</text><text x="14" y="{TOP + inner_h / 2}" '
+              f'transform="rotate(-90 14 {TOP + inner_h / 2})" text-anchor="middle">PC2 ({shares[1]:.1%})</text>'
               f'<text x="{LEFT}" y="{TOP - 7}">colour is time: <tspan fill="{SEQUENTIAL[0]}">&#9679;</tspan> '
-              f'{escape(_day(points[0][0]))}</text><text x="{size_w - RIGHT}" y="{TOP - 7}" text-anchor="end">'
-              f'<tspan fill="{SEQUENTIAL[-1]}">&#9679;</tspan> {escape(_day(points[-1][0]))}</text>')
+              f'{escape(_when(points[0][0], span))}</text><text x="{size_w - RIGHT}" y="{TOP - 7}" text-anchor="end">'
+              f'<tspan fill="{SEQUENTIAL[-1]}">&#9679;</tspan> {escape(_when(points[-1][0], span))}</text>')
     return (f'<svg class="chart trajectory" viewBox="0 0 {size_w} {size_h}" width="{size_w}" height="{size_h}" '
             f'role="img" aria-label="personality vectors projected to two dimensions, in run order">'
             f'<rect class="plot" x="{LEFT}" y="{TOP}" width="{inner_w}" height="{inner_h}"/>'
@@ -269,6 +309,19 @@ def _span(values: np.ndarray) -> tuple[float, float]:
         return _around(low)
     pad = (high / 2 - low / 2) / 10  # (high - low) may overflow; its half cannot
     return max(low - pad, -sys.float_info.max), min(high + pad, sys.float_info.max)
+
+
+def _equal_units(x: tuple[float, float], y: tuple[float, float], aspect: float
+                 ) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Ranges for a plot ``aspect`` times wider than high in which one unit is as long
+    across as up (a direction that explains little of the variance stays short): the
+    narrower range is widened about its middle."""
+    width, height = x[1] / 2 - x[0] / 2, y[1] / 2 - y[0] / 2  # halves: finite for any floats
+    if width >= height * aspect:
+        middle, reach = y[0] / 2 + y[1] / 2, width / aspect
+        return x, (max(middle - reach, -sys.float_info.max), min(middle + reach, sys.float_info.max))
+    middle, reach = x[0] / 2 + x[1] / 2, height * aspect
+    return (max(middle - reach, -sys.float_info.max), min(middle + reach, sys.float_info.max)), y
 
 
 def _around(value: float) -> tuple[float, float]:
