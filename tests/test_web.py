@@ -416,6 +416,11 @@ def test_a_font_page_charts_a_metric_of_every_run_with_links_and_choices(store: 
     html = browser.respond(f"/font/{font}?metric=bleu&log=1")[2].decode()
     assert "bleu against time (4 runs)" in html and html.count('class="nonfinite"') == 1  # bleu 0 on a log scale
     assert "linear scale" in html
+    menu = html[html.index('<form class="inline"'):html.index("</form>")]  # every metric, nested ones too
+    assert "<option>glyph_loss.A</option>" in menu and "<option selected>bleu</option>" in menu
+    assert '<input type="hidden" name="log" value="1">' in menu and 'name="metric"' in menu
+    html = browser.respond(f"/font/{font}?metric=glyph_loss.A&log=1")[2].decode()
+    assert "glyph_loss.A against time (4 runs)" in html
     html = browser.respond(f"/font/{font}?metric=nothing")[2].decode()
     assert "No run has this metric." in html
 

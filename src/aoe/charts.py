@@ -75,7 +75,7 @@ def metric_chart(points: Sequence[tuple[datetime, float, str, str]], *, log: boo
                      f"<title>{escape(points[i][3])}: {escape(what)}</title></path></a>")
     axis = "log10 " if log else ""
     labels = "".join(
-        f'<line class="grid" x1="{LEFT}" x2="{LEFT + inner_w}" y1="{y:.1f}" y2="{y:.1f}"/>'
+        f'<line class="gridline" x1="{LEFT}" x2="{LEFT + inner_w}" y1="{y:.1f}" y2="{y:.1f}"/>'
         f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{_number(value, log)}</text>'
         for value, y in ((_between(low, high, k / (Y_TICKS - 1)), TOP + inner_h * (1 - k / (Y_TICKS - 1)))
                          for k in range(Y_TICKS)))

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 CHART_METRICS = 12
+MENU_METRICS = 500
+"""At most this many metrics (the commonest) in the menu of every metric."""
 """Metrics a font page offers to chart (the commonest top-level ones)."""
 SHOWN_DIMS = 64
 """Dimensions of the personality heatmap (the first ones; the page says how many more)."""
@@ -188,8 +190,20 @@ def metric_section(data: FontData, query: Query) -> str:
     offered = chooser(data.font_id, query, "metric", top if metric in top else [*top, metric], metric)
     scale = (f'<a href="{choice(data.font_id, query, log=int(not log))}" id="scale">'
              f'{"linear" if log else "log"} scale</a>')
+    every = metric_form(data.font_id, query, [name for name, _ in metrics[:MENU_METRICS]], metric) \
+        if len(metrics) > len(top) else ""
     return (f'<section id="metric-chart"><h3>{h(metric)} against time ({count} runs)</h3>'
-            f"<p>{offered} · {scale}</p>{svg}</section>")
+            f"<p>{offered} · {scale}{every}</p>{svg}</section>")
+
+
+def metric_form(font_id: str, query: Query, names: Sequence[str], current: str) -> str:
+    """Every metric (nested ones too: ``glyph_loss.A``) in a menu, the page's other choices
+    kept: a form, since the page runs no script."""
+    kept = "".join(f'<input type="hidden" name="{h(k)}" value="{h(v)}">'
+                   for k, values in query.items() if k not in ("metric", "page") for v in values)
+    options = "".join(f'<option{" selected" if name == current else ""}>{h(name)}</option>' for name in names)
+    return (f' · <form class="inline" method="get" action="/font/{u(font_id)}">{kept}'
+            f'<select name="metric" aria-label="any metric">{options}</select> <button>chart</button></form>')
 
 
 def personality_section(data: FontData, query: Query) -> str:
