@@ -58,9 +58,15 @@ def test_put_get_round_trip(capsys, root: Path, tmp_path: Path) -> None:
 
     # What get writes, put takes back, and nothing new is stored but a manifest.
     objects = sum(1 for p in (root / ".objects").rglob("*") if p.is_file())
-    code, out, _ = run_cli(capsys, "store", "put", "1-fruity", str(out_dir))
+    code, out, err = run_cli(capsys, "store", "put", "1-fruity", str(out_dir))
     assert code == 0
     assert sum(1 for p in (root / ".objects").rglob("*") if p.is_file()) == objects + 1
+    assert "warning" not in err  # aoe's own run.json: nothing in it goes unstored
+    assert err == (f"aoe: note: run {out.strip()} has the same weights, images, feedback and metadata as run "
+                   f"{run_id}, which this folder was written from; `aoe store rm` one of them if you wanted one\n")
+    (out_dir / "feedback.json").write_text('{"loss": 0.25}')  # changed: a new run, said as usual
+    code, _, err = run_cli(capsys, "store", "put", "1-fruity", str(out_dir))
+    assert code == 0 and err == ""
 
 
 def test_a_progress_bar_on_a_terminal(capsys, root: Path, tmp_path: Path, monkeypatch) -> None:

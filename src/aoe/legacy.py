@@ -26,7 +26,7 @@ WEIGHT_FILES = ("weights.pt", "weights", "weights.pth")
 RUN_FILES = {*WEIGHT_FILES, "personality_vector.pt", "sample.png", "eval-glyphs", "feedback.json", "run.json", "extras"}
 RUN_JSON_KEYS = ("params", "started_at", "ended_at", "status", "name", "description", "tags", "feedback_schema")
 RUN_JSON_WRITTEN = {"font_id", "run_id", "manifest", "saved_at", "missing", "assets", "glyphs", "extras",
-                    "weights_version", "parent", "source"}
+                    "weights_version", "parent", "parents", "source", "metrics"}
 """Keys that ``aoe store get`` writes to run.json which describe the stored run, not inputs."""
 
 
@@ -36,6 +36,8 @@ class RunFolder:
 
     arguments: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    written_from: tuple[str, str] | None = None
+    """(font id, run id) of the run ``aoe store get`` wrote this folder from (its run.json says)."""
 
 
 def read_run_folder(run_dir: Path, *, checkpoint: bool = False, within: Path | None = None) -> RunFolder:
@@ -98,7 +100,11 @@ def read_run_folder(run_dir: Path, *, checkpoint: bool = False, within: Path | N
         if "params" in given and args.get("params"):
             given["params"] = {**args["params"], **given["params"]}
         args.update(given)
-    return RunFolder({k: v for k, v in args.items() if v is not None or k == "weights"}, notes)
+        origin = (meta.get("font_id"), meta.get("run_id"))
+        written_from = (origin[0], origin[1]) if isinstance(origin[0], str) and isinstance(origin[1], str) else None
+    else:
+        written_from = None
+    return RunFolder({k: v for k, v in args.items() if v is not None or k == "weights"}, notes, written_from)
 
 
 def _json_object(path: Path, within: Path | None) -> dict[str, Any]:

@@ -69,10 +69,27 @@ def put(
             warn(note)
         with progress(store, "saving", _input_bytes(folder.arguments)):
             run_id = store.save_model(font_id, **folder.arguments)
+        _say_if_the_same(store, font_id, folder.written_from, run_id)
     info = store.get_run_info(font_id, run_id)
     if info.missing:
         warn(f"run {run_id} is incomplete: no {', '.join(info.missing)}")
     say(run_id)
+
+
+def _say_if_the_same(store: Store, font_id: str, origin: tuple[str, str] | None, run_id: str) -> None:
+    """A folder `get` wrote, put back unchanged into its font, made a second run like the
+    first: say so (aoe keeps every run it is given, so nothing is lost either way)."""
+    if origin is None or origin[0] != font_id:
+        return
+    from ..diff import diff_runs
+
+    try:
+        found = diff_runs(store, font_id, origin[1], run_id, measure=False)
+    except StoreError:  # that run is gone, or run.json names none: nothing to compare with
+        return
+    if not (found.metadata or found.params or found.feedback or found.images or found.changed_tensors):
+        say(f"aoe: note: run {run_id} has the same weights, images, feedback and metadata as run {origin[1]}, "
+            "which this folder was written from; `aoe store rm` one of them if you wanted one", file=sys.stderr)
 
 
 @store_app.command("import")
