@@ -66,6 +66,8 @@ def test_every_page_renders_and_escapes_user_strings(server: str, font: str, run
         assert "script-src" not in headers["Content-Security-Policy"]  # no script may run at all
     _, _, body = get(f"{server}/font/{font}?tag=bold")
     assert body.count(b'class=run-link') == 1 and runs[2].encode() in body
+    _, _, body = get(f"{server}/search?q=run")  # results span fonts: each says whose
+    assert b"<th>font</th>" in body and f'<td><a href="/font/{font}">{font}</a></td>'.encode() in body
     _, _, body = get(f"{server}/font/{font}?where=params.lr%3E0.15&sort=-params.lr")
     listed = body[body.index(b'id="compare"'):]  # the run table (the chart above links every run)
     assert listed.index(runs[2].encode()) < listed.index(runs[1].encode()) and runs[0].encode() not in listed

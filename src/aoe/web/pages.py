@@ -135,7 +135,7 @@ class Browser:
         text = one(query, "q")
         runs = self.store.search(text, limit=PAGE_SIZE, sort="-time") if text else []
         body = SEARCH_FORM.format(q=h(text)) + f"<h2>{len(runs)} runs match {h(repr(text))}</h2>"
-        return self._page(200, f"Search {text}", body + self._run_table(runs, compare=False))
+        return self._page(200, f"Search {text}", body + self._run_table(runs, compare=False, fonts=True))
 
     def font_page(self, font_id: str, query: Query) -> Response:
         font_id = check_font_id(font_id)
@@ -299,21 +299,23 @@ class Browser:
         return (f"<p id=parents>came from: {parents}</p><p id=children>went on in: {children or 'none yet'}</p>"
                 f'<p><a href="/lineage/{u(info.font_id)}">the lineage of {h(info.font_id)}</a></p>')
 
-    def _run_table(self, runs: list[RunInfo], *, compare: bool) -> str:
+    def _run_table(self, runs: list[RunInfo], *, compare: bool, fonts: bool = False) -> str:
+        """Runs, one a row; ``fonts``: with a column saying whose (search results span fonts)."""
         rows = []
         aliases = {font: self._aliases(font) for font in {info.font_id for info in runs}}
         for index, info in enumerate(runs):
             sample = thumb(self.manifest(info.manifest).sample, "sample") if info.manifest else ""
             picks = (f'<td><input type=checkbox name=run value="{h(info.run_id)}"{" checked" if index < 2 else ""}>'
                      "</td>" if compare else "")
+            font = f'<td><a href="/font/{u(info.font_id)}">{h(info.font_id)}</a></td>' if fonts else ""
             rows.append(
-                f"<tr class=run>{picks}<td>{sample}</td>"
+                f"<tr class=run>{picks}{font}<td>{sample}</td>"
                 f'<td><a class=run-link href="/run/{u(info.font_id)}/{u(info.run_id)}">{h(info.run_id)}</a>'
                 f"{self._alias_badges(info.font_id, aliases[info.font_id].get(info.run_id, []))}"
                 f"<br>{h(info.name or '')}</td><td class='status {h(info.status)}'>{h(info.status)}</td>"
                 f"<td>{h(', '.join(info.tags))}</td><td>{h(compact(info.params))}</td>"
                 f"<td>{h(_feedback_summary(info.metrics))}</td></tr>")
-        head = "<th>compare</th>" if compare else ""
+        head = ("<th>compare</th>" if compare else "") + ("<th>font</th>" if fonts else "")
         return (f"<table class=runs><tr>{head}<th>sample</th><th>run</th><th>status</th><th>tags</th>"
                 f"<th>params</th><th>feedback</th></tr>{''.join(rows)}</table>")
 
