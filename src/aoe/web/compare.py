@@ -36,15 +36,18 @@ def comparison(store: Store, font_id: str, run_ids: list[str], manifest: Callabl
     values = _value_rows(runs)
     differing = [key for key, row in values if len({repr(v) for v in row}) > 1]
     tensors = len({t.name for step in steps for t in step.tensors})
-    summary = (f"{', '.join(str(len(step.changed_tensors)) for step in steps)} of {tensors} tensors differ "
-               f"between consecutive runs; {sum(k.startswith('params.') for k in differing)} params and "
-               f"{sum(k.startswith('feedback.') for k in differing)} feedback values differ among them")
+    moved = "; ".join(f"{len(step.changed_tensors)} from run {i + 1} to run {i + 2}" for i, step in enumerate(steps)) \
+        if len(steps) > 1 else f"{len(steps[0].changed_tensors)} differ"
+    summary = (f"Of {tensors} tensor{'' if tensors == 1 else 's'}: {moved}. {sum(k.startswith('params.') for k in differing)} params and "
+               f"{sum(k.startswith('feedback.') for k in differing)} feedback values differ among the runs.")
+    measured = "" if len(steps) == 1 else ("<p>How much each changed tensor moved is measured when two runs are "
+                                           "compared: follow a column's link.</p>")
     return (f'<p><a href="/">fonts</a> / <a href="/font/{u(font_id)}">{h(font_id)}</a> / compare</p>'
             f"<h2>{len(run_ids)} runs of {h(font_id)}, oldest first</h2><p id=summary>{h(summary)}</p>"
             f"{_image_table(font_id, runs)}"
             f"<h3>Params, feedback and details</h3><p>Rows that differ are marked; a value in bold "
             f"differs from the run before it.</p><table id=values>{header}{_rows(values)}</table>"
-            f"<h3>Tensors</h3>{_tensor_table(font_id, steps)}")
+            f"<h3>Tensors</h3>{measured}{_tensor_table(font_id, steps)}")
 
 
 def _image_table(font_id: str, runs: list[Run]) -> str:
