@@ -202,8 +202,9 @@ def trajectory_chart(points: Sequence[tuple[datetime, float, float, str, str]], 
     tips = [f"{label}: {_day(moment)}" for moment, _, _, _, label in points] if len(points) <= TITLED else None
     dots = _dots(px, py, [p[3] for p in points], tips, colours, "dot")
     ends = "".join(f'<circle class="end" cx="{px[i]:.1f}" cy="{py[i]:.1f}" r="7"/>'
-                   f'<text x="{px[i] + 9:.1f}" y="{py[i] - 6:.1f}">{word}</text>'
-                   for i, word in ((0, "first"), (len(points) - 1, "newest")))
+                   + (f'<text x="{px[i] + 9:.1f}" y="{max(py[i] - 6, 10):.1f}">{word}</text>' if px[i] < size_w / 2 else
+                      f'<text x="{px[i] - 9:.1f}" y="{max(py[i] - 6, 10):.1f}" text-anchor="end">{word}</text>')
+                   for i, word in ((0, "first"), (len(points) - 1, "newest")))  # the label stays inside the chart
     flat = " (the path is a line: one dimension explains it all)" if shares[1] < 0.0005 else ""
     span = float(times.max() - times.min())
     legend = (f'<text x="{LEFT + inner_w / 2}" y="{size_h - 6}" text-anchor="middle">PC1 ({shares[0]:.1%} of the '

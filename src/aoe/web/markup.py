@@ -114,7 +114,7 @@ td.differs{{background:#fff6e0}} th.differs{{color:#a15c00}} img.sample{{width:2
 .glyphs{{display:flex;flex-wrap:wrap;gap:8px}} .glyph{{width:64px;height:64px;object-fit:contain}}
 figure{{margin:0;text-align:center}} a.run-link{{white-space:nowrap}} table{{border-collapse:collapse;margin:.5em 0}}
 td,th{{border-bottom:1px solid #eee;padding:3px 8px;text-align:left;vertical-align:top}}
-.chart{{max-width:100%;height:auto;font-size:11px}} .chart .plot{{fill:#fafafa;stroke:#ddd}}
+.chart{{width:100%;max-width:1100px;height:auto;font-size:11px}} .chart .plot{{fill:#fafafa;stroke:#ddd}}
 .chart .line{{fill:none;stroke:#9bb7e0;stroke-width:1}} .chart .gridline{{stroke:#eee}} form.inline{{display:inline}} .chart .tick{{stroke:#bbb}} .chart .point{{fill:#1558b0}}
 .chart .nonfinite{{stroke:#c0392b;stroke-width:2}} .chart text{{fill:#555}} a.current{{font-weight:bold}}
 .chart .path{{fill:none;stroke:#c8c8c8;stroke-width:1}} .chart .dot{{stroke:#fff;stroke-width:.5}}
