@@ -112,10 +112,10 @@ border:1px solid #ddd;border-radius:6px;text-decoration:none;color:inherit;width
 table.compare td,table.compare th{{padding:2px 3px}} table.compare .wide{{width:144px;height:48px}}
 td.differs{{background:#fff6e0}} th.differs{{color:#a15c00}} img.sample{{width:256px;height:256px;object-fit:contain}}
 .glyphs{{display:flex;flex-wrap:wrap;gap:8px}} .glyph{{width:64px;height:64px;object-fit:contain}}
-figure{{margin:0;text-align:center}} a.run-link{{white-space:nowrap}} table{{border-collapse:collapse;margin:.5em 0}}
+figure{{margin:0;text-align:center}} a[href^="/run/"]{{white-space:nowrap}} table{{border-collapse:collapse;margin:.5em 0}}
 td,th{{border-bottom:1px solid #eee;padding:3px 8px;text-align:left;vertical-align:top}}
 .chart{{width:100%;max-width:1100px;height:auto;font-size:11px}} .chart .plot{{fill:#fafafa;stroke:#ddd}}
-.chart .line{{fill:none;stroke:#9bb7e0;stroke-width:1}} .chart .gridline{{stroke:#eee}} form.inline{{display:inline}} .chart .tick{{stroke:#bbb}} .chart .point{{fill:#1558b0}}
+.chart .line{{fill:none;stroke:#9bb7e0;stroke-width:1}} .chart .gridline{{stroke:#eee}} form.inline{{display:inline}} .choices{{margin:.5em 0}} .chart .tick{{stroke:#bbb}} .chart .point{{fill:#1558b0}}
 .chart .nonfinite{{stroke:#c0392b;stroke-width:2}} .chart text{{fill:#555}} a.current{{font-weight:bold}}
 .chart .path{{fill:none;stroke:#c8c8c8;stroke-width:1}} .chart .dot{{stroke:#fff;stroke-width:.5}}
 .chart .end{{fill:none;stroke:#222;stroke-width:1.5}} .chart .nonfinite-cell{{fill:none;stroke:#c0392b;stroke-width:1.5;shape-rendering:geometricPrecision}}

@@ -193,7 +193,7 @@ def metric_section(data: FontData, query: Query) -> str:
     every = metric_form(data.font_id, query, [name for name, _ in metrics[:MENU_METRICS]], metric) \
         if len(metrics) > len(top) else ""
     return (f'<section id="metric-chart"><h3>{h(metric)} against time ({count} runs)</h3>'
-            f"<p>{offered} · {scale}{every}</p>{svg}</section>")
+            f"<div class=choices>{offered} · {scale}{every}</div>{svg}</section>")  # a div: a form may not be in a p
 
 
 def metric_form(font_id: str, query: Query, names: Sequence[str], current: str) -> str:
