@@ -178,6 +178,25 @@ def test_a_writer_process_shares_its_rows_when_it_exits_and_a_killed_one_loses_n
     assert len(refs_read(reads)) == (6 if how == "kill" else 0)
 
 
+def test_a_level_is_merged_by_one_writer_at_a_time(s3_store: aoe.Store) -> None:
+    """Writers that find a level full at once would each write a merged copy of it (four
+    trainers left 3.4 rows a run); the one holding the font's merge lease merges, the
+    others leave it."""
+    font = s3_store.create_font("fruity")
+    backend = s3_store.backend
+    for i in range(segments.FAN_IN):
+        segments.write(backend, font, [[f"20261207T00000{i}.000000Z-0000", "x"]], level=0)
+    full = segment_keys(s3_store, font)
+    with backend.lock(f"merge-{font}", wait=True):  # another writer is merging
+        segments.compact(backend, font, full)
+        assert segment_keys(s3_store, font) == full
+    segments.compact(backend, font, full)
+    [merged] = segment_keys(s3_store, font)
+    assert segment_at(merged)[0] == 1 and len(segments.read(backend, merged, font)) == segments.FAN_IN  # type: ignore[index]
+    segments.compact(backend, font, full)  # a stale listing: the level is merged already, nothing more
+    assert segment_keys(s3_store, font) == [merged]
+
+
 def test_levels_and_merges() -> None:
     assert [segments.level_for(n) for n in (1, 4, 12, 13 * 8)] == [0, 0, 1, 2]  # FLUSH 4, FAN_IN 3 here
     row = ["20261207T000000.000000Z-000", "x"]

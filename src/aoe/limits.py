@@ -83,6 +83,8 @@ def _children(value: Any) -> Iterable[Any] | None:
         return value.values()  # type: ignore[no-any-return]
     if kind is list or kind is tuple:
         return value  # type: ignore[no-any-return]
+    if kind in _PLAIN:  # before the ABC checks below, which cost microseconds each
+        return None
     nested = getattr(value, "children", None)
     if nested is not None:
         return nested()  # type: ignore[no-any-return]

@@ -136,21 +136,34 @@ def merged(segments: Iterable[list[Row]]) -> list[Row]:
 def compact(backend: Backend, font_id: str, keys: Sequence[str]) -> None:
     """Merge each level holding :data:`FAN_IN` or more of ``keys`` (a listing of the
     font's segments) into one segment of the next level, written before its inputs are
-    removed: a crash or a second merger only leaves rows twice (harmless)."""
+    removed: a crash or a second merger only leaves rows twice (harmless). The merger
+    holds the font's merge lease, and lists the segments again under it: writers that
+    found the same level full at once would each copy it (4 writers left 3.4 rows a run)."""
+    if not _full_levels(keys):
+        return
+    with backend.lock(f"merge-{font_id}", wait=False) as mine:
+        if not mine:
+            return  # another writer is merging this font's segments now
+        levels = _full_levels(list(backend.list(segments_folder(font_id))))
+        for level in range(MAX_LEVEL):
+            group = levels.get(level, [])
+            if len(group) < FAN_IN:
+                continue
+            found = read_all(backend, font_id, group)
+            levels[level + 1].append(write(backend, font_id, merged(found.values()), level + 1))
+            for key in found:  # not one that could not be read now: it may be well
+                try:
+                    backend.delete(key)
+                except StoreError:
+                    pass  # another merger removed it, or the next merge will
+
+
+def _full_levels(keys: Sequence[str]) -> dict[int, list[str]]:
+    """Segment keys by level (oldest first), or {} when no level holds :data:`FAN_IN`."""
     levels: dict[int, list[str]] = defaultdict(list)
     for key in keys_among(keys):
         levels[segment_at(key)[0]].append(key)  # type: ignore[index]
-    for level in range(MAX_LEVEL):
-        group = levels.get(level, [])
-        if len(group) < FAN_IN:
-            continue
-        found = read_all(backend, font_id, group)
-        levels[level + 1].append(write(backend, font_id, merged(found.values()), level + 1))
-        for key in found:  # not one that could not be read now: it may be well
-            try:
-                backend.delete(key)
-            except StoreError:
-                pass  # another merger removed it, or the next merge will
+    return levels if any(len(group) >= FAN_IN for group in levels.values()) else {}
 
 
 def prune(backend: Backend, font_id: str, keys: Sequence[str], covered: dict[str, str], listed_at: datetime) -> None:
@@ -214,8 +227,7 @@ def _manifest(row: Row) -> Any:
 class SharedListing:
     """A font's shared listing as it is now: its newest snapshot's rows and its segments'
     rows (read when first needed), for a reader to take the rows of refs it listed
-    (:meth:`rows_for`). :meth:`read_whole` reads and checks everything at once: a new
-    machine does it while it lists the refs."""
+    (:meth:`rows_for`)."""
 
     def __init__(self, backend: Backend, font_id: str) -> None:
         self.backend = backend
@@ -223,7 +235,6 @@ class SharedListing:
         self._keys = list(backend.list(listings_folder(font_id)))
         self.snapshot = listings.newest(backend, font_id, self._keys)
         self._segments: dict[str, list[Row]] | None = None
-        self._checked: dict[int, RunInfo | None] = {}  # by id() of a row kept in _segments
 
     def segment_rows(self) -> dict[str, list[Row]]:
         """Each run's segment rows, newest segment first (read on first use)."""
@@ -232,19 +243,6 @@ class SharedListing:
             self._segments = by_run(reversed(list(read_all(self.backend, self.font_id, keys).values()))) \
                 if keys else {}
         return self._segments
-
-    def read_whole(self) -> SharedListing:
-        """Read every segment and check every row now (returns self)."""
-        for rows in self.segment_rows().values():
-            for row in rows:
-                self._info(row)
-        return self
-
-    def _info(self, row: Row) -> RunInfo | None:
-        key = id(row)
-        if key not in self._checked:
-            self._checked[key] = checked(self.font_id, row)
-        return self._checked[key]
 
     def rows_for(self, tokens: Mapping[str, str]) -> dict[str, RunInfo]:
         """What a reader takes for refs it listed (run id -> token): the snapshot's row of a
@@ -260,7 +258,7 @@ class SharedListing:
         candidates = self.segment_rows()
         for run_id in tokens.keys() - found.keys():
             for row in candidates.get(run_id, ()):
-                info = self._info(row)
+                info = checked(self.font_id, row)
                 if info is not None and names(tokens[run_id], info):
                     found[run_id] = info
                     break

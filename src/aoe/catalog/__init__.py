@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from .. import segments, vectors
 from ..errors import StorageError, StoreError
@@ -45,9 +45,6 @@ from ..refs import Refs, run_time
 from ..runinfo import FontSummary, RunInfo
 from .database import NOT_DAMAGE, TABLES, IndexFile, check, snapshot, verified
 from .rows import RACY_NS, by_font, font_state, joined_json, rows_of, updated, whole_font
-
-if TYPE_CHECKING:
-    from concurrent.futures import Future
 
 T = TypeVar("T")
 RELIST_NS = 60_000_000_000
@@ -188,7 +185,6 @@ class Catalog:
             if known_generation >= 0:
                 self._tokens[font_id] = (known_generation, known)
         same_file = known if last is not None and last[2] == changes else None  # no ref moved since
-        shared = self._shared_listing_meanwhile(font_id) if not known else None
         tokens = self.refs.backend.list_versions(folder, same_file)
         for name in tokens.keys() - known.keys():
             if run_id_at(name) is None:  # a file in runs/ that is not a ref is skipped
@@ -200,7 +196,7 @@ class Catalog:
             if version is None or synced_ns - version > RACY_NS:  # settled now, or listed whole just now
                 db.execute("UPDATE fonts SET synced_ns = ? WHERE font_id = ?", (synced_ns, font_id))
             return  # a racy rescan that found nothing new: no rows to write
-        rows, personalities = self._rows(font_id, changed, tokens, shared)
+        rows, personalities = self._rows(font_id, changed, tokens)
         db.execute("BEGIN IMMEDIATE")
         try:
             previous = db.execute("SELECT generation, changed_ns FROM fonts WHERE font_id = ?", (font_id,)).fetchone()
@@ -235,30 +231,14 @@ class Catalog:
         else:
             self._tokens.pop(font_id, None)
 
-    def _shared_listing_meanwhile(self, font_id: str) -> Future[segments.SharedListing] | None:
-        """On object storage, a font this index has no rows of (a new machine) has its
-        shared listing read and checked in a thread while its refs are listed: the listing's
-        pages are mostly waiting for the server."""
-        if not (self.refs.backend.round_trips and self.use_listings):
-            return None
-        from concurrent.futures import ThreadPoolExecutor  # here: 5 ms of every start otherwise
-
-        pool = ThreadPoolExecutor(1)
-        try:
-            return pool.submit(lambda: segments.SharedListing(self.refs.backend, font_id).read_whole())
-        finally:
-            pool.shutdown(wait=False)
-
-    def _rows(self, font_id: str, run_ids: list[str], tokens: dict[str, str],
-              shared_listing: Future[segments.SharedListing] | None = None,
+    def _rows(self, font_id: str, run_ids: list[str], tokens: dict[str, str]
               ) -> tuple[list[tuple[Any, ...]], list[tuple[str, TensorRecord | None]]]:
         """Index rows of these runs: from the font's shared listing (snapshot, segments)
         where it holds them (object storage, many runs to read), else from refs and manifests;
         and, for each run read from its ref and manifest, (manifest, personality record)."""
         shared: dict[str, RunInfo] = {}
         if self.refs.backend.round_trips and self.use_listings and len(run_ids) >= LISTING_MIN:
-            listing = shared_listing.result() if shared_listing is not None else \
-                segments.SharedListing(self.refs.backend, font_id)
+            listing = segments.SharedListing(self.refs.backend, font_id)
             shared = listing.rows_for({r: tokens[r] for r in run_ids})
         unshared = [r for r in run_ids if r not in shared]
         read = self._read_runs(font_id, unshared)
