@@ -264,9 +264,10 @@ class Catalog:
                        None if synced is None else datetime.fromtimestamp(synced[0] / 1e9, UTC))
 
     def share_listings(self) -> None:
-        """Leave every font a listing snapshot of its runs as they are now (gc and fsck do,
-        on object storage, so a machine that never listed a font reads a few objects); a
-        font that cannot be listed now only stays slower to list."""
+        """Leave every font a listing snapshot of its runs as the index has them (gc does,
+        on object storage, so a machine that never listed a font reads a few objects; fsck
+        writes its own from what it read); a font that cannot be listed now only stays
+        slower to list."""
         for font_id in self.refs.fonts():
             try:
                 self.sync([font_id])
