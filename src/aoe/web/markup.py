@@ -106,7 +106,7 @@ header{{display:flex;gap:1em;align-items:baseline;border-bottom:1px solid #ddd;m
 header h1{{font-size:18px;margin:0}} header span{{color:#777}}
 .grid{{display:flex;flex-wrap:wrap;gap:12px}} .card{{display:flex;flex-direction:column;gap:4px;padding:8px;
 border:1px solid #ddd;border-radius:6px;text-decoration:none;color:inherit;width:150px}}
-.thumb,.sample,.glyph,.wide{{image-rendering:pixelated;background:#f4f4f4}} .thumb{{width:64px;height:64px;object-fit:contain}}
+.thumb,.sample,.glyph,.wide{{image-rendering:pixelated;background:#f4f4f4}} .thumb{{width:160px;height:80px;object-fit:contain}}
 .card .thumb{{width:150px;height:150px}} .wide{{width:192px;height:64px;object-fit:contain}}
 .mini{{width:36px;height:36px;object-fit:contain;image-rendering:pixelated;background:#f4f4f4}}
 table.compare td,table.compare th{{padding:2px 3px}} table.compare .wide{{width:144px;height:48px}}
