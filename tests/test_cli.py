@@ -259,18 +259,24 @@ def test_verbs_that_move_no_tensors_do_not_import_torch(root: Path) -> None:
     run_id = store.save_model(font, {"w": torch.ones(1)}, name="x")
     verbs = [["ls"], ["ls", font, "--sort", "-time"], ["show", font], ["search", "x"], ["du"], ["log", font],
              ["trash"], ["fsck", "--read-data"], ["gc", "--dry-run"], ["tag", font, run_id, "t"], ["reindex"]]
-    probe = (
-        "import sys; from aoe.cli import main\n"
-        f"for argv in {[['aoe', 'store', *verb] for verb in verbs]!r}:\n"
-        "    sys.argv = argv\n"
-        "    try: main()\n"
-        "    except SystemExit as e: assert not e.code, e.code\n"
-        "print('torch' in sys.modules, file=sys.stderr)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            env={**os.environ, "AOE_STORE": str(root)})
+    result = commands_in_one_process(root, verbs, exit_code=0)
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "False"
+
+
+def commands_in_one_process(root: Path, commands: list[list[str]], exit_code: int) -> subprocess.CompletedProcess[str]:
+    """``aoe store COMMAND`` for each command, in one new process, each ending with this
+    exit code; its stderr ends with whether torch was imported."""
+    probe = (
+        "import sys; from aoe.cli import main\n"
+        f"for argv in {[['aoe', 'store', *command] for command in commands]!r}:\n"
+        "    sys.argv = argv\n"
+        "    try: main()\n"
+        f"    except SystemExit as e: assert (e.code or 0) == {exit_code}, e.code\n"
+        "print('torch' in sys.modules, file=sys.stderr)\n"
+    )
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env={**os.environ, "AOE_STORE": str(root)})
 
 
 def test_refusals_come_before_torch_is_imported(root: Path, tmp_path: Path) -> None:
@@ -284,16 +290,7 @@ def test_refusals_come_before_torch_is_imported(root: Path, tmp_path: Path) -> N
     (tmp_path / "exists.pt").write_text("mine")
     refusals = [["get", font, str(tmp_path / "used")], ["export", font, str(tmp_path / "exists.pt")],
                 ["export", font, str(tmp_path / "weights.txt")]]
-    probe = (
-        "import sys; from aoe.cli import main\n"
-        f"for argv in {[['aoe', 'store', *args] for args in refusals]!r}:\n"
-        "    sys.argv = argv\n"
-        "    try: main()\n"
-        "    except SystemExit as e: assert e.code == 2, e.code\n"
-        "print('torch' in sys.modules, file=sys.stderr)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            env={**os.environ, "AOE_STORE": str(root)})
+    result = commands_in_one_process(root, refusals, exit_code=2)
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("aoe: error: ") == 3 and result.stderr.strip().endswith("False"), result.stderr
     assert (tmp_path / "exists.pt").read_text() == "mine" and not (tmp_path / "weights.txt").exists()
