@@ -93,8 +93,7 @@ def metric_chart(points: Sequence[tuple[datetime, float, str, str]], *, log: boo
 
 def _between(low: float, high: float, fraction: float) -> float:
     """The value ``fraction`` of the way from ``low`` to ``high``, finite for any finite ends."""
-    value = low * (1 - fraction) + high * fraction
-    return max(-sys.float_info.max, min(sys.float_info.max, value))
+    return _finite(low * (1 - fraction) + high * fraction)
 
 
 def _time_ticks(start: float, end: float, left: float, width: float) -> list[tuple[float, str, str]]:
@@ -309,7 +308,7 @@ def _span(values: np.ndarray) -> tuple[float, float]:
     if high == low:
         return _around(low)
     pad = (high / 2 - low / 2) / 10  # (high - low) may overflow; its half cannot
-    return max(low - pad, -sys.float_info.max), min(high + pad, sys.float_info.max)
+    return _finite(low - pad), _finite(high + pad)
 
 
 def _equal_units(x: tuple[float, float], y: tuple[float, float], aspect: float
@@ -320,15 +319,20 @@ def _equal_units(x: tuple[float, float], y: tuple[float, float], aspect: float
     width, height = x[1] / 2 - x[0] / 2, y[1] / 2 - y[0] / 2  # halves: finite for any floats
     if width >= height * aspect:
         middle, reach = y[0] / 2 + y[1] / 2, width / aspect
-        return x, (max(middle - reach, -sys.float_info.max), min(middle + reach, sys.float_info.max))
+        return x, (_finite(middle - reach), _finite(middle + reach))
     middle, reach = x[0] / 2 + x[1] / 2, height * aspect
-    return (max(middle - reach, -sys.float_info.max), min(middle + reach, sys.float_info.max)), y
+    return (_finite(middle - reach), _finite(middle + reach)), y
+
+
+def _finite(value: float) -> float:
+    """A range's end held within the largest float of each sign (an overflow rounds to it)."""
+    return max(-sys.float_info.max, min(sys.float_info.max, value))
 
 
 def _around(value: float) -> tuple[float, float]:
     """A range around one value (every point had it): one unit, or a tenth of the value, each way."""
     reach = max(1.0, abs(value) / 10)
-    return max(value - reach, -sys.float_info.max), min(value + reach, sys.float_info.max)
+    return _finite(value - reach), _finite(value + reach)
 
 
 def _along(values: np.ndarray, low: float, high: float) -> np.ndarray:

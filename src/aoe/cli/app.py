@@ -100,7 +100,7 @@ STORE_OPTIONS_WITH_VALUES = ("--root", "--endpoint")
 def only_the_command_named(args: list[str]) -> Iterator[None]:
     """While the app runs these arguments, register only the store command they name, if
     they name one: typer builds every registered command from its signature at each start
-    (30 ms of every `aoe store ls`); help and mistakes (no command, an unknown one) see them all."""
+    (20 ms of every `aoe store ls`); help and mistakes (no command, an unknown one) see them all."""
     name = _command_name(args)
     everything = store_app.registered_commands
     named = [info for info in everything if _name_of(info) == name]

@@ -38,7 +38,8 @@ def comparison(store: Store, font_id: str, run_ids: list[str], manifest: Callabl
     tensors = len({t.name for step in steps for t in step.tensors})
     moved = "; ".join(f"{len(step.changed_tensors)} from run {i + 1} to run {i + 2}" for i, step in enumerate(steps)) \
         if len(steps) > 1 else f"{len(steps[0].changed_tensors)} differ"
-    summary = (f"Of {tensors} tensor{'' if tensors == 1 else 's'}: {moved}. {sum(k.startswith('params.') for k in differing)} params and "
+    summary = (f"Of {tensors} tensor{'' if tensors == 1 else 's'}: {moved}. "
+               f"{sum(k.startswith('params.') for k in differing)} params and "
                f"{sum(k.startswith('feedback.') for k in differing)} feedback values differ among the runs.")
     measured = "" if len(steps) == 1 else ("<p>How much each changed tensor moved is measured when two runs are "
                                            "compared: follow a column's link.</p>")

@@ -30,9 +30,9 @@ if TYPE_CHECKING:
     import numpy as np
 
 CHART_METRICS = 12
+"""Metrics a font page offers to chart (the commonest top-level ones)."""
 MENU_METRICS = 500
 """At most this many metrics (the commonest) in the menu of every metric."""
-"""Metrics a font page offers to chart (the commonest top-level ones)."""
 SHOWN_DIMS = 64
 """Dimensions of the personality heatmap (the first ones; the page says how many more)."""
 SHOWN_GLYPHS = 96
